@@ -1,0 +1,536 @@
+//! The allocator: [`AdaptiveAllocator`], [`global()`], routing between pooled and unpooled
+//! buffers, the memory limit, `trim()`, and the rollback of `allocate_with`.
+//!
+//! Owns: the shared state of one allocator ([`Shared`]: settings, central queue, counters,
+//! life-cycle flags) and the release routing of a region (owner thread or remote). May import:
+//! `magazine`, `central`, `chunk`, `config`, `stats`, `error`, `size_class`, `sync`.
+//!
+//! The data path: `allocate` → the thread's magazine → chunk carve → `PooledBuf`;
+//! `drop` → [`release_region`] → the chunk's local free list (owner thread) or its remote
+//! stack (any other thread) → when the chunk is fully free and not in use → central queue or
+//! system.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use crate::buf::PooledBuf;
+use crate::central::Central;
+use crate::chunk::{ChunkPtr, Home, RemoteFree};
+use crate::config::{Builder, Settings};
+use crate::error::{AllocError, InitError};
+use crate::magazine::{self, ChunkSource};
+use crate::size_class::SizeClass;
+use crate::stats::{Counters, Stats};
+use crate::sync::{self, fence, AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+
+/// An adaptive pooling allocator of byte buffers.
+///
+/// A cheap, cloneable handle (`Send + Sync`): clones share one pool. Each thread that
+/// allocates gets its own magazine of chunks, found in O(1), so the allocation fast path takes
+/// no lock and no atomic read-modify-write. Buffers may be dropped on any thread.
+///
+/// ```
+/// use adaptive_pool::AdaptiveAllocator;
+/// use bytes::BufMut;
+///
+/// let pool = AdaptiveAllocator::new();
+/// let mut buf = pool.allocate(1024);
+/// buf.put_slice(b"hello ");
+/// buf.put_u32(42);
+/// let frame = buf.freeze(); // zero-copy into `bytes::Bytes`
+/// assert_eq!(&frame[..6], b"hello ");
+/// assert_eq!(pool.stats().live_buffers, 1);
+/// drop(frame);
+/// assert_eq!(pool.stats().live_buffers, 0);
+/// ```
+pub struct AdaptiveAllocator {
+    shared: Arc<Shared>,
+}
+
+/// The state one allocator's handles, magazines and chunks share.
+pub(crate) struct Shared {
+    id: usize,
+    settings: Settings,
+    central: Central,
+    counters: Counters,
+    /// Number of `AdaptiveAllocator` handles alive.
+    handles: AtomicUsize,
+    /// Set when the last handle drops: chunks are no longer cached.
+    closed: AtomicBool,
+    trim_epoch: AtomicU64,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Allocator ids index the per-thread registries; they are reused so registries stay small.
+/// A process-wide std lock, taken only when an allocator is created or destroyed; it is not
+/// part of any protocol the loom models check.
+static IDS: std::sync::Mutex<(Vec<usize>, usize)> = std::sync::Mutex::new((Vec::new(), 0));
+
+fn take_id() -> usize {
+    let mut ids = IDS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(id) = ids.0.pop() {
+        id
+    } else {
+        ids.1 += 1;
+        ids.1 - 1
+    }
+}
+
+fn give_id(id: usize) {
+    IDS.lock().unwrap_or_else(|e| e.into_inner()).0.push(id);
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Nothing refers to this allocator any more: no handle, no magazine, no chunk in use.
+        // Only cached chunks can remain (their headers refer to us only weakly in effect,
+        // since the close path drains them); free any that are left.
+        let mut idle = Vec::new();
+        self.central.drain(&self.counters, &mut idle);
+        for c in idle {
+            // SAFETY: drained from the queue, so held exclusively, with nothing live.
+            unsafe { c.free_to_system() };
+        }
+        give_id(self.id);
+    }
+}
+
+impl Shared {
+    fn free_all(chunks: Vec<ChunkPtr>) -> usize {
+        let mut bytes = 0;
+        for c in chunks {
+            bytes += c.bytes();
+            // SAFETY: callers pass chunks they hold exclusively with nothing live.
+            unsafe { c.free_to_system() };
+        }
+        bytes
+    }
+
+    /// Frees every cached chunk; answers the bytes freed.
+    fn evict_cached(&self) -> usize {
+        let mut idle = Vec::new();
+        self.central.drain(&self.counters, &mut idle);
+        Self::free_all(idle)
+    }
+
+    fn sweep_idle(&self) {
+        let mut idle = Vec::new();
+        self.central.take_expired(&self.counters, &mut idle);
+        Self::free_all(idle);
+    }
+
+    /// Creates a chunk, evicting cached chunks once if the memory limit is in the way.
+    fn create(
+        &self,
+        home: &Arc<dyn Home>,
+        bytes: usize,
+        unpooled: bool,
+    ) -> Result<ChunkPtr, AllocError> {
+        let s = &self.settings;
+        let make = || {
+            if unpooled {
+                ChunkPtr::create_unpooled(home, bytes, s.max_memory, s.poison, s.zero_on_release)
+            } else {
+                ChunkPtr::create(
+                    home,
+                    bytes,
+                    s.max_memory,
+                    false,
+                    s.poison,
+                    s.zero_on_release,
+                )
+            }
+        };
+        match make() {
+            Err(AllocError::MemoryLimit { .. }) if self.counters.cached_bytes.load(Relaxed) > 0 => {
+                self.evict_cached();
+                make()
+            }
+            other => other,
+        }
+    }
+
+    /// Allocates a buffer of at least `capacity` bytes, on behalf of handle `this`.
+    #[inline]
+    fn try_allocate(self: &Arc<Self>, capacity: usize) -> Result<PooledBuf, AllocError> {
+        if capacity > self.settings.max_pooled {
+            return self.allocate_unpooled(capacity);
+        }
+        let class = SizeClass::of(capacity);
+        let result = magazine::with_magazine(self.id, || self.clone(), |m| m.alloc(class));
+        match result {
+            Some(Ok((chunk, idx))) => {
+                // SAFETY: the region was just carved for this buffer and is handed over whole.
+                Ok(unsafe { PooledBuf::from_region(chunk, idx, class.size()) })
+            }
+            Some(Err(e)) => Err(e),
+            // The thread is exiting and its registry is gone: serve the buffer unpooled.
+            None => self.allocate_unpooled(capacity),
+        }
+    }
+
+    #[cold]
+    fn allocate_unpooled(self: &Arc<Self>, capacity: usize) -> Result<PooledBuf, AllocError> {
+        let overflow = AllocError::CapacityOverflow {
+            requested: capacity,
+        };
+        if capacity > isize::MAX as usize - 4096 {
+            return Err(overflow);
+        }
+        // Unpooled buffers are at least one minimum segment, rounded to 16 bytes.
+        let bytes = capacity.max(32).checked_add(15).ok_or(overflow)? & !15;
+        let home: Arc<dyn Home> = self.clone();
+        let chunk = self.create(&home, bytes, true)?;
+        self.counters.shared.add_shared(bytes as i64, 1);
+        // SAFETY: the chunk's single region is handed over whole.
+        Ok(unsafe { PooledBuf::from_region(chunk, 0, bytes) })
+    }
+}
+
+impl Home for Shared {
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn recycle(&self, chunk: ChunkPtr) {
+        if chunk.is_unpooled() || self.closed.load(Relaxed) {
+            // SAFETY: recycling hands over a chunk held exclusively with nothing live.
+            unsafe { chunk.free_to_system() };
+            return;
+        }
+        if let Err(chunk) = self.central.offer(chunk, &self.counters) {
+            // SAFETY: as above; the queue refused it.
+            unsafe { chunk.free_to_system() };
+        } else {
+            // Pairs with the fence in `close`: either `close` sees this chunk in the queue and
+            // frees it, or we see `closed` here and free it ourselves.
+            fence(SeqCst);
+            if self.closed.load(Relaxed) {
+                self.evict_cached();
+            }
+        }
+        self.sweep_idle();
+    }
+}
+
+impl ChunkSource for Shared {
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn acquire(
+        &self,
+        home: &Arc<dyn Home>,
+        bytes: usize,
+        min_bytes: usize,
+    ) -> Result<(ChunkPtr, bool), AllocError> {
+        self.sweep_idle();
+        if let Some(c) = self.central.take(bytes, &self.counters) {
+            return Ok((c, true));
+        }
+        let mut size = bytes;
+        loop {
+            match self.create(home, size, false) {
+                Ok(c) => return Ok((c, false)),
+                Err(AllocError::MemoryLimit { .. }) if size / 2 >= min_bytes => size /= 2,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn trim_epoch(&self) -> u64 {
+        self.trim_epoch.load(Relaxed)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Relaxed)
+    }
+}
+
+/// Releases the last handle to region `idx` of `chunk`, from any thread.
+///
+/// # Safety
+/// The caller holds the last handle to that region and gives it up.
+#[inline(always)]
+pub(crate) unsafe fn release_region(chunk: ChunkPtr, idx: u32) {
+    if chunk.is_owned_by(sync::thread_token()) {
+        // SAFETY: this thread owns the chunk, and the caller gives up the region.
+        unsafe { magazine::free_owned(chunk, idx) }
+    } else {
+        // SAFETY: as the caller guarantees; this thread does not own the chunk.
+        unsafe { release_remote(chunk, idx) }
+    }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn release_remote(chunk: ChunkPtr, idx: u32) {
+    // Account first: once the region is handed back the chunk may be recycled at any moment.
+    // SAFETY: the caller holds the region, so the format is stable.
+    let size = unsafe { chunk.seg_size() };
+    chunk
+        .home()
+        .counters()
+        .shared
+        .add_shared(-(size as i64), -1);
+    // SAFETY: the caller holds the last handle and is not the owner.
+    if unsafe { chunk.free_remote(idx) } == RemoteFree::Recycle {
+        // Keep the home alive across `recycle`, which may free the chunk header holding it.
+        let home = chunk.home().clone();
+        home.recycle(chunk);
+    }
+}
+
+/// Allocates through the allocator that owns `chunk` (for a buffer's growth).
+pub(crate) fn allocate_like(chunk: ChunkPtr, capacity: usize) -> Result<PooledBuf, AllocError> {
+    shared_of(chunk).try_allocate(capacity)
+}
+
+fn shared_of(chunk: ChunkPtr) -> Arc<Shared> {
+    let any: Arc<dyn Any + Send + Sync> = chunk.home().clone();
+    any.downcast::<Shared>()
+        .expect("every chunk's home is an allocator")
+}
+
+/// The allocator that `chunk` belongs to, as a new handle.
+pub(crate) fn handle_of(chunk: ChunkPtr) -> AdaptiveAllocator {
+    AdaptiveAllocator::from_shared(shared_of(chunk))
+}
+
+/// Rolls back `allocate_with`: holds the buffer while the initialiser runs, and on error or
+/// panic returns it and releases a chunk acquired for it.
+struct InitGuard<'a> {
+    shared: &'a Arc<Shared>,
+    buf: Option<PooledBuf>,
+    /// A chunk acquired for this buffer, and whether it came from the central queue.
+    acquired: Option<(ChunkPtr, bool)>,
+}
+
+impl Drop for InitGuard<'_> {
+    fn drop(&mut self) {
+        let Some(buf) = self.buf.take() else { return };
+        drop(buf);
+        if let Some((chunk, from_cache)) = self.acquired {
+            let shared = self.shared;
+            let taken = magazine::with_existing(shared.id, |m| m.take_back(chunk)).unwrap_or(false);
+            if taken {
+                if from_cache {
+                    shared.recycle(chunk);
+                } else {
+                    // SAFETY: `take_back` handed the chunk over, exclusive with nothing live.
+                    unsafe { chunk.free_to_system() };
+                }
+            }
+        }
+    }
+}
+
+impl AdaptiveAllocator {
+    /// An allocator with the embedded defaults, which work well without tuning: chunks of
+    /// 64 KiB to 4 MiB, an 8 MiB central cache, no memory limit, idle chunks freed after 10 s.
+    pub fn new() -> Self {
+        Self::from_settings(
+            Builder::new()
+                .validate()
+                .expect("the default settings are valid"),
+        )
+    }
+
+    /// A builder for an allocator with other settings.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    pub(crate) fn from_settings(settings: Settings) -> Self {
+        let central = Central::new(
+            settings.min_chunk,
+            settings.max_chunk,
+            settings.max_cached_bytes,
+            settings.idle_release,
+        );
+        let shared = Arc::new(Shared {
+            id: take_id(),
+            settings,
+            central,
+            counters: Counters::default(),
+            handles: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            trim_epoch: AtomicU64::new(0),
+        });
+        Self::from_shared(shared)
+    }
+
+    fn from_shared(shared: Arc<Shared>) -> Self {
+        if shared.handles.fetch_add(1, Relaxed) == 0 {
+            shared.closed.store(false, Relaxed);
+        }
+        AdaptiveAllocator { shared }
+    }
+
+    /// Allocates a buffer with room for at least `capacity` bytes, empty (`len() == 0`).
+    ///
+    /// # Panics
+    /// If the allocation fails (see [`try_allocate`](Self::try_allocate)), with the error's
+    /// message, as `Vec` does.
+    #[inline]
+    #[track_caller]
+    pub fn allocate(&self, capacity: usize) -> PooledBuf {
+        match self.try_allocate(capacity) {
+            Ok(buf) => buf,
+            Err(e) => alloc_failed(capacity, e),
+        }
+    }
+
+    /// Allocates a buffer with room for at least `capacity` bytes, empty.
+    ///
+    /// Capacity 0 is valid. Errors: [`AllocError::CapacityOverflow`] above `isize::MAX`,
+    /// [`AllocError::MemoryLimit`] past `max_memory`, [`AllocError::System`] if the system
+    /// allocator fails; in every case nothing is left allocated.
+    #[inline]
+    pub fn try_allocate(&self, capacity: usize) -> Result<PooledBuf, AllocError> {
+        self.shared.try_allocate(capacity)
+    }
+
+    /// Allocates a buffer and runs `init` on it. If `init` returns an error or panics, the
+    /// buffer is returned and a chunk acquired for it is released, so `stats()` reads as
+    /// before (the cumulative `chunk_allocations`/`chunk_releases` counters record both
+    /// events); a panic then continues to unwind.
+    ///
+    /// ```
+    /// use adaptive_pool::{AdaptiveAllocator, InitError};
+    /// use std::io::Read;
+    ///
+    /// let pool = AdaptiveAllocator::new();
+    /// let mut source: &[u8] = b"payload";
+    /// let buf = pool.allocate_with(64, |buf| {
+    ///     let mut tmp = [0u8; 64];
+    ///     let n = source.read(&mut tmp)?;
+    ///     buf.extend_from_slice(&tmp[..n]);
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// assert_eq!(&buf[..], b"payload");
+    ///
+    /// let before = pool.stats();
+    /// let failed = pool.allocate_with(64, |_| Err("no data"));
+    /// assert_eq!(failed.unwrap_err(), InitError::Init("no data"));
+    /// assert_eq!(pool.stats().live_buffers, before.live_buffers);
+    /// # Ok::<(), InitError<std::io::Error>>(())
+    /// ```
+    pub fn allocate_with<E, F>(&self, capacity: usize, init: F) -> Result<PooledBuf, InitError<E>>
+    where
+        F: FnOnce(&mut PooledBuf) -> Result<(), E>,
+    {
+        let shared = &self.shared;
+        let before = magazine::with_existing(shared.id, |m| m.acquisitions().0);
+        let buf = self.try_allocate(capacity)?;
+        let acquired = magazine::with_existing(shared.id, |m| {
+            let (n, last) = m.acquisitions();
+            if Some(n) != before {
+                last
+            } else {
+                None
+            }
+        })
+        .flatten()
+        .filter(|(c, _)| buf.chunk() == *c);
+        let mut guard = InitGuard {
+            shared,
+            buf: Some(buf),
+            acquired,
+        };
+        let slot = guard.buf.as_mut().expect("set just above");
+        match init(slot) {
+            Ok(()) => Ok(guard.buf.take().expect("still held")),
+            Err(e) => {
+                drop(guard);
+                Err(InitError::Init(e))
+            }
+        }
+    }
+
+    /// A snapshot of this allocator's statistics: cheap, exact when no other thread is
+    /// allocating or releasing at the same moment.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Gives idle memory back to the system now: every cached chunk, and every fully free
+    /// chunk of the calling thread's magazine. Other threads' magazines release their idle
+    /// chunks the next time they take a chunk. Returns the bytes freed now.
+    pub fn trim(&self) -> usize {
+        let shared = &self.shared;
+        shared.trim_epoch.fetch_add(1, Relaxed);
+        let local = magazine::with_existing(shared.id, |m| m.take_idle()).unwrap_or_default();
+        Shared::free_all(local) + shared.evict_cached()
+    }
+
+    /// The settings in force, after validation (for diagnostics).
+    fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn alloc_failed(capacity: usize, e: AllocError) -> ! {
+    panic!("adaptive-pool: allocating a buffer of {capacity} bytes failed: {e}")
+}
+
+impl Clone for AdaptiveAllocator {
+    fn clone(&self) -> Self {
+        Self::from_shared(self.shared.clone())
+    }
+}
+
+impl Drop for AdaptiveAllocator {
+    /// When the last handle goes, the allocator closes: the calling thread's magazine and the
+    /// cached chunks are given back now, other threads' magazines when those threads exit
+    /// (or first create a magazine for another allocator). Live buffers stay valid; their
+    /// memory is given back when the last one drops.
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        if shared.handles.fetch_sub(1, AcqRel) != 1 {
+            return;
+        }
+        shared.closed.store(true, Relaxed);
+        // Pairs with the fence in `recycle`.
+        fence(SeqCst);
+        magazine::remove(shared.id);
+        shared.evict_cached();
+    }
+}
+
+impl Default for AdaptiveAllocator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for AdaptiveAllocator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.settings();
+        f.debug_struct("AdaptiveAllocator")
+            .field("id", &self.shared.id)
+            .field("max_memory", &s.max_memory)
+            .field("max_cached_bytes", &s.max_cached_bytes)
+            .field("chunk_sizes", &(s.min_chunk..=s.max_chunk))
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// The process-wide default allocator, used by [`PooledBuf::with_capacity`]. Created with
+/// the default settings on first use, never dropped.
+pub fn global() -> &'static AdaptiveAllocator {
+    static GLOBAL: OnceLock<AdaptiveAllocator> = OnceLock::new();
+    GLOBAL.get_or_init(AdaptiveAllocator::new)
+}

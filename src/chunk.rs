@@ -1,0 +1,745 @@
+//! Chunks: one region of memory from the system, carved into equal segments of one size
+//! class, with its allocation cursor, its usage accounting, its local and remote free lists
+//! and its life-cycle state; the raw allocation and release. Most of the crate's `unsafe`
+//! code lives here.
+//!
+//! Owns: [`Chunk`], [`ChunkPtr`], the chunk-creation guard. May import: `sync`, `stats`,
+//! `error`. Knows nothing of magazines or allocators: the owner keeps an opaque context word
+//! in the chunk, and a chunk that must be recycled is handed to its [`Home`].
+//!
+//! # Who owns which field
+//! * Immutable after creation: `base`, `bytes`, `unpooled`, `home`, `poison`, `zero`.
+//! * The *format* (`class`, `seg_size`, `seg_count`) is written only while the chunk is held
+//!   exclusively (fresh, or just taken from the central queue) and before any region is
+//!   handed out; a region's holder reads `seg_size` (the handoff of the region orders it).
+//! * *Owner-only* (`cursor`, `local_head`, `live`, `ctx`, `seq`, `slot`, `idle_since`): read
+//!   and written only by the thread whose token is in `owner`, or by whoever holds the chunk
+//!   exclusively (creator, central queue, recycler). Plain loads and stores.
+//! * *Shared*: `owner` (written by the owner only, read by anyone to ask "is it me?"),
+//!   `remote` (the remote-free stack plus the `ABANDONED` flag) and `abandoned_live`.
+//!
+//! The allocation cursor (`cursor`, segments ever carved) and the usage accounting (`live`,
+//! segments handed out and not yet returned) are separate fields: a freed segment goes on a
+//! free list and is carved again before the cursor moves, and the chunk is fully free exactly
+//! when `live == 0`, wherever the cursor stands.
+//!
+//! # Life cycle
+//! ```text
+//!   system ──allocate──▶ Exclusive ──format+adopt──▶ Owned (current or partial in a magazine)
+//!                          ▲   │                         │ live == 0, not current: retire
+//!                          │   └──────────────┐          │ thread exit / trim: abandon
+//!            pop (central) │                  ▼          ▼
+//!                        Idle ◀──recycle── Exclusive ◀── Abandoned (live > 0; last free
+//!                    (central queue)          │              recycles, exactly once)
+//!                          │ over budget,     │
+//!                          └ idle, trim ──────┴──▶ system
+//! ```
+//! An unpooled buffer is a chunk of one segment that starts out Abandoned with one live
+//! region, so its release takes the same path.
+//!
+//! # Remote frees
+//! A thread that frees a region of a chunk it does not own pushes the segment onto `remote`,
+//! a Treiber stack whose links live in the freed segments' first four bytes. Pushers only push
+//! and the owner only takes the whole stack with `swap`, so the stack has no ABA problem.
+//! Each push is a `Release` CAS; the owner's `swap` is `Acquire`, so the pusher's writes into
+//! the segment (link, poison) happen before the owner reuses it.
+//!
+//! # Abandoning
+//! When the owner gives a chunk up with regions still live it (1) clears `owner`, (2) swaps
+//! `remote` to `ABANDONED`, taking any stacked frees, (3) adds its remaining `live` count to
+//! `abandoned_live` with `fetch_add(AcqRel)`. A remote free that sees `ABANDONED` does
+//! `abandoned_live.fetch_sub(1, AcqRel)` instead of pushing. The counter starts at zero, goes
+//! negative while frees race ahead of step 3, and reaches zero exactly once after step 3: the
+//! thread that makes it zero (the owner in step 3 if nothing is live, otherwise the last
+//! freer) recycles the chunk. `AcqRel` on every step makes all writes into the chunk happen
+//! before the recycler touches it.
+
+use std::alloc::Layout;
+use std::any::Any;
+use std::ptr::NonNull;
+use std::time::Instant;
+
+use crate::error::AllocError;
+use crate::stats::Counters;
+use crate::sync::{self, Arc, AtomicI64, AtomicU64, AtomicUsize, Ordering::*, UnsafeCell};
+
+/// "No segment": the end of a free list.
+pub(crate) const NONE: u32 = u32::MAX;
+/// Flag in `remote`: the chunk has no owner; frees count down `abandoned_live`.
+const ABANDONED: u64 = 1 << 32;
+/// Alignment of chunk memory.
+const CHUNK_ALIGN: usize = 64;
+/// The byte freed regions are filled with when poisoning is on.
+pub(crate) const POISON: u8 = 0xA5;
+/// Bytes at the start of a free segment that hold its free-list link.
+const LINK: usize = 4;
+
+/// Where a chunk goes when nobody holds it any more.
+pub(crate) trait Home: Any + Send + Sync {
+    /// The counters that account for this chunk.
+    fn counters(&self) -> &Counters;
+
+    /// Takes a chunk with no live region and no owner: cache it or give it to the system.
+    fn recycle(&self, chunk: ChunkPtr);
+}
+
+/// One chunk's header. The memory it describes is `bytes` bytes at `base`.
+pub(crate) struct Chunk {
+    base: NonNull<u8>,
+    bytes: usize,
+    unpooled: bool,
+    poison: bool,
+    zero: bool,
+    home: Arc<dyn Home>,
+
+    // Format: written while exclusive, read by region holders.
+    class: UnsafeCell<u16>,
+    seg_size: UnsafeCell<usize>,
+    seg_count: UnsafeCell<u32>,
+
+    // Owner-only.
+    cursor: UnsafeCell<u32>,
+    local_head: UnsafeCell<u32>,
+    live: UnsafeCell<u32>,
+    ctx: UnsafeCell<usize>,
+    seq: UnsafeCell<u64>,
+    slot: UnsafeCell<usize>,
+    idle_since: UnsafeCell<Option<Instant>>,
+
+    // Shared.
+    owner: AtomicUsize,
+    remote: AtomicU64,
+    abandoned_live: AtomicI64,
+}
+
+/// A pointer to a chunk header. Who may do what through it is stated on each method; moving
+/// exclusive ownership between threads (through the central queue) is why it is `Send`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ChunkPtr(NonNull<Chunk>);
+
+// SAFETY: a `ChunkPtr` is a plain address. Every access through it follows the ownership
+// protocol documented on `Chunk` (owner-only fields by the owner or exclusive holder, shared
+// fields through atomics), which holds whichever thread the pointer travels to.
+unsafe impl Send for ChunkPtr {}
+// SAFETY: as for `Send`: sharing the address gives no access beyond that protocol.
+unsafe impl Sync for ChunkPtr {}
+
+/// What a remote free asks of its caller.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum RemoteFree {
+    /// The segment is on its way back to the owner.
+    Queued,
+    /// The chunk is abandoned and this was its last live region: the caller now holds it
+    /// exclusively and must recycle it.
+    Recycle,
+}
+
+/// Rolls back a chunk creation: the byte reservation and, once made, the system allocation.
+struct CreationGuard<'a> {
+    counters: &'a Counters,
+    bytes: usize,
+    memory: Option<(NonNull<u8>, Layout)>,
+}
+
+impl Drop for CreationGuard<'_> {
+    fn drop(&mut self) {
+        if let Some((ptr, layout)) = self.memory.take() {
+            // SAFETY: `ptr` was returned by `sync::alloc(layout)` in `Chunk::create` and has not
+            // been handed to anyone: creation failed before the header took it.
+            unsafe { sync::dealloc(ptr.as_ptr(), layout) };
+        }
+        self.counters.unreserve(self.bytes);
+    }
+}
+
+impl ChunkPtr {
+    /// Allocates a chunk of `bytes` from the system, under `limit`, accounted in `home`'s
+    /// counters. The caller holds the new chunk exclusively. Every step is rolled back if a
+    /// later one fails or panics.
+    pub(crate) fn create(
+        home: &Arc<dyn Home>,
+        bytes: usize,
+        limit: usize,
+        unpooled: bool,
+        poison: bool,
+        zero: bool,
+    ) -> Result<ChunkPtr, AllocError> {
+        let layout = Layout::from_size_align(bytes.max(1), CHUNK_ALIGN)
+            .map_err(|_| AllocError::CapacityOverflow { requested: bytes })?;
+        let counters = home.counters();
+        counters.reserve(bytes, limit)?;
+        let mut guard = CreationGuard {
+            counters,
+            bytes,
+            memory: None,
+        };
+        // SAFETY: `layout` has a non-zero size.
+        let raw = unsafe { sync::alloc(layout) };
+        let base = NonNull::new(raw).ok_or(AllocError::System { size: bytes })?;
+        guard.memory = Some((base, layout));
+        let header = Box::new(Chunk {
+            base,
+            bytes,
+            unpooled,
+            poison,
+            zero,
+            home: home.clone(),
+            class: UnsafeCell::new(0),
+            seg_size: UnsafeCell::new(bytes),
+            seg_count: UnsafeCell::new(0),
+            cursor: UnsafeCell::new(0),
+            local_head: UnsafeCell::new(NONE),
+            live: UnsafeCell::new(0),
+            ctx: UnsafeCell::new(0),
+            seq: UnsafeCell::new(0),
+            slot: UnsafeCell::new(0),
+            idle_since: UnsafeCell::new(None),
+            owner: AtomicUsize::new(0),
+            remote: AtomicU64::new(NONE as u64),
+            abandoned_live: AtomicI64::new(0),
+        });
+        guard.memory = None;
+        std::mem::forget(guard);
+        counters.on_system_alloc(unpooled);
+        Ok(ChunkPtr(NonNull::from(Box::leak(header))))
+    }
+
+    /// Creates an unpooled buffer: a chunk of one segment of `bytes`, already abandoned with
+    /// that one region live, so its single release recycles it through [`Home::recycle`].
+    pub(crate) fn create_unpooled(
+        home: &Arc<dyn Home>,
+        bytes: usize,
+        limit: usize,
+        poison: bool,
+        zero: bool,
+    ) -> Result<ChunkPtr, AllocError> {
+        let c = ChunkPtr::create(home, bytes, limit, true, poison, zero)?;
+        let h = c.header();
+        // SAFETY: the chunk was just created and is held exclusively by this thread.
+        unsafe {
+            h.seg_size.set(bytes);
+            h.seg_count.set(1);
+            h.cursor.set(1);
+            h.live.set(1);
+        }
+        h.remote.store(ABANDONED | NONE as u64, Relaxed);
+        h.abandoned_live.store(1, Relaxed);
+        Ok(c)
+    }
+
+    /// Gives an exclusively held chunk back to the system.
+    ///
+    /// # Safety
+    /// The caller holds the chunk exclusively and no region of it is live; the pointer is
+    /// dangling afterwards.
+    pub(crate) unsafe fn free_to_system(self) {
+        // SAFETY: the header was leaked from a `Box` in `create` and, by the caller's
+        // guarantee, nobody else refers to it any more.
+        let header = unsafe { Box::from_raw(self.0.as_ptr()) };
+        let layout = Layout::from_size_align(header.bytes.max(1), CHUNK_ALIGN)
+            .expect("layout was valid at creation");
+        // SAFETY: `base` came from `sync::alloc(layout)` with this same layout, and no region
+        // of it is live.
+        unsafe { sync::dealloc(header.base.as_ptr(), layout) };
+        header
+            .home
+            .counters()
+            .on_system_free(header.bytes, header.unpooled);
+        drop(header);
+    }
+
+    #[inline(always)]
+    fn header(&self) -> &Chunk {
+        // SAFETY: a `ChunkPtr` in circulation always points to a live header: headers are
+        // freed only by `free_to_system`, whose caller holds the chunk exclusively.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// The chunk's size in bytes.
+    pub(crate) fn bytes(self) -> usize {
+        self.header().bytes
+    }
+
+    /// `true` for the one-segment chunk of an unpooled buffer.
+    pub(crate) fn is_unpooled(self) -> bool {
+        self.header().unpooled
+    }
+
+    /// The home this chunk recycles to.
+    pub(crate) fn home(&self) -> &Arc<dyn Home> {
+        &self.header().home
+    }
+
+    /// Formats an exclusively held chunk for segments of `seg_size` bytes of class `class`:
+    /// empty free lists, cursor at zero, nothing live, no owner, no remote frees.
+    ///
+    /// # Safety
+    /// The caller holds the chunk exclusively and no region of it is live.
+    pub(crate) unsafe fn format(self, class: u16, seg_size: usize) {
+        let h = self.header();
+        debug_assert!(seg_size >= 32 && seg_size <= h.bytes && seg_size % 16 == 0);
+        let count = (h.bytes / seg_size).min(NONE as usize - 1) as u32;
+        // SAFETY: exclusive, by the caller's guarantee.
+        unsafe {
+            h.class.set(class);
+            h.seg_size.set(seg_size);
+            h.seg_count.set(count);
+            h.cursor.set(0);
+            h.local_head.set(NONE);
+            h.live.set(0);
+        }
+        h.owner.store(0, Relaxed);
+        h.remote.store(NONE as u64, Relaxed);
+        h.abandoned_live.store(0, Relaxed);
+    }
+
+    /// Makes the calling thread (`token`) the owner, with an opaque owner context.
+    ///
+    /// # Safety
+    /// The caller holds the chunk exclusively and `token` is its own thread token.
+    pub(crate) unsafe fn adopt(self, token: usize, ctx: usize, seq: u64) {
+        let h = self.header();
+        // SAFETY: exclusive, by the caller's guarantee.
+        unsafe {
+            h.ctx.set(ctx);
+            h.seq.set(seq);
+        }
+        h.owner.store(token, Relaxed);
+    }
+
+    /// `true` if the thread with `token` owns this chunk. Sound from any thread: only the
+    /// owner ever writes its own token into `owner`, so a thread reads its own token there
+    /// exactly while it is the owner.
+    #[inline(always)]
+    pub(crate) fn is_owned_by(self, token: usize) -> bool {
+        self.header().owner.load(Relaxed) == token
+    }
+
+    /// The address of segment `idx`.
+    #[inline(always)]
+    pub(crate) fn segment(self, idx: u32) -> NonNull<u8> {
+        let h = self.header();
+        // SAFETY: `seg_size` is stable while any region is live (see the field ownership on
+        // `Chunk`), and callers pass only indices of carved segments.
+        let offset = idx as usize * unsafe { h.seg_size.get() };
+        debug_assert!(offset < h.bytes);
+        // SAFETY: `offset` is inside the chunk's allocation of `bytes` bytes at `base`.
+        unsafe { NonNull::new_unchecked(h.base.as_ptr().add(offset)) }
+    }
+
+    /// The segment size (the capacity of every region of this chunk).
+    ///
+    /// # Safety
+    /// The caller holds a live region of the chunk, or owns or exclusively holds it.
+    #[inline(always)]
+    pub(crate) unsafe fn seg_size(self) -> usize {
+        // SAFETY: by the caller's guarantee the format is stable.
+        unsafe { self.header().seg_size.get() }
+    }
+
+    /// The size class the chunk is formatted for.
+    ///
+    /// # Safety
+    /// As for [`ChunkPtr::seg_size`].
+    #[inline(always)]
+    pub(crate) unsafe fn class(self) -> u16 {
+        // SAFETY: by the caller's guarantee the format is stable.
+        unsafe { self.header().class.get() }
+    }
+
+    /// Writes the free-list link of segment `idx`.
+    ///
+    /// # Safety
+    /// The caller owns segment `idx` (it is free and on no list, or being freed by the caller).
+    #[inline(always)]
+    unsafe fn set_link(self, idx: u32, next: u32) {
+        // SAFETY: segments are 16-aligned and at least 32 bytes, and the caller owns this one.
+        unsafe { self.segment(idx).cast::<u32>().as_ptr().write(next) }
+    }
+
+    /// Reads the free-list link of segment `idx`.
+    ///
+    /// # Safety
+    /// Segment `idx` is on a free list the caller owns.
+    #[inline(always)]
+    unsafe fn link(self, idx: u32) -> u32 {
+        // SAFETY: as for `set_link`; the link was written before the segment was listed.
+        unsafe { self.segment(idx).cast::<u32>().as_ptr().read() }
+    }
+
+    /// Scrubs a released segment (poison or zero), leaving its first `keep` bytes alone.
+    ///
+    /// # Safety
+    /// The caller is releasing segment `idx` and no handle to it remains.
+    #[inline]
+    unsafe fn scrub(self, idx: u32, keep: usize) {
+        let h = self.header();
+        if h.poison || h.zero {
+            let fill = if h.poison { POISON } else { 0 };
+            // SAFETY: the caller holds the region.
+            let size = unsafe { self.seg_size() };
+            // SAFETY: the segment's bytes `keep..size` lie inside the chunk and nobody else
+            // refers to them.
+            unsafe {
+                self.segment(idx)
+                    .as_ptr()
+                    .add(keep)
+                    .write_bytes(fill, size - keep)
+            };
+        }
+    }
+
+    /// Checks the poison of a segment taken off a free list.
+    ///
+    /// # Safety
+    /// The caller owns the chunk and has just taken segment `idx` off its free list.
+    unsafe fn check_poison(self, idx: u32) {
+        // SAFETY: the caller owns the chunk.
+        let size = unsafe { self.seg_size() };
+        // SAFETY: the caller owns the free segment; its bytes lie inside the chunk.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(self.segment(idx).as_ptr().add(LINK), size - LINK)
+        };
+        if let Some(pos) = bytes.iter().position(|&b| b != POISON) {
+            panic!(
+                "adaptive-pool: a freed buffer was written after release (byte {} of a {}-byte \
+                 region holds {:#04x}, expected poison {:#04x}): use after free through unsafe code",
+                pos + LINK,
+                size,
+                bytes[pos],
+                POISON
+            );
+        }
+    }
+
+    /// Carves one segment: from the local free list if it has one, else at the cursor.
+    ///
+    /// # Safety
+    /// The calling thread owns the chunk.
+    #[inline(always)]
+    pub(crate) unsafe fn carve(self) -> Option<u32> {
+        let h = self.header();
+        // SAFETY (whole block): owner-only fields, accessed by the owner.
+        unsafe {
+            let head = h.local_head.get();
+            let idx = if head != NONE {
+                h.local_head.set(self.link(head));
+                if h.poison {
+                    self.check_poison(head);
+                }
+                head
+            } else {
+                let c = h.cursor.get();
+                if c >= h.seg_count.get() {
+                    return None;
+                }
+                h.cursor.set(c + 1);
+                c
+            };
+            h.live.set(h.live.get() + 1);
+            Some(idx)
+        }
+    }
+
+    /// Returns segment `idx` to the local free list; answers the number of live regions left.
+    ///
+    /// # Safety
+    /// The calling thread owns the chunk and is releasing the last handle to region `idx`.
+    #[inline(always)]
+    pub(crate) unsafe fn free_local(self, idx: u32) -> u32 {
+        let h = self.header();
+        // SAFETY (whole block): owner-only fields by the owner; the segment is the caller's.
+        unsafe {
+            self.scrub(idx, LINK);
+            self.set_link(idx, h.local_head.get());
+            h.local_head.set(idx);
+            let live = h.live.get() - 1;
+            h.live.set(live);
+            live
+        }
+    }
+
+    /// Releases region `idx` from a thread that does not own the chunk.
+    ///
+    /// # Safety
+    /// The caller is releasing the last handle to region `idx`, and does not own the chunk.
+    pub(crate) unsafe fn free_remote(self, idx: u32) -> RemoteFree {
+        let h = self.header();
+        // SAFETY: the caller holds the region.
+        unsafe { self.scrub(idx, LINK) };
+        let mut head = h.remote.load(Relaxed);
+        loop {
+            if head & ABANDONED != 0 {
+                return if h.abandoned_live.fetch_sub(1, AcqRel) == 1 {
+                    RemoteFree::Recycle
+                } else {
+                    RemoteFree::Queued
+                };
+            }
+            // SAFETY: the segment is the caller's until the CAS below publishes it.
+            unsafe { self.set_link(idx, head as u32) };
+            match h
+                .remote
+                .compare_exchange_weak(head, idx as u64, Release, Relaxed)
+            {
+                Ok(_) => return RemoteFree::Queued,
+                Err(actual) => head = actual,
+            }
+        }
+    }
+
+    /// `true` if remote frees are waiting to be drained. A relaxed load: a hint only.
+    #[inline]
+    pub(crate) fn has_remote(self) -> bool {
+        self.header().remote.load(Relaxed) as u32 != NONE
+    }
+
+    /// Moves the remote-free stack onto the local free list; answers how many it moved.
+    ///
+    /// # Safety
+    /// The calling thread owns the chunk.
+    pub(crate) unsafe fn drain_remote(self) -> u32 {
+        let h = self.header();
+        if !self.has_remote() {
+            return 0;
+        }
+        let mut idx = h.remote.swap(NONE as u64, Acquire) as u32;
+        let mut n = 0;
+        // SAFETY (whole block): the owner now holds every segment of the taken stack, whose
+        // links were written before their pushes (ordered by the `Acquire` swap).
+        unsafe {
+            while idx != NONE {
+                let next = self.link(idx);
+                self.set_link(idx, h.local_head.get());
+                h.local_head.set(idx);
+                idx = next;
+                n += 1;
+            }
+            h.live.set(h.live.get() - n);
+        }
+        n
+    }
+
+    /// Live regions as the owner counts them (remote frees count once drained).
+    ///
+    /// # Safety
+    /// The calling thread owns the chunk or holds it exclusively.
+    #[inline(always)]
+    pub(crate) unsafe fn live(self) -> u32 {
+        // SAFETY: owner-only field, by the owner.
+        unsafe { self.header().live.get() }
+    }
+
+    /// `true` if [`carve`](ChunkPtr::carve) would succeed without draining.
+    ///
+    /// # Safety
+    /// The calling thread owns the chunk.
+    #[inline]
+    pub(crate) unsafe fn has_local_space(self) -> bool {
+        let h = self.header();
+        // SAFETY: owner-only fields, by the owner.
+        unsafe { h.local_head.get() != NONE || h.cursor.get() < h.seg_count.get() }
+    }
+
+    /// Gives up ownership. If no region is live the caller now holds the chunk exclusively
+    /// and must recycle it (`RemoteFree::Recycle`); otherwise the last release will.
+    ///
+    /// # Safety
+    /// The calling thread owns the chunk; it must not touch owner-only fields afterwards.
+    pub(crate) unsafe fn abandon(self) -> RemoteFree {
+        let h = self.header();
+        h.owner.store(0, Relaxed);
+        let mut idx = h.remote.swap(ABANDONED | NONE as u64, AcqRel) as u32;
+        // SAFETY: owner-only field, by the owner; the taken stack's segments are ours and their
+        // links were written before their pushes.
+        let mut live = unsafe { h.live.get() } as i64;
+        while idx != NONE {
+            // SAFETY: as above.
+            idx = unsafe { self.link(idx) };
+            live -= 1;
+        }
+        if h.abandoned_live.fetch_add(live, AcqRel) + live == 0 {
+            RemoteFree::Recycle
+        } else {
+            RemoteFree::Queued
+        }
+    }
+
+    /// The owner's opaque context word.
+    ///
+    /// # Safety
+    /// The calling thread owns the chunk.
+    #[inline(always)]
+    pub(crate) unsafe fn ctx(self) -> usize {
+        // SAFETY: owner-only field, by the owner.
+        unsafe { self.header().ctx.get() }
+    }
+
+    /// The owner's sequence number for this chunk (lower is older).
+    ///
+    /// # Safety
+    /// The calling thread owns the chunk.
+    #[inline(always)]
+    pub(crate) unsafe fn seq(self) -> u64 {
+        // SAFETY: owner-only field, by the owner.
+        unsafe { self.header().seq.get() }
+    }
+
+    /// The owner's slot word (e.g. a position in one of its lists).
+    ///
+    /// # Safety
+    /// The calling thread owns the chunk.
+    #[inline(always)]
+    pub(crate) unsafe fn slot(self) -> usize {
+        // SAFETY: owner-only field, by the owner.
+        unsafe { self.header().slot.get() }
+    }
+
+    /// Sets the owner's slot word.
+    ///
+    /// # Safety
+    /// The calling thread owns the chunk.
+    #[inline(always)]
+    pub(crate) unsafe fn set_slot(self, slot: usize) {
+        // SAFETY: owner-only field, by the owner.
+        unsafe { self.header().slot.set(slot) }
+    }
+
+    /// When the chunk went idle (set by the central queue).
+    ///
+    /// # Safety
+    /// The caller holds the chunk exclusively.
+    pub(crate) unsafe fn idle_since(self) -> Option<Instant> {
+        // SAFETY: exclusive, by the caller's guarantee.
+        unsafe { self.header().idle_since.get() }
+    }
+
+    /// Records when the chunk went idle.
+    ///
+    /// # Safety
+    /// The caller holds the chunk exclusively.
+    pub(crate) unsafe fn set_idle_since(self, at: Option<Instant>) {
+        // SAFETY: exclusive, by the caller's guarantee.
+        unsafe { self.header().idle_since.set(at) }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::stats::Counters;
+
+    #[derive(Default)]
+    struct TestHome {
+        counters: Counters,
+        recycled: crate::sync::Mutex<Vec<ChunkPtr>>,
+    }
+    impl Home for TestHome {
+        fn counters(&self) -> &Counters {
+            &self.counters
+        }
+        fn recycle(&self, chunk: ChunkPtr) {
+            self.recycled.with(|v| v.push(chunk));
+        }
+    }
+
+    fn home() -> (Arc<TestHome>, Arc<dyn Home>) {
+        let h = Arc::new(TestHome::default());
+        let d: Arc<dyn Home> = h.clone();
+        (h, d)
+    }
+
+    #[test]
+    fn cursor_and_accounting_are_separate() {
+        let (th, h) = home();
+        let c = ChunkPtr::create(&h, 4096, usize::MAX, false, true, false).unwrap();
+        // SAFETY: this test thread holds the chunk exclusively, then owns it.
+        unsafe {
+            c.format(0, 1024);
+            c.adopt(7, 0, 0);
+            let a: Vec<u32> = (0..4).map(|_| c.carve().unwrap()).collect();
+            assert_eq!(a, [0, 1, 2, 3]);
+            assert_eq!(c.carve(), None, "the cursor is at the end");
+            assert_eq!(c.free_local(2), 3);
+            assert_eq!(c.free_local(0), 2);
+            // Freed space is reused although the cursor stays at the end.
+            assert_eq!(c.carve(), Some(0));
+            assert_eq!(c.carve(), Some(2));
+            assert_eq!(c.live(), 4);
+            for i in 0..4 {
+                c.free_local(i);
+            }
+            assert_eq!(c.live(), 0);
+            assert_eq!(c.abandon(), RemoteFree::Recycle);
+            c.free_to_system();
+        }
+        assert_eq!(th.counters.snapshot().allocated_bytes, 0);
+    }
+
+    #[test]
+    fn remote_frees_drain_and_abandon_counts_down() {
+        let (th, h) = home();
+        let c = ChunkPtr::create(&h, 4096, usize::MAX, false, false, false).unwrap();
+        // SAFETY: this test thread holds, then owns, the chunk; "remote" frees are made with
+        // regions this thread holds, as another thread would.
+        unsafe {
+            c.format(0, 512);
+            c.adopt(7, 0, 0);
+            let segs: Vec<u32> = (0..8).map(|_| c.carve().unwrap()).collect();
+            assert_eq!(c.free_remote(segs[1]), RemoteFree::Queued);
+            assert_eq!(c.free_remote(segs[5]), RemoteFree::Queued);
+            assert!(c.has_remote());
+            assert_eq!(c.drain_remote(), 2);
+            assert_eq!(c.live(), 6);
+            assert_eq!(c.free_remote(segs[6]), RemoteFree::Queued);
+            // Abandon with 6 live, one of which was already stacked.
+            assert_eq!(c.abandon(), RemoteFree::Queued);
+            for &s in &[segs[0], segs[2], segs[3], segs[4]] {
+                assert_eq!(c.free_remote(s), RemoteFree::Queued);
+            }
+            assert_eq!(c.free_remote(segs[7]), RemoteFree::Recycle);
+            c.free_to_system();
+        }
+        assert!(th.recycled.with(|v| v.is_empty()));
+        assert_eq!(th.counters.snapshot().chunks, 0);
+    }
+
+    #[test]
+    fn memory_limit_and_rollback() {
+        let (th, h) = home();
+        let err = ChunkPtr::create(&h, 8192, 4096, false, false, false).unwrap_err();
+        assert_eq!(
+            err,
+            AllocError::MemoryLimit {
+                requested: 8192,
+                limit: 4096
+            }
+        );
+        let err =
+            ChunkPtr::create(&h, usize::MAX - 10, usize::MAX, false, false, false).unwrap_err();
+        assert!(matches!(err, AllocError::CapacityOverflow { .. }));
+        let s = th.counters.snapshot();
+        assert_eq!(
+            (s.allocated_bytes, s.chunks, s.chunk_allocations),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "use after free")]
+    fn poison_catches_a_stray_write() {
+        let (_th, h) = home();
+        let c = ChunkPtr::create(&h, 4096, usize::MAX, false, true, false).unwrap();
+        // SAFETY: deliberately writes into a freed segment this thread owns, to trip the check;
+        // the chunk leaks when the test panics, which is fine for a test.
+        unsafe {
+            c.format(0, 1024);
+            c.adopt(7, 0, 0);
+            let s = c.carve().unwrap();
+            c.free_local(s);
+            c.segment(s).as_ptr().add(100).write(1);
+            let _ = c.carve();
+        }
+    }
+}

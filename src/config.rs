@@ -1,0 +1,401 @@
+//! Configuration: the [`Builder`], its validation, and the validated [`Settings`] the rest of
+//! the crate reads.
+//!
+//! Owns: defaults, every rule a setting must satisfy, [`ConfigError`]. May import:
+//! `size_class`. Nothing here is concurrent: a `Settings` is immutable once built.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::size_class::SizeClass;
+
+/// Default for [`Builder::min_chunk_size`]: 64 KiB.
+pub const DEFAULT_MIN_CHUNK_SIZE: usize = 64 << 10;
+/// Default for [`Builder::max_chunk_size`]: 4 MiB.
+pub const DEFAULT_MAX_CHUNK_SIZE: usize = 4 << 20;
+/// Default for [`Builder::max_cached_bytes`]: 8 MiB, whatever the number of cores.
+pub const DEFAULT_MAX_CACHED_BYTES: usize = 8 << 20;
+/// Default for [`Builder::idle_release`]: 10 seconds.
+pub const DEFAULT_IDLE_RELEASE: Duration = Duration::from_secs(10);
+/// The smallest chunk size accepted: 4 KiB.
+pub const MIN_CHUNK_SIZE_FLOOR: usize = 4 << 10;
+/// The largest chunk size accepted: 1 GiB.
+pub const MAX_CHUNK_SIZE_CEILING: usize = 1 << 30;
+
+/// A setting that [`Builder::build`] refused, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    setting: &'static str,
+    reason: String,
+}
+
+impl ConfigError {
+    fn new(setting: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            setting,
+            reason: reason.into(),
+        }
+    }
+
+    /// The name of the refused setting, as spelled by its [`Builder`] method.
+    pub fn setting(&self) -> &'static str {
+        self.setting
+    }
+
+    /// Why it was refused.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid setting `{}`: {}", self.setting, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Builds an [`AdaptiveAllocator`](crate::AdaptiveAllocator) with validated settings.
+///
+/// Every setting has a default that works without tuning; [`build`](Builder::build) checks
+/// each setting and their combination and names the first one it refuses.
+///
+/// ```
+/// use adaptive_pool::AdaptiveAllocator;
+/// use std::time::Duration;
+///
+/// let pool = AdaptiveAllocator::builder()
+///     .max_memory(256 << 20)
+///     .max_cached_bytes(16 << 20)
+///     .idle_release(Duration::from_secs(5))
+///     .build()?;
+/// let buf = pool.allocate(1500);
+/// assert!(buf.capacity() >= 1500);
+/// # Ok::<(), adaptive_pool::ConfigError>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder {
+    max_memory: Option<usize>,
+    max_cached_bytes: Option<usize>,
+    min_chunk_size: Option<usize>,
+    max_chunk_size: Option<usize>,
+    idle_release: Option<Duration>,
+    zero_on_release: bool,
+    poison: Option<bool>,
+}
+
+impl Builder {
+    /// A builder with every setting at its default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Hard limit on the bytes the allocator holds from the system: chunks (in use or cached)
+    /// plus unpooled buffers. Past it, allocation fails with
+    /// [`AllocError::MemoryLimit`](crate::AllocError::MemoryLimit). Default: no limit.
+    ///
+    /// When the chunk sizes or the cache budget are left at their defaults they shrink to fit
+    /// under this limit; when set explicitly they must fit, or `build` refuses them.
+    pub fn max_memory(mut self, bytes: usize) -> Self {
+        self.max_memory = Some(bytes);
+        self
+    }
+
+    /// Byte capacity of the central queue of idle chunks. A fully free chunk offered to the
+    /// queue when it would exceed this budget is given back to the system instead. Never
+    /// derived from the number of cores. `0` disables caching. Default: 8 MiB.
+    pub fn max_cached_bytes(mut self, bytes: usize) -> Self {
+        self.max_cached_bytes = Some(bytes);
+        self
+    }
+
+    /// The smallest chunk the allocator carves buffers from. A power of two from 4 KiB to
+    /// 1 GiB. Default: 64 KiB.
+    pub fn min_chunk_size(mut self, bytes: usize) -> Self {
+        self.min_chunk_size = Some(bytes);
+        self
+    }
+
+    /// The largest chunk the allocator carves buffers from; chunks grow towards it for size
+    /// classes in heavy use. Requests above a quarter of it are served unpooled. A power of
+    /// two from `min_chunk_size` to 1 GiB. Default: 4 MiB.
+    pub fn max_chunk_size(mut self, bytes: usize) -> Self {
+        self.max_chunk_size = Some(bytes);
+        self
+    }
+
+    /// How long a chunk may sit idle in the central queue before the next activity gives it
+    /// back to the system. Must be non-zero (use `max_cached_bytes(0)` to disable caching).
+    /// Default: 10 seconds.
+    pub fn idle_release(mut self, after: Duration) -> Self {
+        self.idle_release = Some(after);
+        self
+    }
+
+    /// Zero every buffer's memory when it is released, so freed data does not linger in the
+    /// pool. Costs a memset of the buffer's capacity per release. Default: off.
+    pub fn zero_on_release(mut self, yes: bool) -> Self {
+        self.zero_on_release = yes;
+        self
+    }
+
+    /// Fill released regions with a poison byte and check it when a region is reused, so a
+    /// write through a dangling pointer is caught (the allocator panics naming it). Default:
+    /// on under `debug_assertions`, off otherwise.
+    pub fn poison(mut self, yes: bool) -> Self {
+        self.poison = Some(yes);
+        self
+    }
+
+    /// Validates the settings and builds the allocator.
+    pub fn build(self) -> Result<crate::AdaptiveAllocator, ConfigError> {
+        let settings = self.validate()?;
+        Ok(crate::AdaptiveAllocator::from_settings(settings))
+    }
+
+    /// Checks every setting and derives the effective configuration.
+    pub(crate) fn validate(self) -> Result<Settings, ConfigError> {
+        let max_memory = match self.max_memory {
+            Some(0) => return Err(ConfigError::new("max_memory", "must be greater than zero")),
+            Some(m) if m > isize::MAX as usize => {
+                return Err(ConfigError::new("max_memory", "must not exceed isize::MAX"))
+            }
+            Some(m) => m,
+            None => usize::MAX,
+        };
+        let check_chunk = |name: &'static str, v: usize| -> Result<usize, ConfigError> {
+            if v == 0 {
+                Err(ConfigError::new(name, "must be greater than zero"))
+            } else if !v.is_power_of_two() {
+                Err(ConfigError::new(
+                    name,
+                    format!("must be a power of two, got {v}"),
+                ))
+            } else if v < MIN_CHUNK_SIZE_FLOOR {
+                Err(ConfigError::new(
+                    name,
+                    format!("must be at least {MIN_CHUNK_SIZE_FLOOR} bytes, got {v}"),
+                ))
+            } else if v > MAX_CHUNK_SIZE_CEILING {
+                Err(ConfigError::new(
+                    name,
+                    format!("must be at most {MAX_CHUNK_SIZE_CEILING} bytes, got {v}"),
+                ))
+            } else {
+                Ok(v)
+            }
+        };
+        let explicit_min = self
+            .min_chunk_size
+            .map(|v| check_chunk("min_chunk_size", v))
+            .transpose()?;
+        let explicit_max = self
+            .max_chunk_size
+            .map(|v| check_chunk("max_chunk_size", v))
+            .transpose()?;
+        if let (Some(lo), Some(hi)) = (explicit_min, explicit_max) {
+            if lo > hi {
+                return Err(ConfigError::new(
+                    "min_chunk_size",
+                    format!("{lo} is larger than max_chunk_size {hi}"),
+                ));
+            }
+        }
+        // The largest power of two that fits under the memory limit.
+        let fit = if max_memory >= MAX_CHUNK_SIZE_CEILING {
+            MAX_CHUNK_SIZE_CEILING
+        } else {
+            1usize << (usize::BITS - 1 - max_memory.leading_zeros())
+        };
+        let max_chunk = match explicit_max {
+            Some(hi) if hi > max_memory => {
+                return Err(ConfigError::new(
+                    "max_chunk_size",
+                    format!("{hi} is larger than max_memory {max_memory}"),
+                ))
+            }
+            Some(hi) => hi,
+            None => DEFAULT_MAX_CHUNK_SIZE
+                .min(fit)
+                .max(explicit_min.unwrap_or(0)),
+        };
+        let min_chunk = match explicit_min {
+            Some(lo) if lo > max_memory => {
+                return Err(ConfigError::new(
+                    "min_chunk_size",
+                    format!("{lo} is larger than max_memory {max_memory}"),
+                ))
+            }
+            Some(lo) => lo,
+            None => DEFAULT_MIN_CHUNK_SIZE.min(max_chunk),
+        };
+        if max_chunk > max_memory || min_chunk < MIN_CHUNK_SIZE_FLOOR {
+            return Err(ConfigError::new(
+                "max_memory",
+                format!(
+                    "{max_memory} bytes cannot hold even one chunk of {MIN_CHUNK_SIZE_FLOOR} bytes"
+                ),
+            ));
+        }
+        let max_cached_bytes = match self.max_cached_bytes {
+            Some(c) if self.max_memory.is_some() && c > max_memory => {
+                return Err(ConfigError::new(
+                    "max_cached_bytes",
+                    format!("{c} is larger than max_memory {max_memory}"),
+                ))
+            }
+            Some(c) if c > isize::MAX as usize => {
+                return Err(ConfigError::new(
+                    "max_cached_bytes",
+                    "must not exceed isize::MAX",
+                ))
+            }
+            Some(c) => c,
+            None => DEFAULT_MAX_CACHED_BYTES.min(max_memory / 2),
+        };
+        let idle_release = match self.idle_release {
+            Some(d) if d.is_zero() => {
+                return Err(ConfigError::new(
+                    "idle_release",
+                    "must be greater than zero (use max_cached_bytes(0) to disable caching)",
+                ))
+            }
+            Some(d) => d,
+            None => DEFAULT_IDLE_RELEASE,
+        };
+        let max_pooled = max_chunk / 4;
+        Ok(Settings {
+            max_memory,
+            max_cached_bytes,
+            min_chunk,
+            max_chunk,
+            max_pooled,
+            class_count: SizeClass::count_up_to(max_pooled),
+            idle_release,
+            zero_on_release: self.zero_on_release,
+            poison: self.poison.unwrap_or(cfg!(debug_assertions)),
+        })
+    }
+}
+
+/// Validated, effective settings. Immutable after [`Builder::validate`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Settings {
+    /// Bytes that may be held from the system; `usize::MAX` for no limit.
+    pub(crate) max_memory: usize,
+    /// Byte budget of the central queue.
+    pub(crate) max_cached_bytes: usize,
+    /// Smallest chunk, a power of two.
+    pub(crate) min_chunk: usize,
+    /// Largest chunk, a power of two.
+    pub(crate) max_chunk: usize,
+    /// Largest request served from a chunk; larger ones are unpooled.
+    pub(crate) max_pooled: usize,
+    /// Number of size classes up to `max_pooled`.
+    pub(crate) class_count: usize,
+    /// Idle time after which a cached chunk is freed.
+    pub(crate) idle_release: Duration,
+    /// Zero released regions.
+    pub(crate) zero_on_release: bool,
+    /// Poison released regions and check on reuse.
+    pub(crate) poison: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(b: Builder) -> ConfigError {
+        b.validate().unwrap_err()
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Builder::new().validate().unwrap();
+        assert_eq!(s.max_memory, usize::MAX);
+        assert_eq!(s.max_cached_bytes, DEFAULT_MAX_CACHED_BYTES);
+        assert_eq!(
+            (s.min_chunk, s.max_chunk),
+            (DEFAULT_MIN_CHUNK_SIZE, DEFAULT_MAX_CHUNK_SIZE)
+        );
+        assert_eq!(s.max_pooled, 1 << 20);
+        assert_eq!(SizeClass((s.class_count - 1) as u16).size(), 1 << 20);
+    }
+
+    #[test]
+    fn refusals_name_the_setting() {
+        assert_eq!(err(Builder::new().max_memory(0)).setting(), "max_memory");
+        assert_eq!(
+            err(Builder::new().min_chunk_size(0)).setting(),
+            "min_chunk_size"
+        );
+        assert_eq!(
+            err(Builder::new().max_chunk_size(0)).setting(),
+            "max_chunk_size"
+        );
+        assert_eq!(
+            err(Builder::new().min_chunk_size(100_000)).setting(),
+            "min_chunk_size"
+        );
+        assert_eq!(
+            err(Builder::new().max_chunk_size(1024)).setting(),
+            "max_chunk_size"
+        );
+        assert_eq!(
+            err(Builder::new().max_chunk_size(1 << 31)).setting(),
+            "max_chunk_size"
+        );
+        assert_eq!(
+            err(Builder::new()
+                .min_chunk_size(1 << 20)
+                .max_chunk_size(1 << 16))
+            .setting(),
+            "min_chunk_size"
+        );
+        assert_eq!(
+            err(Builder::new().max_memory(1 << 20).max_cached_bytes(2 << 20)).setting(),
+            "max_cached_bytes"
+        );
+        assert_eq!(
+            err(Builder::new().max_memory(1 << 20).max_chunk_size(4 << 20)).setting(),
+            "max_chunk_size"
+        );
+        assert_eq!(
+            err(Builder::new().max_memory(1 << 20).min_chunk_size(2 << 20)).setting(),
+            "min_chunk_size"
+        );
+        assert_eq!(err(Builder::new().max_memory(100)).setting(), "max_memory");
+        assert_eq!(
+            err(Builder::new().max_memory(usize::MAX)).setting(),
+            "max_memory"
+        );
+        assert_eq!(
+            err(Builder::new().max_cached_bytes(usize::MAX)).setting(),
+            "max_cached_bytes"
+        );
+        assert_eq!(
+            err(Builder::new().idle_release(Duration::ZERO)).setting(),
+            "idle_release"
+        );
+        let e = err(Builder::new().min_chunk_size(3 << 12));
+        assert!(
+            e.to_string().contains("min_chunk_size") && e.to_string().contains("power of two"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn defaults_shrink_under_a_small_limit() {
+        let s = Builder::new().max_memory(3 << 20).validate().unwrap();
+        assert_eq!(s.max_chunk, 2 << 20);
+        assert_eq!(s.max_cached_bytes, (3 << 20) / 2);
+        let s = Builder::new().max_memory(8 << 10).validate().unwrap();
+        assert_eq!((s.min_chunk, s.max_chunk), (8 << 10, 8 << 10));
+        let s = Builder::new().max_cached_bytes(0).validate().unwrap();
+        assert_eq!(s.max_cached_bytes, 0);
+        let s = Builder::new().min_chunk_size(8 << 20).validate().unwrap();
+        assert_eq!((s.min_chunk, s.max_chunk), (8 << 20, 8 << 20));
+    }
+}

@@ -1,0 +1,542 @@
+//! Magazines: one thread's cache of chunks for one allocator, and the thread-local registry
+//! that finds it in O(1).
+//!
+//! Owns: [`Magazine`] (the current chunk and the partly used chunks of every size class, the
+//! drain of remote frees, the hand-back on thread exit), the registry, the registration
+//! guard. May import: `chunk`, `size_class`, `config`, `sync`, `stats`, `error`. It reaches the
+//! allocator only through the [`ChunkSource`] trait, which the allocator implements.
+//!
+//! # Allocation order
+//! Each class has one *current* chunk that allocations carve from, and a list of *partial*
+//! chunks (owned, not current, with live regions). When a region is freed into a partial
+//! chunk that is older than the current one, that older chunk becomes current, and when the
+//! current chunk runs out the oldest partial chunk with free space is chosen before a new
+//! chunk is taken. Allocations therefore pack into the oldest chunks: long-lived survivors
+//! collect there, younger chunks empty out and are retired, and one small survivor does not
+//! pin a chunk for long.
+//!
+//! # Retirement
+//! A chunk that is not current and has no live region is retired at once: handed to the
+//! allocator, which caches it in the central queue if the byte budget allows and otherwise
+//! gives it to the system. The current chunk stays even when empty, so an allocate/free loop
+//! never touches the central queue.
+//!
+//! # Thread exit
+//! The registry's destructor drops every magazine of the thread. Each chunk is drained and
+//! abandoned: a fully free one is recycled at once; one with live regions is recycled by
+//! whichever thread releases its last region (see `chunk`).
+
+use std::ptr;
+
+use crate::chunk::{ChunkPtr, Home, RemoteFree};
+use crate::config::Settings;
+use crate::error::AllocError;
+use crate::size_class::{next_pow2, SizeClass};
+use crate::stats::Shard;
+use crate::sync::{self, thread_local, UnsafeCell};
+use std::sync::Arc;
+
+/// What a magazine needs from its allocator. Implemented by the allocator's shared state.
+pub(crate) trait ChunkSource: Home {
+    /// The allocator's validated settings.
+    fn settings(&self) -> &Settings;
+
+    /// A chunk of `bytes` (or, under memory pressure, no smaller than `min_bytes`), held
+    /// exclusively by the caller; `true` if it came from the central queue.
+    fn acquire(
+        &self,
+        home: &Arc<dyn Home>,
+        bytes: usize,
+        min_bytes: usize,
+    ) -> Result<(ChunkPtr, bool), AllocError>;
+
+    /// Bumped by every `trim()`; a magazine that sees it change releases its idle chunks.
+    fn trim_epoch(&self) -> u64;
+
+    /// `true` once the allocator's last handle is gone.
+    fn is_closed(&self) -> bool;
+}
+
+/// One size class's chunks in one magazine.
+struct ClassState {
+    current: Option<ChunkPtr>,
+    /// `seq` of `current`, or `u64::MAX` when there is none.
+    current_seq: u64,
+    /// Owned chunks that are not current; each chunk's slot word is its index here.
+    partial: Vec<ChunkPtr>,
+}
+
+impl ClassState {
+    const fn new() -> Self {
+        ClassState {
+            current: None,
+            current_seq: u64::MAX,
+            partial: Vec::new(),
+        }
+    }
+
+    fn push_partial(&mut self, c: ChunkPtr) {
+        // SAFETY: the magazine's thread owns every chunk of its classes.
+        unsafe { c.set_slot(self.partial.len()) };
+        self.partial.push(c);
+    }
+
+    fn remove_partial(&mut self, i: usize) -> ChunkPtr {
+        let c = self.partial.swap_remove(i);
+        if let Some(&moved) = self.partial.get(i) {
+            // SAFETY: owned by this magazine's thread.
+            unsafe { moved.set_slot(i) };
+        }
+        c
+    }
+
+    fn set_current(&mut self, c: Option<ChunkPtr>) {
+        self.current = c;
+        // SAFETY: owned by this magazine's thread.
+        self.current_seq = c.map_or(u64::MAX, |c| unsafe { c.seq() });
+    }
+
+    fn owned(&self) -> impl Iterator<Item = ChunkPtr> + '_ {
+        self.current.into_iter().chain(self.partial.iter().copied())
+    }
+}
+
+/// The registration guard: owns a new, registered magazine until the registry holds it, and
+/// on error or panic before that drops it, which unregisters its stats shard.
+struct PendingMagazine(*mut Magazine);
+
+impl PendingMagazine {
+    fn into_registered(self) -> *mut Magazine {
+        let m = self.0;
+        std::mem::forget(self);
+        m
+    }
+}
+
+impl Drop for PendingMagazine {
+    fn drop(&mut self) {
+        // SAFETY: the guard owns the magazine made by `Magazine::create`, not yet registered.
+        drop(unsafe { Box::from_raw(self.0) });
+    }
+}
+
+/// One thread's cache for one allocator.
+pub(crate) struct Magazine {
+    /// The owning thread's token.
+    token: usize,
+    /// This magazine's own address, as the registry holds it (the chunks' owner context).
+    this: *mut Magazine,
+    src: Arc<dyn ChunkSource>,
+    home: Arc<dyn Home>,
+    shard: Arc<Shard>,
+    classes: Box<[ClassState]>,
+    min_chunk: usize,
+    max_chunk: usize,
+    next_seq: u64,
+    seen_trim: u64,
+    /// Chunks acquired so far, and the last one with whether it came from the cache: lets
+    /// `allocate_with` roll back a chunk acquired for a buffer whose initialisation failed.
+    acquired: u64,
+    last_acquired: Option<(ChunkPtr, bool)>,
+}
+
+impl Magazine {
+    /// Creates and registers a magazine for the calling thread; the returned pointer is owned
+    /// by the caller (the registry) and freed with `Box::from_raw`.
+    fn create(src: Arc<dyn ChunkSource>) -> *mut Magazine {
+        let settings = src.settings();
+        let classes = (0..settings.class_count)
+            .map(|_| ClassState::new())
+            .collect();
+        let shard = Arc::new(Shard::default());
+        let home: Arc<dyn Home> = src.clone();
+        let mag = Box::new(Magazine {
+            token: sync::thread_token(),
+            this: ptr::null_mut(),
+            min_chunk: settings.min_chunk,
+            max_chunk: settings.max_chunk,
+            seen_trim: src.trim_epoch(),
+            src,
+            home,
+            shard,
+            classes,
+            next_seq: 0,
+            acquired: 0,
+            last_acquired: None,
+        });
+        let raw = Box::into_raw(mag);
+        // SAFETY: `raw` is the unique, valid pointer just made by `Box::into_raw`.
+        unsafe {
+            (*raw).this = raw;
+            (*raw).src.counters().register((*raw).shard.clone());
+        }
+        raw
+    }
+
+    /// Allocates one region of `class`: the fast path carves from the current chunk with
+    /// plain loads and stores only.
+    #[inline(always)]
+    pub(crate) fn alloc(&mut self, class: SizeClass) -> Result<(ChunkPtr, u32), AllocError> {
+        if let Some(cs) = self.classes.get(class.index()) {
+            if let Some(c) = cs.current {
+                // SAFETY: this magazine's thread (the caller) owns its current chunks.
+                if let Some(idx) = unsafe { c.carve() } {
+                    self.shard.add_owned(class.size() as i64, 1);
+                    return Ok((c, idx));
+                }
+            }
+        }
+        self.alloc_slow(class)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&mut self, class: SizeClass) -> Result<(ChunkPtr, u32), AllocError> {
+        let epoch = self.src.trim_epoch();
+        if epoch != self.seen_trim {
+            self.seen_trim = epoch;
+            for c in self.take_idle() {
+                // SAFETY: `take_idle` hands over fully free chunks held exclusively.
+                unsafe { c.free_to_system() };
+            }
+        }
+        let idx = class.index();
+        // 1. The current chunk, once remote frees are drained.
+        if let Some(c) = self.classes[idx].current {
+            // SAFETY: owned by this thread.
+            if unsafe { c.drain_remote() } > 0 {
+                return Ok(self.carve_from(c, class));
+            }
+            let cs = &mut self.classes[idx];
+            cs.set_current(None);
+            cs.push_partial(c);
+        }
+        // 2. The oldest partial chunk with space; fully free ones besides it are retired.
+        let cs = &mut self.classes[idx];
+        let mut best: Option<(usize, u64)> = None;
+        for (i, &p) in cs.partial.iter().enumerate() {
+            // SAFETY: owned by this thread.
+            unsafe {
+                p.drain_remote();
+                if p.has_local_space() && best.is_none_or(|(_, s)| p.seq() < s) {
+                    best = Some((i, p.seq()));
+                }
+            }
+        }
+        let chosen = best.map(|(i, _)| cs.remove_partial(i));
+        let mut i = cs.partial.len();
+        while i > 0 {
+            i -= 1;
+            // SAFETY: owned by this thread.
+            if unsafe { cs.partial[i].live() } == 0 {
+                let c = cs.remove_partial(i);
+                Self::retire(&self.home, c);
+            }
+        }
+        let cs = &mut self.classes[idx];
+        if let Some(c) = chosen {
+            cs.set_current(Some(c));
+            return Ok(self.carve_from(c, class));
+        }
+        // 3. A chunk from the allocator (central queue or system).
+        let seg = class.size();
+        let owned = cs.partial.len();
+        let want = self.chunk_size_for(seg, owned);
+        let least = next_pow2(seg)
+            .unwrap_or(usize::MAX)
+            .max(self.min_chunk)
+            .min(want);
+        let (c, from_cache) = self.src.acquire(&self.home, want, least)?;
+        // SAFETY: `acquire` hands over a chunk held exclusively with nothing live; this thread
+        // becomes its owner.
+        unsafe {
+            c.format(class.0, seg);
+            c.adopt(self.token, self.this as usize, self.next_seq);
+        }
+        self.next_seq += 1;
+        self.acquired += 1;
+        self.last_acquired = Some((c, from_cache));
+        self.classes[idx].set_current(Some(c));
+        Ok(self.carve_from(c, class))
+    }
+
+    fn carve_from(&mut self, c: ChunkPtr, class: SizeClass) -> (ChunkPtr, u32) {
+        // SAFETY: owned by this thread, and the callers checked that it has space.
+        let idx = unsafe { c.carve() }.expect("chunk chosen for its free space has none");
+        self.shard.add_owned(class.size() as i64, 1);
+        (c, idx)
+    }
+
+    /// The chunk size for a class with `seg`-byte segments of which this magazine already
+    /// holds `owned` partial chunks: about 64 segments for small classes, 16 for medium and 4
+    /// for large ones, doubled as the class's demand grows (up to 8x), within the bounds.
+    fn chunk_size_for(&self, seg: usize, owned: usize) -> usize {
+        let target = if seg <= 1 << 10 {
+            64
+        } else if seg <= 16 << 10 {
+            16
+        } else {
+            4
+        };
+        let base = next_pow2(seg.saturating_mul(target)).unwrap_or(self.max_chunk);
+        let growth = match owned {
+            0..=3 => 0,
+            4..=11 => 1,
+            12..=27 => 2,
+            _ => 3,
+        };
+        base.checked_shl(growth)
+            .unwrap_or(self.max_chunk)
+            .clamp(self.min_chunk, self.max_chunk)
+    }
+
+    /// Gives up a chunk with nothing live that is not current.
+    fn retire(home: &Arc<dyn Home>, c: ChunkPtr) {
+        // SAFETY: owned by this thread, which gives it up here and never touches it again.
+        if unsafe { c.abandon() } == RemoteFree::Recycle {
+            home.recycle(c);
+        }
+    }
+
+    /// Called after the owner freed a region into `c`, which is not the current chunk and is
+    /// either now fully free or older than the current one.
+    #[cold]
+    #[inline(never)]
+    fn after_free_slow(&mut self, c: ChunkPtr, live: u32) {
+        // SAFETY: owned by this thread.
+        let (class, slot) = unsafe { (c.class() as usize, c.slot()) };
+        let cs = &mut self.classes[class];
+        debug_assert_eq!(cs.partial.get(slot), Some(&c));
+        let c = cs.remove_partial(slot);
+        if live == 0 {
+            Self::retire(&self.home, c);
+            return;
+        }
+        if let Some(old) = cs.current {
+            // SAFETY: owned by this thread.
+            if unsafe { old.live() } == 0 {
+                Self::retire(&self.home, old);
+            } else {
+                cs.push_partial(old);
+            }
+        }
+        cs.set_current(Some(c));
+    }
+
+    /// Takes every chunk of this magazine that has nothing live (current ones included) out
+    /// of it, abandoned and held exclusively by the caller.
+    pub(crate) fn take_idle(&mut self) -> Vec<ChunkPtr> {
+        let mut out = Vec::new();
+        for cs in self.classes.iter_mut() {
+            if let Some(c) = cs.current {
+                // SAFETY: owned by this thread.
+                if unsafe {
+                    c.drain_remote();
+                    c.live()
+                } == 0
+                {
+                    cs.set_current(None);
+                    // SAFETY: nothing live: abandoning hands it over at once.
+                    if unsafe { c.abandon() } == RemoteFree::Recycle {
+                        out.push(c);
+                    }
+                }
+            }
+            let mut i = cs.partial.len();
+            while i > 0 {
+                i -= 1;
+                let p = cs.partial[i];
+                // SAFETY: owned by this thread.
+                if unsafe {
+                    p.drain_remote();
+                    p.live()
+                } == 0
+                {
+                    cs.remove_partial(i);
+                    // SAFETY: as above.
+                    if unsafe { p.abandon() } == RemoteFree::Recycle {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Acquisitions so far and the last acquired chunk (for `allocate_with`'s rollback).
+    pub(crate) fn acquisitions(&self) -> (u64, Option<(ChunkPtr, bool)>) {
+        (self.acquired, self.last_acquired)
+    }
+
+    /// Takes `c` back out of this magazine if it is an owned chunk with nothing live; the
+    /// caller then holds it exclusively (rollback of a chunk acquired for a failed init).
+    pub(crate) fn take_back(&mut self, c: ChunkPtr) -> bool {
+        if !c.is_owned_by(self.token) {
+            return false;
+        }
+        // SAFETY: owned by this thread (checked above).
+        let (class, live) = unsafe {
+            c.drain_remote();
+            (c.class() as usize, c.live())
+        };
+        if live != 0 {
+            return false;
+        }
+        let cs = &mut self.classes[class];
+        if cs.current == Some(c) {
+            cs.set_current(None);
+        } else {
+            // SAFETY: owned by this thread.
+            let slot = unsafe { c.slot() };
+            if cs.partial.get(slot) != Some(&c) {
+                return false;
+            }
+            cs.remove_partial(slot);
+        }
+        // SAFETY: owned, nothing live: abandoning hands it over at once.
+        let outcome = unsafe { c.abandon() };
+        outcome == RemoteFree::Recycle
+    }
+}
+
+impl Drop for Magazine {
+    /// Thread exit (or the allocator's close): hand every chunk back.
+    fn drop(&mut self) {
+        for cs in self.classes.iter_mut() {
+            let chunks: Vec<ChunkPtr> = cs.owned().collect();
+            cs.set_current(None);
+            cs.partial.clear();
+            for c in chunks {
+                // SAFETY: owned by this thread, which gives it up here.
+                unsafe { c.drain_remote() };
+                Self::retire(&self.home, c);
+            }
+        }
+        self.src.counters().unregister(&self.shard);
+    }
+}
+
+/// Releases a region from the thread that owns its chunk: plain loads and stores, unless the
+/// chunk is not current and just became fully free or is older than the current one.
+///
+/// # Safety
+/// The calling thread owns `chunk` (`chunk.is_owned_by(thread_token())`) and is releasing the
+/// last handle to region `idx`.
+#[inline(always)]
+pub(crate) unsafe fn free_owned(chunk: ChunkPtr, idx: u32) {
+    // SAFETY (whole block): the owner context of an owned chunk is the owning magazine's
+    // registry pointer; the magazine lives as long as it owns chunks (its drop abandons them
+    // all first), and on its own thread nothing else borrows it while a buffer is dropped.
+    unsafe {
+        let mag = &mut *(chunk.ctx() as *mut Magazine);
+        let live = chunk.free_local(idx);
+        mag.shard.add_owned(-(chunk.seg_size() as i64), -1);
+        let cs = mag.classes.get_unchecked(chunk.class() as usize);
+        if cs.current != Some(chunk) && (live == 0 || chunk.seq() < cs.current_seq) {
+            mag.after_free_slow(chunk, live);
+        }
+    }
+}
+
+/// The magazines of one thread, indexed by allocator id.
+struct Registry {
+    magazines: Vec<*mut Magazine>,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        for m in self.magazines.drain(..) {
+            if !m.is_null() {
+                // SAFETY: the registry owns every non-null pointer it holds (from
+                // `Magazine::create`), and takes each out before freeing it.
+                drop(unsafe { Box::from_raw(m) });
+            }
+        }
+    }
+}
+
+thread_local! {
+    static REGISTRY: UnsafeCell<Registry> = UnsafeCell::new(Registry { magazines: Vec::new() });
+}
+
+/// Runs `f` with the calling thread's magazine for allocator `id`, creating it (from `src`)
+/// on first use. `None` when the thread's registry is already destroyed (thread exit).
+#[inline(always)]
+pub(crate) fn with_magazine<R>(
+    id: usize,
+    src: impl FnOnce() -> Arc<dyn ChunkSource>,
+    f: impl FnOnce(&mut Magazine) -> R,
+) -> Option<R> {
+    REGISTRY
+        .try_with(|reg| {
+            reg.with_mut(|reg| {
+                // SAFETY: the registry is this thread's alone, and nothing called below
+                // (magazine code, chunk acquisition and recycling) re-enters it.
+                let reg = unsafe { &mut *reg };
+                let mut m = reg.magazines.get(id).copied().unwrap_or(ptr::null_mut());
+                if m.is_null() {
+                    m = install(reg, id, src());
+                }
+                // SAFETY: a non-null registry entry is a live magazine of this thread.
+                f(unsafe { &mut *m })
+            })
+        })
+        .ok()
+}
+
+/// Runs `f` with the calling thread's magazine for allocator `id` if it has one.
+pub(crate) fn with_existing<R>(id: usize, f: impl FnOnce(&mut Magazine) -> R) -> Option<R> {
+    REGISTRY
+        .try_with(|reg| {
+            reg.with_mut(|reg| {
+                // SAFETY: as in `with_magazine`.
+                let reg = unsafe { &mut *reg };
+                let m = reg.magazines.get(id).copied().unwrap_or(ptr::null_mut());
+                // SAFETY: a non-null registry entry is a live magazine of this thread.
+                (!m.is_null()).then(|| f(unsafe { &mut *m }))
+            })
+        })
+        .ok()
+        .flatten()
+}
+
+#[cold]
+fn install(reg: &mut Registry, id: usize, src: Arc<dyn ChunkSource>) -> *mut Magazine {
+    // Magazines of allocators whose handles are all gone are dropped here, so a long-lived
+    // thread that moves on to a new allocator does not keep the old one's chunks.
+    for slot in reg.magazines.iter_mut() {
+        // SAFETY: non-null entries are live magazines of this thread.
+        if !slot.is_null() && unsafe { (**slot).src.is_closed() } {
+            let m = std::mem::replace(slot, ptr::null_mut());
+            // SAFETY: taken out of the registry, which owned it.
+            drop(unsafe { Box::from_raw(m) });
+        }
+    }
+    let pending = PendingMagazine(Magazine::create(src));
+    if reg.magazines.len() <= id {
+        reg.magazines.resize(id + 1, ptr::null_mut());
+    }
+    let m = pending.into_registered();
+    reg.magazines[id] = m;
+    m
+}
+
+/// Drops the calling thread's magazine for allocator `id`, if any (the allocator closed).
+pub(crate) fn remove(id: usize) {
+    let taken = REGISTRY
+        .try_with(|reg| {
+            reg.with_mut(|reg| {
+                // SAFETY: as in `with_magazine`.
+                let reg = unsafe { &mut *reg };
+                reg.magazines
+                    .get_mut(id)
+                    .map(|slot| std::mem::replace(slot, ptr::null_mut()))
+            })
+        })
+        .ok()
+        .flatten();
+    if let Some(m) = taken.filter(|m| !m.is_null()) {
+        // SAFETY: taken out of the registry, which owned it.
+        drop(unsafe { Box::from_raw(m) });
+    }
+}

@@ -1,0 +1,229 @@
+//! Statistics: the counters every other room updates, and the [`Stats`] snapshot users read.
+//!
+//! Owns: [`Counters`] (one per allocator) and [`Shard`]s (one per magazine, plus one shared
+//! shard for threads that are not a region's owner). May import: `sync`, `error`.
+//!
+//! Invariants:
+//! * Counters that change on slow paths only (chunk creation and release, caching, unpooled
+//!   buffers) are plain shared atomics.
+//! * `live_bytes` and `live_buffers` change on every allocation and release, so they are
+//!   sharded: a magazine's owner thread updates its own cache-line-padded [`Shard`] with a
+//!   relaxed load and a relaxed store (no read-modify-write, no contention); a thread that
+//!   releases a region it does not own pays a `fetch_add` on the shared shard, as it already
+//!   pays an atomic to hand the region back. A shard may go negative; the sum is exact.
+//! * A magazine's shard is folded into the shared shard under the registry lock when the
+//!   magazine dies, so a snapshot never counts it twice or loses it.
+//! * A snapshot is exact whenever no thread is allocating or releasing concurrently.
+
+use std::fmt;
+
+use crate::error::AllocError;
+use crate::sync::{Arc, AtomicI64, AtomicU64, AtomicUsize, Mutex, Ordering::*};
+
+/// A snapshot of an allocator's statistics.
+///
+/// Cheap to take (one short lock to sum the per-thread shards) and exact when no other thread
+/// is allocating or releasing at the same moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Stats {
+    /// Bytes held from the system: every chunk (in use or cached) plus every unpooled buffer.
+    /// Bounded by `max_memory`.
+    pub allocated_bytes: usize,
+    /// Bytes of idle chunks waiting in the central queue (part of `allocated_bytes`).
+    /// Bounded by `max_cached_bytes`.
+    pub cached_bytes: usize,
+    /// Capacity of all live regions. Handles made by `split_to`/`split_off` share one region
+    /// and count once; a frozen `Bytes` keeps its region live until its last clone drops.
+    pub live_bytes: usize,
+    /// Number of live regions (buffers), counted like `live_bytes`.
+    pub live_buffers: usize,
+    /// Chunks currently held from the system (in magazines or cached), not counting unpooled
+    /// buffers.
+    pub chunks: usize,
+    /// Chunks ever allocated from the system.
+    pub chunk_allocations: u64,
+    /// Chunks ever given back to the system.
+    pub chunk_releases: u64,
+    /// Buffers ever served directly by the system because they were too large to pool.
+    pub unpooled_allocations: u64,
+    /// Per-thread magazines currently alive for this allocator. A magazine lives from its
+    /// thread's first allocation until the thread exits (or the allocator is dropped).
+    pub magazines: usize,
+}
+
+impl Stats {
+    /// `true` when no buffer of this allocator is alive.
+    pub fn is_quiet(&self) -> bool {
+        self.live_buffers == 0 && self.live_bytes == 0
+    }
+
+    /// Bytes held from the system that back no live buffer: idle chunks (cached or current in
+    /// a magazine) and free space inside chunks.
+    pub fn overhead_bytes(&self) -> usize {
+        self.allocated_bytes.saturating_sub(self.live_bytes)
+    }
+}
+
+impl fmt::Display for Stats {
+    /// A one-line summary naming what is still held, e.g. for a failing test's message.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "allocated {} B in {} chunks ({} B cached), {} live buffers of {} B, {} magazines; \
+             chunks allocated/released {}/{}, unpooled {}",
+            self.allocated_bytes,
+            self.chunks,
+            self.cached_bytes,
+            self.live_buffers,
+            self.live_bytes,
+            self.magazines,
+            self.chunk_allocations,
+            self.chunk_releases,
+            self.unpooled_allocations
+        )
+    }
+}
+
+/// Live-buffer counters of one magazine (or the shared shard), alone on its cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Shard {
+    live_bytes: AtomicI64,
+    live_buffers: AtomicI64,
+}
+
+impl Shard {
+    /// Adds to the counters from the shard's single writer: a relaxed load and store each, so
+    /// the owner's fast path carries no read-modify-write.
+    ///
+    /// Only the thread that owns this shard may call it (the shared shard uses
+    /// [`Shard::add_shared`]).
+    #[inline(always)]
+    pub(crate) fn add_owned(&self, bytes: i64, buffers: i64) {
+        let b = self.live_bytes.load(Relaxed);
+        self.live_bytes.store(b.wrapping_add(bytes), Relaxed);
+        let n = self.live_buffers.load(Relaxed);
+        self.live_buffers.store(n.wrapping_add(buffers), Relaxed);
+    }
+
+    /// Adds to the counters from any thread.
+    #[inline]
+    pub(crate) fn add_shared(&self, bytes: i64, buffers: i64) {
+        self.live_bytes.fetch_add(bytes, Relaxed);
+        self.live_buffers.fetch_add(buffers, Relaxed);
+    }
+
+    fn read(&self) -> (i64, i64) {
+        (
+            self.live_bytes.load(Relaxed),
+            self.live_buffers.load(Relaxed),
+        )
+    }
+}
+
+/// All counters of one allocator.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    allocated_bytes: AtomicUsize,
+    pub(crate) cached_bytes: AtomicUsize,
+    chunks: AtomicUsize,
+    chunk_allocations: AtomicU64,
+    chunk_releases: AtomicU64,
+    unpooled_allocations: AtomicU64,
+    /// Live counts changed by threads that are not a region's owner.
+    pub(crate) shared: Shard,
+    /// Shards of the living magazines.
+    shards: Mutex<Vec<Arc<Shard>>>,
+}
+
+impl Counters {
+    /// Reserves `bytes` under `limit` before asking the system for them.
+    pub(crate) fn reserve(&self, bytes: usize, limit: usize) -> Result<(), AllocError> {
+        let mut cur = self.allocated_bytes.load(Relaxed);
+        loop {
+            let next = match cur.checked_add(bytes) {
+                Some(n) if n <= limit => n,
+                _ => {
+                    return Err(AllocError::MemoryLimit {
+                        requested: bytes,
+                        limit,
+                    })
+                }
+            };
+            match self
+                .allocated_bytes
+                .compare_exchange_weak(cur, next, Relaxed, Relaxed)
+            {
+                Ok(_) => return Ok(()),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Gives back a reservation made by [`Counters::reserve`].
+    pub(crate) fn unreserve(&self, bytes: usize) {
+        self.allocated_bytes.fetch_sub(bytes, Relaxed);
+    }
+
+    /// A chunk (`unpooled == false`) or unpooled buffer was taken from the system.
+    pub(crate) fn on_system_alloc(&self, unpooled: bool) {
+        if unpooled {
+            self.unpooled_allocations.fetch_add(1, Relaxed);
+        } else {
+            self.chunks.fetch_add(1, Relaxed);
+            self.chunk_allocations.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A chunk or unpooled buffer of `bytes` went back to the system.
+    pub(crate) fn on_system_free(&self, bytes: usize, unpooled: bool) {
+        if !unpooled {
+            self.chunks.fetch_sub(1, Relaxed);
+            self.chunk_releases.fetch_add(1, Relaxed);
+        }
+        self.unreserve(bytes);
+    }
+
+    /// Registers a new magazine's shard.
+    pub(crate) fn register(&self, shard: Arc<Shard>) {
+        self.shards.with(|v| v.push(shard));
+    }
+
+    /// Folds a dying magazine's shard into the shared shard and forgets it.
+    pub(crate) fn unregister(&self, shard: &Arc<Shard>) {
+        self.shards.with(|v| {
+            if let Some(i) = v.iter().position(|s| Arc::ptr_eq(s, shard)) {
+                let s = v.swap_remove(i);
+                let (bytes, buffers) = s.read();
+                self.shared.add_shared(bytes, buffers);
+            }
+        });
+    }
+
+    /// Takes a snapshot.
+    pub(crate) fn snapshot(&self) -> Stats {
+        let (mut bytes, mut buffers, magazines) = self.shards.with(|v| {
+            let (mut b, mut n) = (0i64, 0i64);
+            for s in v.iter() {
+                let (sb, sn) = s.read();
+                b = b.wrapping_add(sb);
+                n = n.wrapping_add(sn);
+            }
+            (b, n, v.len())
+        });
+        let (sb, sn) = self.shared.read();
+        bytes = bytes.wrapping_add(sb);
+        buffers = buffers.wrapping_add(sn);
+        Stats {
+            allocated_bytes: self.allocated_bytes.load(Relaxed),
+            cached_bytes: self.cached_bytes.load(Relaxed),
+            live_bytes: bytes.max(0) as usize,
+            live_buffers: buffers.max(0) as usize,
+            chunks: self.chunks.load(Relaxed),
+            chunk_allocations: self.chunk_allocations.load(Relaxed),
+            chunk_releases: self.chunk_releases.load(Relaxed),
+            unpooled_allocations: self.unpooled_allocations.load(Relaxed),
+            magazines,
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The `sync` facade: every atomic, cell, lock, thread-local and raw allocation of the
+//! concurrent core goes through here, so that `--cfg loom` can swap the whole core onto
+//! [loom](https://docs.rs/loom)'s model-checked versions.
+//!
+//! Owns: nothing but re-exports and thin wrappers. May import: nothing of ours.
+//!
+//! * [`UnsafeCell`] exposes `with`/`with_mut` closures (loom's shape) in both builds, so
+//!   loom can check every access of a cell for races.
+//! * [`Mutex`] is `parking_lot`'s in normal builds and loom's under `cfg(loom)`; it never
+//!   poisons in either.
+//! * [`ArrayQueue`] is `crossbeam_queue::ArrayQueue` in normal builds. loom cannot see inside
+//!   crossbeam's queue, so under `cfg(loom)` it is a capacity-checked `Mutex<VecDeque>` with
+//!   the same interface.
+//! * [`alloc`]/[`dealloc`] are `std::alloc`'s in normal builds and `loom::alloc`'s under loom,
+//!   so every loom execution checks chunk memory for leaks.
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{
+    fence, AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering,
+};
+#[cfg(not(loom))]
+pub(crate) use std::sync::Arc;
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{
+    fence, AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering,
+};
+#[cfg(loom)]
+pub(crate) use loom::sync::Arc;
+
+#[cfg(not(loom))]
+pub(crate) use std::thread_local;
+
+#[cfg(loom)]
+pub(crate) use loom::thread_local;
+
+/// Raw memory for chunks and unpooled buffers.
+#[cfg(not(loom))]
+pub(crate) use std::alloc::{alloc, dealloc};
+
+#[cfg(loom)]
+pub(crate) use loom::alloc::{alloc, dealloc};
+
+/// An `UnsafeCell` with loom's closure interface in every build.
+#[derive(Debug, Default)]
+#[repr(transparent)]
+pub(crate) struct UnsafeCell<T>(
+    #[cfg(not(loom))] core::cell::UnsafeCell<T>,
+    #[cfg(loom)] loom::cell::UnsafeCell<T>,
+);
+
+impl<T> UnsafeCell<T> {
+    /// A new cell holding `value`.
+    #[cfg(not(loom))]
+    pub(crate) const fn new(value: T) -> Self {
+        Self(core::cell::UnsafeCell::new(value))
+    }
+
+    /// A new cell holding `value`.
+    #[cfg(loom)]
+    pub(crate) fn new(value: T) -> Self {
+        Self(loom::cell::UnsafeCell::new(value))
+    }
+
+    /// Runs `f` with a shared raw pointer to the contents.
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        #[cfg(not(loom))]
+        {
+            f(self.0.get())
+        }
+        #[cfg(loom)]
+        {
+            self.0.with(f)
+        }
+    }
+
+    /// Runs `f` with a mutable raw pointer to the contents.
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        #[cfg(not(loom))]
+        {
+            f(self.0.get())
+        }
+        #[cfg(loom)]
+        {
+            self.0.with_mut(f)
+        }
+    }
+}
+
+impl<T: Copy> UnsafeCell<T> {
+    /// Reads the value.
+    ///
+    /// # Safety
+    /// No other thread may write the cell concurrently (the caller owns it, see the field's
+    /// documentation for who that is).
+    #[inline(always)]
+    pub(crate) unsafe fn get(&self) -> T {
+        // SAFETY: the caller guarantees there is no concurrent writer.
+        self.with(|p| unsafe { *p })
+    }
+
+    /// Writes the value.
+    ///
+    /// # Safety
+    /// No other thread may access the cell concurrently (the caller owns it).
+    #[inline(always)]
+    pub(crate) unsafe fn set(&self, value: T) {
+        // SAFETY: the caller guarantees exclusive access.
+        self.with_mut(|p| unsafe { *p = value })
+    }
+}
+
+/// A mutual-exclusion lock that never poisons.
+#[derive(Debug, Default)]
+pub(crate) struct Mutex<T>(
+    #[cfg(not(loom))] parking_lot::Mutex<T>,
+    #[cfg(loom)] loom::sync::Mutex<T>,
+);
+
+impl<T> Mutex<T> {
+    /// A new unlocked mutex.
+    #[cfg_attr(not(loom), allow(dead_code))]
+    pub(crate) fn new(value: T) -> Self {
+        #[cfg(not(loom))]
+        {
+            Self(parking_lot::Mutex::new(value))
+        }
+        #[cfg(loom)]
+        {
+            Self(loom::sync::Mutex::new(value))
+        }
+    }
+
+    /// Locks, runs `f`, unlocks.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        #[cfg(not(loom))]
+        {
+            f(&mut self.0.lock())
+        }
+        #[cfg(loom)]
+        {
+            f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+        }
+    }
+}
+
+#[cfg(not(loom))]
+pub(crate) use crossbeam_queue::ArrayQueue;
+
+/// Under loom: a capacity-checked `Mutex<VecDeque>` standing in for crossbeam's `ArrayQueue`.
+#[cfg(loom)]
+#[derive(Debug)]
+pub(crate) struct ArrayQueue<T> {
+    items: Mutex<std::collections::VecDeque<T>>,
+    cap: usize,
+}
+
+#[cfg(loom)]
+impl<T> ArrayQueue<T> {
+    pub(crate) fn new(cap: usize) -> Self {
+        assert!(cap > 0, "capacity must be non-zero");
+        Self {
+            items: Mutex::new(std::collections::VecDeque::new()),
+            cap,
+        }
+    }
+    pub(crate) fn push(&self, value: T) -> Result<(), T> {
+        self.items.with(|q| {
+            if q.len() >= self.cap {
+                Err(value)
+            } else {
+                q.push_back(value);
+                Ok(())
+            }
+        })
+    }
+    pub(crate) fn pop(&self) -> Option<T> {
+        self.items.with(|q| q.pop_front())
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.items.with(|q| q.len())
+    }
+}
+
+/// A small unique number for the calling thread, never 0 and never reused while the process
+/// lives. Used to recognise the owner of a chunk with one plain load and compare.
+#[inline(always)]
+pub(crate) fn thread_token() -> usize {
+    #[cfg(not(loom))]
+    {
+        use std::cell::Cell;
+        std::thread_local! {
+            static TOKEN: Cell<usize> = const { Cell::new(0) };
+        }
+        // `try_with` cannot fail for a const-initialised `Cell` without a destructor, but we
+        // still answer something sound (a token no chunk ever carries) if it did.
+        TOKEN
+            .try_with(|t| {
+                let v = t.get();
+                if v != 0 {
+                    v
+                } else {
+                    let v = next_token();
+                    t.set(v);
+                    v
+                }
+            })
+            .unwrap_or(usize::MAX)
+    }
+    #[cfg(loom)]
+    {
+        loom::thread_local! {
+            static TOKEN: std::cell::Cell<usize> = std::cell::Cell::new(0);
+        }
+        TOKEN
+            .try_with(|t| {
+                let v = t.get();
+                if v != 0 {
+                    v
+                } else {
+                    let v = next_token();
+                    t.set(v);
+                    v
+                }
+            })
+            .unwrap_or(usize::MAX)
+    }
+}
+
+#[cold]
+fn next_token() -> usize {
+    // A plain std atomic even under loom: token assignment is not part of any protocol we
+    // model (each thread reads and writes only its own token).
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
