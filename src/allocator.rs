@@ -167,9 +167,9 @@ impl Shared {
         let class = SizeClass::of(capacity);
         let result = magazine::with_magazine(self.id, || self.clone(), |m| m.alloc(class));
         match result {
-            Some(Ok((chunk, idx))) => {
+            Some(Ok((chunk, idx, seg_size))) => {
                 // SAFETY: the region was just carved for this buffer and is handed over whole.
-                Ok(unsafe { PooledBuf::from_region(chunk, idx, class.size()) })
+                Ok(unsafe { PooledBuf::from_region(chunk, idx, seg_size) })
             }
             Some(Err(e)) => Err(e),
             // The thread is exiting and its registry is gone: serve the buffer unpooled.

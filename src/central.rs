@@ -99,9 +99,8 @@ impl Central {
         }
         // SAFETY: the caller holds the chunk exclusively until the push below publishes it.
         unsafe { chunk.set_idle_since(Some(Instant::now())) };
-        queue.push(chunk).map_err(|chunk| {
+        queue.push(chunk).inspect_err(|_| {
             cached.fetch_sub(size, Relaxed);
-            chunk
         })
     }
 

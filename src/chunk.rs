@@ -57,11 +57,12 @@
 use std::alloc::Layout;
 use std::any::Any;
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::AllocError;
 use crate::stats::Counters;
-use crate::sync::{self, Arc, AtomicI64, AtomicU64, AtomicUsize, Ordering::*, UnsafeCell};
+use crate::sync::{self, AtomicI64, AtomicU64, AtomicUsize, Ordering::*, UnsafeCell};
 
 /// "No segment": the end of a free list.
 pub(crate) const NONE: u32 = u32::MAX;

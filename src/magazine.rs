@@ -59,6 +59,8 @@ pub(crate) trait ChunkSource: Home {
 
 /// One size class's chunks in one magazine.
 struct ClassState {
+    /// The class's segment size (kept here so the fast path does not recompute it).
+    seg_size: usize,
     current: Option<ChunkPtr>,
     /// `seq` of `current`, or `u64::MAX` when there is none.
     current_seq: u64,
@@ -67,8 +69,9 @@ struct ClassState {
 }
 
 impl ClassState {
-    const fn new() -> Self {
+    const fn new(class: SizeClass) -> Self {
         ClassState {
+            seg_size: class.size(),
             current: None,
             current_seq: u64::MAX,
             partial: Vec::new(),
@@ -146,7 +149,7 @@ impl Magazine {
     fn create(src: Arc<dyn ChunkSource>) -> *mut Magazine {
         let settings = src.settings();
         let classes = (0..settings.class_count)
-            .map(|_| ClassState::new())
+            .map(|i| ClassState::new(SizeClass(i as u16)))
             .collect();
         let shard = Arc::new(Shard::default());
         let home: Arc<dyn Home> = src.clone();
@@ -176,13 +179,14 @@ impl Magazine {
     /// Allocates one region of `class`: the fast path carves from the current chunk with
     /// plain loads and stores only.
     #[inline(always)]
-    pub(crate) fn alloc(&mut self, class: SizeClass) -> Result<(ChunkPtr, u32), AllocError> {
+    pub(crate) fn alloc(&mut self, class: SizeClass) -> Result<(ChunkPtr, u32, usize), AllocError> {
         if let Some(cs) = self.classes.get(class.index()) {
             if let Some(c) = cs.current {
                 // SAFETY: this magazine's thread (the caller) owns its current chunks.
                 if let Some(idx) = unsafe { c.carve() } {
-                    self.shard.add_owned(class.size() as i64, 1);
-                    return Ok((c, idx));
+                    let seg = cs.seg_size;
+                    self.shard.add_owned(seg as i64, 1);
+                    return Ok((c, idx, seg));
                 }
             }
         }
@@ -191,7 +195,7 @@ impl Magazine {
 
     #[cold]
     #[inline(never)]
-    fn alloc_slow(&mut self, class: SizeClass) -> Result<(ChunkPtr, u32), AllocError> {
+    fn alloc_slow(&mut self, class: SizeClass) -> Result<(ChunkPtr, u32, usize), AllocError> {
         let epoch = self.src.trim_epoch();
         if epoch != self.seen_trim {
             self.seen_trim = epoch;
@@ -260,11 +264,12 @@ impl Magazine {
         Ok(self.carve_from(c, class))
     }
 
-    fn carve_from(&mut self, c: ChunkPtr, class: SizeClass) -> (ChunkPtr, u32) {
+    fn carve_from(&mut self, c: ChunkPtr, class: SizeClass) -> (ChunkPtr, u32, usize) {
         // SAFETY: owned by this thread, and the callers checked that it has space.
         let idx = unsafe { c.carve() }.expect("chunk chosen for its free space has none");
-        self.shard.add_owned(class.size() as i64, 1);
-        (c, idx)
+        let seg = class.size();
+        self.shard.add_owned(seg as i64, 1);
+        (c, idx, seg)
     }
 
     /// The chunk size for a class with `seg`-byte segments of which this magazine already
@@ -455,6 +460,12 @@ impl Drop for Registry {
     }
 }
 
+#[cfg(not(loom))]
+thread_local! {
+    static REGISTRY: UnsafeCell<Registry> = const { UnsafeCell::new(Registry { magazines: Vec::new() }) };
+}
+
+#[cfg(loom)]
 thread_local! {
     static REGISTRY: UnsafeCell<Registry> = UnsafeCell::new(Registry { magazines: Vec::new() });
 }

@@ -11,6 +11,21 @@
 /// The smallest segment size, in bytes.
 pub(crate) const MIN_SEGMENT: usize = 32;
 
+/// Sizes up to this are classed by table lookup.
+const SMALL_LIMIT: usize = 1024;
+
+/// `SMALL_CLASSES[(size + 15) / 16]` is the class of `size` for `size <= SMALL_LIMIT`: every
+/// small class size is a multiple of 16, so sizes in one 16-byte step share a class.
+const SMALL_CLASSES: [u8; SMALL_LIMIT / 16 + 1] = {
+    let mut table = [0u8; SMALL_LIMIT / 16 + 1];
+    let mut i = 0;
+    while i < table.len() {
+        table[i] = SizeClass::compute(i * 16).0 as u8;
+        i += 1;
+    }
+    table
+};
+
 /// A size class: an index into the (computed) class table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct SizeClass(pub(crate) u16);
@@ -20,13 +35,21 @@ impl SizeClass {
     /// class).
     #[inline]
     pub(crate) const fn of(size: usize) -> SizeClass {
+        if size <= SMALL_LIMIT {
+            return SizeClass(SMALL_CLASSES[(size + 15) >> 4] as u16);
+        }
+        Self::compute(size)
+    }
+
+    /// The arithmetic behind [`SizeClass::of`] (the table covers small sizes).
+    const fn compute(size: usize) -> SizeClass {
         if size <= 64 {
             let s = if size < MIN_SEGMENT {
                 MIN_SEGMENT
             } else {
                 size
             };
-            return SizeClass(((s + 15) / 16 - 2) as u16);
+            return SizeClass((s.div_ceil(16) - 2) as u16);
         }
         // 2^p < size <= 2^(p+1)
         let p = (usize::BITS - 1 - (size - 1).leading_zeros()) as usize;
@@ -112,6 +135,13 @@ mod tests {
                 assert!(c.size() >= size && SizeClass(c.0 - 1).size() < size);
                 assert_eq!(SizeClass::of(c.size()), c);
             }
+        }
+    }
+
+    #[test]
+    fn table_matches_arithmetic() {
+        for size in 0..=SMALL_LIMIT + 16 {
+            assert_eq!(SizeClass::of(size), SizeClass::compute(size), "size {size}");
         }
     }
 

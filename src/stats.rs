@@ -16,9 +16,10 @@
 //! * A snapshot is exact whenever no thread is allocating or releasing concurrently.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::error::AllocError;
-use crate::sync::{Arc, AtomicI64, AtomicU64, AtomicUsize, Mutex, Ordering::*};
+use crate::sync::{AtomicI64, AtomicU64, AtomicUsize, Mutex, Ordering::*};
 
 /// A snapshot of an allocator's statistics.
 ///

@@ -11,6 +11,9 @@
 //! * [`ArrayQueue`] is `crossbeam_queue::ArrayQueue` in normal builds. loom cannot see inside
 //!   crossbeam's queue, so under `cfg(loom)` it is a capacity-checked `Mutex<VecDeque>` with
 //!   the same interface.
+//! * `Arc` is deliberately std's in every build: the reference counts of allocator handles,
+//!   chunk homes and stats shards are not part of a protocol the models check, and loom's
+//!   `Arc` cannot hold the trait objects (`Arc<dyn Home>`) the crate uses.
 //! * [`alloc`]/[`dealloc`] are `std::alloc`'s in normal builds and `loom::alloc`'s under loom,
 //!   so every loom execution checks chunk memory for leaks.
 
@@ -18,15 +21,11 @@
 pub(crate) use std::sync::atomic::{
     fence, AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering,
 };
-#[cfg(not(loom))]
-pub(crate) use std::sync::Arc;
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{
     fence, AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering,
 };
-#[cfg(loom)]
-pub(crate) use loom::sync::Arc;
 
 #[cfg(not(loom))]
 pub(crate) use std::thread_local;
