@@ -188,7 +188,15 @@ impl Shared {
         // Unpooled buffers are at least one minimum segment, rounded to 16 bytes.
         let bytes = capacity.max(32).checked_add(15).ok_or(overflow)? & !15;
         let home: Arc<dyn Home> = self.clone();
-        let chunk = self.create(&home, bytes, true)?;
+        let chunk = match self.create(&home, bytes, true) {
+            Err(AllocError::MemoryLimit { .. }) => {
+                // Give back the calling thread's idle chunks, then try once more.
+                let idle = magazine::with_existing(self.id, |m| m.take_idle()).unwrap_or_default();
+                Shared::free_all(idle);
+                self.create(&home, bytes, true)?
+            }
+            other => other?,
+        };
         self.counters.shared.add_shared(bytes as i64, 1);
         // SAFETY: the chunk's single region is handed over whole.
         Ok(unsafe { PooledBuf::from_region(chunk, 0, bytes) })

@@ -250,7 +250,22 @@ impl Magazine {
             .unwrap_or(usize::MAX)
             .max(self.min_chunk)
             .min(want);
-        let (c, from_cache) = self.src.acquire(&self.home, want, least)?;
+        let (c, from_cache) = match self.src.acquire(&self.home, want, least) {
+            Err(e @ AllocError::MemoryLimit { .. }) => {
+                // Under the limit, this thread's own idle chunks (empty current chunks of
+                // other classes) are given back before the request is refused.
+                let idle = self.take_idle();
+                if idle.is_empty() {
+                    return Err(e);
+                }
+                for c in idle {
+                    // SAFETY: `take_idle` hands over fully free chunks held exclusively.
+                    unsafe { c.free_to_system() };
+                }
+                self.src.acquire(&self.home, want, least)?
+            }
+            other => other?,
+        };
         // SAFETY: `acquire` hands over a chunk held exclusively with nothing live; this thread
         // becomes its owner.
         unsafe {
