@@ -4,7 +4,7 @@
 //! code lives here.
 //!
 //! Owns: [`Chunk`], [`ChunkPtr`], the chunk-creation guard. May import: `sync`, `stats`,
-//! `error`. Knows nothing of magazines or allocators: the owner keeps an opaque context word
+//! `error`. Knows nothing of magazines or allocators: the owner keeps an opaque context pointer
 //! in the chunk, and a chunk that must be recycled is handed to its [`Home`].
 //!
 //! # Who owns which field
@@ -102,7 +102,7 @@ pub(crate) struct Chunk {
     cursor: UnsafeCell<u32>,
     local_head: UnsafeCell<u32>,
     live: UnsafeCell<u32>,
-    ctx: UnsafeCell<usize>,
+    ctx: UnsafeCell<*mut ()>,
     seq: UnsafeCell<u64>,
     slot: UnsafeCell<usize>,
     idle_since: UnsafeCell<Option<Instant>>,
@@ -118,7 +118,8 @@ pub(crate) struct Chunk {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ChunkPtr(NonNull<Chunk>);
 
-// SAFETY: a `ChunkPtr` is a plain address. Every access through it follows the ownership
+// SAFETY: a `ChunkPtr` is a plain address (the header it points to holds raw pointers only
+// as documented, ownership-protected fields). Every access through it follows the ownership
 // protocol documented on `Chunk` (owner-only fields by the owner or exclusive holder, shared
 // fields through atomics), which holds whichever thread the pointer travels to.
 unsafe impl Send for ChunkPtr {}
@@ -192,7 +193,7 @@ impl ChunkPtr {
             cursor: UnsafeCell::new(0),
             local_head: UnsafeCell::new(NONE),
             live: UnsafeCell::new(0),
-            ctx: UnsafeCell::new(0),
+            ctx: UnsafeCell::new(std::ptr::null_mut()),
             seq: UnsafeCell::new(0),
             slot: UnsafeCell::new(0),
             idle_since: UnsafeCell::new(None),
@@ -299,7 +300,7 @@ impl ChunkPtr {
     ///
     /// # Safety
     /// The caller holds the chunk exclusively and `token` is its own thread token.
-    pub(crate) unsafe fn adopt(self, token: usize, ctx: usize, seq: u64) {
+    pub(crate) unsafe fn adopt(self, token: usize, ctx: *mut (), seq: u64) {
         let h = self.header();
         // SAFETY: exclusive, by the caller's guarantee.
         unsafe {
@@ -567,12 +568,13 @@ impl ChunkPtr {
         }
     }
 
-    /// The owner's opaque context word.
+    /// The owner's opaque context pointer (a pointer, not an integer, so its provenance
+    /// survives the round trip).
     ///
     /// # Safety
     /// The calling thread owns the chunk.
     #[inline(always)]
-    pub(crate) unsafe fn ctx(self) -> usize {
+    pub(crate) unsafe fn ctx(self) -> *mut () {
         // SAFETY: owner-only field, by the owner.
         unsafe { self.header().ctx.get() }
     }
@@ -658,7 +660,7 @@ mod tests {
         // SAFETY: this test thread holds the chunk exclusively, then owns it.
         unsafe {
             c.format(0, 1024);
-            c.adopt(7, 0, 0);
+            c.adopt(7, std::ptr::null_mut(), 0);
             let a: Vec<u32> = (0..4).map(|_| c.carve().unwrap()).collect();
             assert_eq!(a, [0, 1, 2, 3]);
             assert_eq!(c.carve(), None, "the cursor is at the end");
@@ -686,7 +688,7 @@ mod tests {
         // regions this thread holds, as another thread would.
         unsafe {
             c.format(0, 512);
-            c.adopt(7, 0, 0);
+            c.adopt(7, std::ptr::null_mut(), 0);
             let segs: Vec<u32> = (0..8).map(|_| c.carve().unwrap()).collect();
             assert_eq!(c.free_remote(segs[1]), RemoteFree::Queued);
             assert_eq!(c.free_remote(segs[5]), RemoteFree::Queued);
@@ -735,7 +737,7 @@ mod tests {
         // check; the chunk is freed afterwards.
         unsafe {
             c.format(0, 1024);
-            c.adopt(7, 0, 0);
+            c.adopt(7, std::ptr::null_mut(), 0);
             let s = c.carve().unwrap();
             c.free_local(s);
             c.segment(s).as_ptr().add(100).write(1);

@@ -270,7 +270,7 @@ impl Magazine {
         // becomes its owner.
         unsafe {
             c.format(class.0, seg);
-            c.adopt(self.token, self.this as usize, self.next_seq);
+            c.adopt(self.token, self.this.cast(), self.next_seq);
         }
         self.next_seq += 1;
         self.acquired += 1;
@@ -448,7 +448,7 @@ pub(crate) unsafe fn free_owned(chunk: ChunkPtr, idx: u32) {
     // registry pointer; the magazine lives as long as it owns chunks (its drop abandons them
     // all first), and on its own thread nothing else borrows it while a buffer is dropped.
     unsafe {
-        let mag = &mut *(chunk.ctx() as *mut Magazine);
+        let mag = &mut *chunk.ctx().cast::<Magazine>();
         let live = chunk.free_local(idx);
         mag.shard.add_owned(-(chunk.seg_size() as i64), -1);
         let cs = mag.classes.get_unchecked(chunk.class() as usize);

@@ -1,0 +1,113 @@
+//! Chunk life-cycle protocols through the public API, sized so Miri can run them:
+//! remote frees into an owned chunk and their reuse, abandonment at thread exit with live
+//! buffers, closing an allocator with live buffers, trim.
+
+use adaptive_pool::AdaptiveAllocator;
+use bytes::BufMut;
+use std::thread;
+
+fn small_pool() -> AdaptiveAllocator {
+    AdaptiveAllocator::builder()
+        .min_chunk_size(4096)
+        .max_chunk_size(16384)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn remote_frees_are_reused_by_the_owner() {
+    let pool = small_pool();
+    // 4 KiB chunks of 64-byte segments: 64 per chunk.
+    let bufs: Vec<_> = (0..64).map(|_| pool.allocate(64)).collect();
+    let chunks = pool.stats().chunks;
+    thread::spawn(move || drop(bufs)).join().unwrap();
+    assert_eq!(pool.stats().live_buffers, 0);
+    // The owner drains the remote frees and reuses the space: no new chunk.
+    let again: Vec<_> = (0..64).map(|_| pool.allocate(64)).collect();
+    assert_eq!(pool.stats().chunks, chunks, "{}", pool.stats());
+    drop(again);
+    assert!(pool.stats().is_quiet());
+}
+
+#[test]
+fn thread_exit_abandons_chunks_with_live_buffers() {
+    let pool = small_pool();
+    let p = pool.clone();
+    let kept = thread::spawn(move || {
+        let mut v: Vec<_> = (0..100)
+            .map(|i| {
+                let mut b = p.allocate(100);
+                b.put_u8(i as u8);
+                b
+            })
+            .collect();
+        v.truncate(10);
+        v
+    })
+    .join()
+    .unwrap();
+    let s = pool.stats();
+    assert_eq!(s.magazines, 0, "the magazine died with its thread: {s}");
+    assert_eq!(s.live_buffers, 10);
+    for (i, b) in kept.iter().enumerate() {
+        assert_eq!(b[..], [i as u8]);
+    }
+    // Dropped here, on a thread that never owned the chunks: the last drop recycles.
+    drop(kept);
+    let s = pool.stats();
+    assert!(s.is_quiet(), "{s}");
+    assert!(s.allocated_bytes <= s.cached_bytes + 16384, "{s}");
+    pool.trim();
+    assert_eq!(pool.stats().allocated_bytes, 0);
+}
+
+#[test]
+fn frozen_clones_dropped_on_two_threads() {
+    let pool = small_pool();
+    for round in 0..3 {
+        let mut b = pool.allocate(200);
+        b.put_slice(&[round; 200]);
+        let frozen = b.freeze();
+        let (c1, c2) = (frozen.clone(), frozen.slice(10..20));
+        let t1 = thread::spawn(move || assert_eq!(c1[0], round));
+        let t2 = thread::spawn(move || assert_eq!(c2.len(), 10));
+        drop(frozen);
+        t1.join().unwrap();
+        t2.join().unwrap();
+        assert!(pool.stats().is_quiet());
+    }
+}
+
+#[test]
+fn closing_with_live_buffers_then_dropping_them_frees_everything() {
+    let pool = small_pool();
+    let mut a = pool.allocate(1000);
+    let b = pool.allocate(100_000); // unpooled: above a quarter of the largest chunk
+    let handle = a.allocator();
+    drop(pool);
+    a.put_slice(b"still usable");
+    assert_eq!(&a[..], b"still usable");
+    assert_eq!(handle.stats().live_buffers, 2);
+    drop(handle);
+    let t = thread::spawn(move || drop(b));
+    t.join().unwrap();
+    drop(a);
+}
+
+#[test]
+fn trim_frees_idle_memory() {
+    let pool = small_pool();
+    let v: Vec<_> = (0..50).map(|i| pool.allocate(16 * (i + 1))).collect();
+    drop(v);
+    let before = pool.stats();
+    assert!(before.allocated_bytes > 0);
+    let freed = pool.trim();
+    let after = pool.stats();
+    assert_eq!(freed, before.allocated_bytes);
+    assert_eq!(
+        (after.allocated_bytes, after.chunks, after.cached_bytes),
+        (0, 0, 0)
+    );
+    // Still works afterwards.
+    assert_eq!(pool.allocate(10).capacity(), 32);
+}
