@@ -314,30 +314,37 @@ pub(crate) fn handle_of(chunk: ChunkPtr) -> AdaptiveAllocator {
 }
 
 /// Rolls back `allocate_with`: holds the buffer while the initialiser runs, and on error or
-/// panic returns it and releases a chunk acquired for it.
+/// panic returns it and gives back every chunk the calling thread acquired meanwhile that is
+/// now empty (to the central queue if it came from there, else to the system).
 struct InitGuard<'a> {
     shared: &'a Arc<Shared>,
     buf: Option<PooledBuf>,
-    /// A chunk acquired for this buffer, and whether it came from the central queue.
-    acquired: Option<(ChunkPtr, bool)>,
+    /// The magazine's tracking mark, if the thread has a magazine.
+    mark: Option<usize>,
+}
+
+impl InitGuard<'_> {
+    fn finish(&mut self, rollback: bool) {
+        let Some(mark) = self.mark.take() else { return };
+        let shared = self.shared;
+        let chunks = magazine::with_existing(shared.id, |m| m.end_tracking(mark, rollback))
+            .unwrap_or_default();
+        for (chunk, from_cache) in chunks {
+            if from_cache {
+                shared.recycle(chunk);
+            } else {
+                // SAFETY: `end_tracking` handed the chunk over, exclusive with nothing live.
+                unsafe { chunk.free_to_system() };
+            }
+        }
+    }
 }
 
 impl Drop for InitGuard<'_> {
     fn drop(&mut self) {
-        let Some(buf) = self.buf.take() else { return };
-        drop(buf);
-        if let Some((chunk, from_cache)) = self.acquired {
-            let shared = self.shared;
-            let taken = magazine::with_existing(shared.id, |m| m.take_back(chunk)).unwrap_or(false);
-            if taken {
-                if from_cache {
-                    shared.recycle(chunk);
-                } else {
-                    // SAFETY: `take_back` handed the chunk over, exclusive with nothing live.
-                    unsafe { chunk.free_to_system() };
-                }
-            }
-        }
+        // Reached with the buffer still held only on error or panic.
+        let rollback = self.buf.take().is_some();
+        self.finish(rollback);
     }
 }
 
@@ -407,10 +414,11 @@ impl AdaptiveAllocator {
         self.shared.try_allocate(capacity)
     }
 
-    /// Allocates a buffer and runs `init` on it. If `init` returns an error or panics, the
-    /// buffer is returned and a chunk acquired for it is released, so `stats()` reads as
-    /// before (the cumulative `chunk_allocations`/`chunk_releases` counters record both
-    /// events); a panic then continues to unwind.
+    /// Allocates a buffer and runs `init` on it. If the allocation fails, or `init` returns
+    /// an error or panics, the buffer is returned and every chunk the calling thread acquired
+    /// meanwhile (for the buffer, or for its growth inside `init`) that is now empty is given
+    /// back, so `stats()` reads as before (the cumulative `chunk_allocations` and
+    /// `chunk_releases` counters record both events); a panic then continues to unwind.
     ///
     /// ```
     /// use adaptive_pool::{AdaptiveAllocator, InitError};
@@ -437,26 +445,20 @@ impl AdaptiveAllocator {
         F: FnOnce(&mut PooledBuf) -> Result<(), E>,
     {
         let shared = &self.shared;
-        let before = magazine::with_existing(shared.id, |m| m.acquisitions().0);
-        let buf = self.try_allocate(capacity)?;
-        let acquired = magazine::with_existing(shared.id, |m| {
-            let (n, last) = m.acquisitions();
-            if Some(n) != before {
-                last
-            } else {
-                None
-            }
-        })
-        .flatten()
-        .filter(|(c, _)| buf.chunk() == *c);
+        let mark = magazine::with_magazine(shared.id, || shared.clone(), |m| m.begin_tracking());
         let mut guard = InitGuard {
             shared,
-            buf: Some(buf),
-            acquired,
+            buf: None,
+            mark,
         };
+        guard.buf = Some(self.try_allocate(capacity)?);
         let slot = guard.buf.as_mut().expect("set just above");
         match init(slot) {
-            Ok(()) => Ok(guard.buf.take().expect("still held")),
+            Ok(()) => {
+                let buf = guard.buf.take().expect("still held");
+                guard.finish(false);
+                Ok(buf)
+            }
             Err(e) => {
                 drop(guard);
                 Err(InitError::Init(e))

@@ -92,6 +92,12 @@ impl PooledBuf {
         crate::global().allocate(capacity)
     }
 
+    /// Like [`with_capacity`](Self::with_capacity), but returns the error instead of
+    /// panicking.
+    pub fn try_with_capacity(capacity: usize) -> Result<PooledBuf, AllocError> {
+        crate::global().try_allocate(capacity)
+    }
+
     /// Wraps a freshly carved region.
     ///
     /// # Safety
@@ -107,11 +113,6 @@ impl PooledBuf {
             idx,
             share: None,
         }
-    }
-
-    /// The chunk this buffer's region lies in.
-    pub(crate) fn chunk(&self) -> ChunkPtr {
-        self.chunk
     }
 
     /// Bytes written.

@@ -403,7 +403,16 @@ impl ChunkPtr {
         let bytes = unsafe {
             std::slice::from_raw_parts(self.segment(idx).as_ptr().add(LINK), size - LINK)
         };
-        if let Some(pos) = bytes.iter().position(|&b| b != POISON) {
+        // Compare eight bytes at a time; find the exact byte only when reporting.
+        let word = u64::from_ne_bytes([POISON; 8]);
+        let words = bytes.chunks_exact(8);
+        let tail_ok = words.remainder().iter().all(|&b| b == POISON);
+        let clean = tail_ok
+            && words
+                .into_iter()
+                .all(|w| u64::from_ne_bytes(w.try_into().unwrap()) == word);
+        if !clean {
+            let pos = bytes.iter().position(|&b| b != POISON).unwrap_or(0);
             panic!(
                 "adaptive-pool: a freed buffer was written after release (byte {} of a {}-byte \
                  region holds {:#04x}, expected poison {:#04x}): use after free through unsafe code",

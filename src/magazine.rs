@@ -137,10 +137,11 @@ pub(crate) struct Magazine {
     max_chunk: usize,
     next_seq: u64,
     seen_trim: u64,
-    /// Chunks acquired so far, and the last one with whether it came from the cache: lets
-    /// `allocate_with` roll back a chunk acquired for a buffer whose initialisation failed.
-    acquired: u64,
-    last_acquired: Option<(ChunkPtr, bool)>,
+    /// While `allocate_with` runs (`tracking > 0`, nested calls count up), every chunk this
+    /// magazine acquires is recorded here with whether it came from the central queue, so a
+    /// failed initialisation can give back what it caused to be acquired.
+    tracking: u32,
+    tracked: Vec<(ChunkPtr, bool)>,
 }
 
 impl Magazine {
@@ -164,8 +165,8 @@ impl Magazine {
             shard,
             classes,
             next_seq: 0,
-            acquired: 0,
-            last_acquired: None,
+            tracking: 0,
+            tracked: Vec::new(),
         });
         let raw = Box::into_raw(mag);
         // SAFETY: `raw` is the unique, valid pointer just made by `Box::into_raw`.
@@ -273,8 +274,9 @@ impl Magazine {
             c.adopt(self.token, self.this.cast(), self.next_seq);
         }
         self.next_seq += 1;
-        self.acquired += 1;
-        self.last_acquired = Some((c, from_cache));
+        if self.tracking > 0 {
+            self.tracked.push((c, from_cache));
+        }
         self.classes[idx].set_current(Some(c));
         Ok(self.carve_from(c, class))
     }
@@ -383,9 +385,29 @@ impl Magazine {
         out
     }
 
-    /// Acquisitions so far and the last acquired chunk (for `allocate_with`'s rollback).
-    pub(crate) fn acquisitions(&self) -> (u64, Option<(ChunkPtr, bool)>) {
-        (self.acquired, self.last_acquired)
+    /// Starts recording acquired chunks; returns the mark to pass to [`Magazine::end_tracking`].
+    pub(crate) fn begin_tracking(&mut self) -> usize {
+        self.tracking += 1;
+        self.tracked.len()
+    }
+
+    /// Stops recording for the `allocate_with` that got `mark`. On `rollback`, every chunk
+    /// acquired since the mark that is still owned here with nothing live is taken back out
+    /// and returned, held exclusively, with whether it came from the central queue.
+    pub(crate) fn end_tracking(&mut self, mark: usize, rollback: bool) -> Vec<(ChunkPtr, bool)> {
+        self.tracking = self.tracking.saturating_sub(1);
+        let recent: Vec<_> = self.tracked.drain(mark.min(self.tracked.len())..).collect();
+        if !rollback {
+            if self.tracking > 0 {
+                // An enclosing `allocate_with` may still roll these back.
+                self.tracked.extend(recent);
+            }
+            return Vec::new();
+        }
+        recent
+            .into_iter()
+            .filter(|&(c, _)| self.take_back(c))
+            .collect()
     }
 
     /// Takes `c` back out of this magazine if it is an owned chunk with nothing live; the
