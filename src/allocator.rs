@@ -69,23 +69,32 @@ impl fmt::Debug for Shared {
     }
 }
 
-/// Allocator ids index the per-thread registries; they are reused so registries stay small.
-/// A process-wide std lock, taken only when an allocator is created or destroyed; it is not
-/// part of any protocol the loom models check.
-static IDS: std::sync::Mutex<(Vec<usize>, usize)> = std::sync::Mutex::new((Vec::new(), 0));
+/// Allocator ids index the per-thread registries. The lowest free id is reused, so
+/// registries stay small; the set of ids in use is a fixed bitmap, so the crate keeps no
+/// process-wide heap memory. A process-wide std lock, taken only when an allocator is created
+/// or destroyed; it is not part of any protocol the loom models check.
+static IDS: std::sync::Mutex<[u64; ID_WORDS]> = std::sync::Mutex::new([0; ID_WORDS]);
+const ID_WORDS: usize = 16;
+/// Ids past the bitmap (more than 1,024 allocators alive at once) are never reused.
+static OVERFLOW_IDS: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(ID_WORDS * 64);
 
 fn take_id() -> usize {
-    let mut ids = IDS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(id) = ids.0.pop() {
-        id
-    } else {
-        ids.1 += 1;
-        ids.1 - 1
+    let mut used = IDS.lock().unwrap_or_else(|e| e.into_inner());
+    for (w, word) in used.iter_mut().enumerate() {
+        if *word != u64::MAX {
+            let bit = (!*word).trailing_zeros() as usize;
+            *word |= 1 << bit;
+            return w * 64 + bit;
+        }
     }
+    OVERFLOW_IDS.fetch_add(1, Relaxed)
 }
 
 fn give_id(id: usize) {
-    IDS.lock().unwrap_or_else(|e| e.into_inner()).0.push(id);
+    if id < ID_WORDS * 64 {
+        IDS.lock().unwrap_or_else(|e| e.into_inner())[id / 64] &= !(1 << (id % 64));
+    }
 }
 
 impl Drop for Shared {

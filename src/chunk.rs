@@ -424,7 +424,9 @@ impl ChunkPtr {
         }
     }
 
-    /// Carves one segment: from the local free list if it has one, else at the cursor.
+    /// Carves one segment: from the local free list if it has one, else from the remote
+    /// frees (drained first, so space other threads gave back is reused before fresh space),
+    /// else at the cursor.
     ///
     /// # Safety
     /// The calling thread owns the chunk.
@@ -433,7 +435,11 @@ impl ChunkPtr {
         let h = self.header();
         // SAFETY (whole block): owner-only fields, accessed by the owner.
         unsafe {
-            let head = h.local_head.get();
+            let mut head = h.local_head.get();
+            if head == NONE && self.has_remote() {
+                self.drain_remote();
+                head = h.local_head.get();
+            }
             let idx = if head != NONE {
                 h.local_head.set(self.link(head));
                 if h.poison {

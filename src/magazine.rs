@@ -343,6 +343,30 @@ impl Magazine {
             }
         }
         cs.set_current(Some(c));
+        self.reclaim_remote(class);
+    }
+
+    /// Drains the remote frees waiting in the class's partial chunks and retires those that
+    /// are now fully free, so chunks emptied by other threads do not wait for the current
+    /// chunk to run out before they are given back.
+    fn reclaim_remote(&mut self, class: usize) {
+        let cs = &mut self.classes[class];
+        let mut i = cs.partial.len();
+        while i > 0 {
+            i -= 1;
+            let p = cs.partial[i];
+            if p.has_remote() {
+                // SAFETY: owned by this thread.
+                if unsafe {
+                    p.drain_remote();
+                    p.live()
+                } == 0
+                {
+                    cs.remove_partial(i);
+                    Self::retire(&self.home, p);
+                }
+            }
+        }
     }
 
     /// Takes every chunk of this magazine that has nothing live (current ones included) out
