@@ -203,8 +203,10 @@ impl Counters {
 
     /// Takes a snapshot.
     pub(crate) fn snapshot(&self) -> Stats {
-        let (mut bytes, mut buffers, magazines) = self.shards.with(|v| {
-            let (mut b, mut n) = (0i64, 0i64);
+        // The shared shard is read under the same lock as the magazines' shards: a dying
+        // magazine is folded into it under that lock, so the snapshot sees it exactly once.
+        let (bytes, buffers, magazines) = self.shards.with(|v| {
+            let (mut b, mut n) = self.shared.read();
             for s in v.iter() {
                 let (sb, sn) = s.read();
                 b = b.wrapping_add(sb);
@@ -212,9 +214,6 @@ impl Counters {
             }
             (b, n, v.len())
         });
-        let (sb, sn) = self.shared.read();
-        bytes = bytes.wrapping_add(sb);
-        buffers = buffers.wrapping_add(sn);
         Stats {
             allocated_bytes: self.allocated_bytes.load(Relaxed),
             cached_bytes: self.cached_bytes.load(Relaxed),
