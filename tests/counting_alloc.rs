@@ -66,6 +66,21 @@ fn current() -> isize {
     CURRENT.load(SeqCst)
 }
 
+/// Debug builds poison released regions and scan the poison when a region is reused. Miri
+/// checks every access itself, and interpreting that scan over the large regions here would
+/// take hours, so under Miri these allocators run without poisoning (elsewhere the setting is
+/// the default: on in debug builds, off in release builds).
+const POISON: bool = cfg!(debug_assertions) && !cfg!(miri);
+
+/// The default allocator (`AdaptiveAllocator::new()`), without poisoning under Miri.
+fn default_allocator() -> AdaptiveAllocator {
+    if cfg!(miri) {
+        AdaptiveAllocator::builder().poison(POISON).build().unwrap()
+    } else {
+        AdaptiveAllocator::new()
+    }
+}
+
 /// Runs `f` on a new thread and answers the change in allocated bytes, measured right before
 /// the spawn and right after the join.
 fn net_bytes(f: fn()) -> isize {
@@ -87,6 +102,7 @@ fn workload() {
     let pool = AdaptiveAllocator::builder()
         .max_memory(256 << 20)
         .max_cached_bytes(4 << 20)
+        .poison(POISON)
         .build()
         .expect("valid settings");
 
@@ -208,7 +224,7 @@ fn workload() {
 /// The allocator is dropped while buffers still live; they are used, then dropped (some on
 /// another thread), and their memory must come back with the rest.
 fn allocator_dropped_first() {
-    let pool = AdaptiveAllocator::new();
+    let pool = default_allocator();
     let mut bufs: Vec<PooledBuf> = [0usize, 100, 5000, 100_000, 900_000, 3 << 20]
         .iter()
         .map(|&n| {

@@ -16,6 +16,21 @@ use std::thread;
 /// Sizes of the buffers in one round: small, medium and large pooled classes.
 const SIZES: [usize; 6] = [64, 1000, 4096, 20_000, 100_000, 300_000];
 
+/// Debug builds poison released regions and scan the poison when a region is reused. Miri
+/// checks every access itself, and interpreting that scan over the large regions here would
+/// take hours, so under Miri these allocators run without poisoning (elsewhere the setting is
+/// the default: on in debug builds, off in release builds).
+const POISON: bool = cfg!(debug_assertions) && !cfg!(miri);
+
+/// The default allocator (`AdaptiveAllocator::new()`), without poisoning under Miri.
+fn default_allocator() -> AdaptiveAllocator {
+    if cfg!(miri) {
+        AdaptiveAllocator::builder().poison(POISON).build().unwrap()
+    } else {
+        AdaptiveAllocator::new()
+    }
+}
+
 fn rounds() -> (usize, usize) {
     // (rounds after which the reference is taken, total rounds)
     if cfg!(miri) {
@@ -24,6 +39,15 @@ fn rounds() -> (usize, usize) {
         (5, 400)
     } else {
         (5, 2_000)
+    }
+}
+
+/// Rounds of the small tests below: each spawns threads, which Miri makes slow.
+fn small_rounds(n: usize) -> usize {
+    if cfg!(miri) {
+        n.min(8)
+    } else {
+        n
     }
 }
 
@@ -98,7 +122,7 @@ fn round(pool: &AdaptiveAllocator, r: usize, a: &Dropper, b: &Dropper) {
 
 #[test]
 fn frozen_clones_dropped_on_two_other_threads() {
-    let pool = AdaptiveAllocator::new();
+    let pool = default_allocator();
     let (a, b) = (Dropper::spawn(), Dropper::spawn());
     let (warm, total) = rounds();
     for r in 0..warm {
@@ -138,8 +162,8 @@ fn frozen_clones_dropped_on_two_other_threads() {
 /// elsewhere; and the other way round: the allocating thread drops first, a remote thread last.
 #[test]
 fn last_handle_on_either_side() {
-    let pool = AdaptiveAllocator::new();
-    for r in 0..50 {
+    let pool = default_allocator();
+    for r in 0..small_rounds(50) {
         let mut buf = pool.allocate(5000);
         buf.put_bytes(r as u8, 5000);
         let frozen = buf.freeze();
@@ -170,7 +194,7 @@ fn last_handle_on_either_side() {
     }
     let before = pool.stats();
     // Memory is reused: another 50 rounds add nothing.
-    for r in 0..50u8 {
+    for r in 0..small_rounds(50) as u8 {
         let mut buf = pool.allocate(5000);
         buf.put_bytes(r, 5000);
         let frozen = buf.freeze();
@@ -189,9 +213,9 @@ fn last_handle_on_either_side() {
 /// A plain `PooledBuf` moved to another thread and dropped there.
 #[test]
 fn plain_buffer_dropped_on_another_thread() {
-    let pool = AdaptiveAllocator::new();
+    let pool = default_allocator();
     let mut reference = None;
-    for r in 0..200usize {
+    for r in 0..small_rounds(200) {
         let bufs: Vec<PooledBuf> = SIZES
             .iter()
             .map(|&size| {
@@ -228,8 +252,8 @@ fn plain_buffer_dropped_on_another_thread() {
 /// by whichever drops last.
 #[test]
 fn split_halves_dropped_on_different_threads() {
-    let pool = AdaptiveAllocator::new();
-    for r in 0..100u8 {
+    let pool = default_allocator();
+    for r in 0..small_rounds(100) as u8 {
         let mut buf = pool.allocate(10_000);
         buf.put_bytes(r, 10_000);
         let front = buf.split_to(3_000);

@@ -52,6 +52,21 @@ impl Rng {
 
 const MAX_RATIO: f64 = 2.0;
 
+/// Debug builds poison released regions and scan the poison when a region is reused. Miri
+/// checks every access itself, and interpreting that scan over the large regions here would
+/// take hours, so under Miri these allocators run without poisoning (elsewhere the setting is
+/// the default: on in debug builds, off in release builds).
+const POISON: bool = cfg!(debug_assertions) && !cfg!(miri);
+
+/// The default allocator (`AdaptiveAllocator::new()`), without poisoning under Miri.
+fn default_allocator() -> AdaptiveAllocator {
+    if cfg!(miri) {
+        AdaptiveAllocator::builder().poison(POISON).build().unwrap()
+    } else {
+        AdaptiveAllocator::new()
+    }
+}
+
 /// The bound for a keep policy: SPEC's 2.0, or, where the policy's provable floor
 /// `(R + P - 1) / R` exceeds it (see the module docs), 1.3 times that floor.
 fn bound(keep: Keep, p: usize, r: usize) -> f64 {
@@ -188,6 +203,7 @@ fn transients_then_trim(pool: &AdaptiveAllocator, s: usize, kept: Vec<(PooledBuf
 fn pinning_without_cache(keep: Keep, s: usize, p: usize, r: usize) -> Option<String> {
     let pool = AdaptiveAllocator::builder()
         .max_cached_bytes(0)
+        .poison(POISON)
         .build()
         .unwrap();
     let kept = rounds_of(&pool, keep, s, p, r);
@@ -207,7 +223,7 @@ fn pinning_without_cache(keep: Keep, s: usize, p: usize, r: usize) -> Option<Str
 
 /// On the default allocator: held-but-not-cached memory against live memory.
 fn pinning_default(keep: Keep, s: usize, p: usize, r: usize) -> Option<String> {
-    let pool = AdaptiveAllocator::new();
+    let pool = default_allocator();
     let kept = rounds_of(&pool, keep, s, p, r);
     let st = pool.stats();
     assert_eq!(st.live_buffers, r, "{st}");
@@ -242,6 +258,14 @@ fn all_policies(
         .iter()
         .filter_map(|&keep| run(keep, s, p, r))
         .collect();
+    if cfg!(miri) {
+        // A handful of rounds says nothing about the ratio (the bound is for SPEC's R);
+        // under Miri the rounds, the transients and the trim are checked, not the ratio.
+        for f in &failures {
+            println!("(Miri, not asserted) {f}");
+        }
+        return;
+    }
     assert!(
         failures.is_empty(),
         "pinning bound exceeded for S={s}, P={p}, R={r}:\n{}",
