@@ -6,8 +6,9 @@
 //!
 //! * [`UnsafeCell`] exposes `with`/`with_mut` closures (loom's shape) in both builds, so
 //!   loom can check every access of a cell for races.
-//! * [`Mutex`] is `parking_lot`'s in normal builds and loom's under `cfg(loom)`; it never
-//!   poisons in either.
+//! * [`Mutex`] is `parking_lot`'s in normal builds, std's under Miri (parking_lot's
+//!   contended path is not strict-provenance clean) and loom's under `cfg(loom)`; it never
+//!   poisons in any.
 //! * [`ArrayQueue`] is `crossbeam_queue::ArrayQueue` in normal builds. loom cannot see inside
 //!   crossbeam's queue, so under `cfg(loom)` it is a capacity-checked `Mutex<VecDeque>` with
 //!   the same interface.
@@ -111,10 +112,13 @@ impl<T: Copy> UnsafeCell<T> {
     }
 }
 
-/// A mutual-exclusion lock that never poisons.
+/// A mutual-exclusion lock that never poisons. `parking_lot`'s in normal builds; std's under
+/// Miri (parking_lot's contended path casts integers to pointers, which
+/// `-Zmiri-strict-provenance` rejects); loom's under loom.
 #[derive(Debug, Default)]
 pub(crate) struct Mutex<T>(
-    #[cfg(not(loom))] parking_lot::Mutex<T>,
+    #[cfg(all(not(loom), not(miri)))] parking_lot::Mutex<T>,
+    #[cfg(all(not(loom), miri))] std::sync::Mutex<T>,
     #[cfg(loom)] loom::sync::Mutex<T>,
 );
 
@@ -122,9 +126,13 @@ impl<T> Mutex<T> {
     /// A new unlocked mutex.
     #[cfg_attr(not(loom), allow(dead_code))]
     pub(crate) fn new(value: T) -> Self {
-        #[cfg(not(loom))]
+        #[cfg(all(not(loom), not(miri)))]
         {
             Self(parking_lot::Mutex::new(value))
+        }
+        #[cfg(all(not(loom), miri))]
+        {
+            Self(std::sync::Mutex::new(value))
         }
         #[cfg(loom)]
         {
@@ -134,11 +142,11 @@ impl<T> Mutex<T> {
 
     /// Locks, runs `f`, unlocks.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        #[cfg(not(loom))]
+        #[cfg(all(not(loom), not(miri)))]
         {
             f(&mut self.0.lock())
         }
-        #[cfg(loom)]
+        #[cfg(any(loom, miri))]
         {
             f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
         }
