@@ -18,6 +18,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering::SeqCst};
 use std::thread;
 
+mod common;
+use common::{default_allocator, POISON};
+
 struct Counting;
 
 static CURRENT: AtomicIsize = AtomicIsize::new(0);
@@ -64,21 +67,6 @@ static GLOBAL: Counting = Counting;
 
 fn current() -> isize {
     CURRENT.load(SeqCst)
-}
-
-/// Debug builds poison released regions and scan the poison when a region is reused. Miri
-/// checks every access itself, and interpreting that scan over the large regions here would
-/// take hours, so under Miri these allocators run without poisoning (elsewhere the setting is
-/// the default: on in debug builds, off in release builds).
-const POISON: bool = cfg!(debug_assertions) && !cfg!(miri);
-
-/// The default allocator (`AdaptiveAllocator::new()`), without poisoning under Miri.
-fn default_allocator() -> AdaptiveAllocator {
-    if cfg!(miri) {
-        AdaptiveAllocator::builder().poison(POISON).build().unwrap()
-    } else {
-        AdaptiveAllocator::new()
-    }
 }
 
 /// Runs `f` on a new thread and answers the change in allocated bytes, measured right before

@@ -13,23 +13,11 @@ use bytes::{BufMut, Bytes};
 use std::sync::mpsc;
 use std::thread;
 
+mod common;
+use common::default_allocator;
+
 /// Sizes of the buffers in one round: small, medium and large pooled classes.
 const SIZES: [usize; 6] = [64, 1000, 4096, 20_000, 100_000, 300_000];
-
-/// Debug builds poison released regions and scan the poison when a region is reused. Miri
-/// checks every access itself, and interpreting that scan over the large regions here would
-/// take hours, so under Miri these allocators run without poisoning (elsewhere the setting is
-/// the default: on in debug builds, off in release builds).
-const POISON: bool = cfg!(debug_assertions) && !cfg!(miri);
-
-/// The default allocator (`AdaptiveAllocator::new()`), without poisoning under Miri.
-fn default_allocator() -> AdaptiveAllocator {
-    if cfg!(miri) {
-        AdaptiveAllocator::builder().poison(POISON).build().unwrap()
-    } else {
-        AdaptiveAllocator::new()
-    }
-}
 
 fn rounds() -> (usize, usize) {
     // (rounds after which the reference is taken, total rounds)

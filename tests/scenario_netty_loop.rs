@@ -12,26 +12,14 @@
 use adaptive_pool::{AdaptiveAllocator, Stats, DEFAULT_MAX_CACHED_BYTES, DEFAULT_MAX_CHUNK_SIZE};
 use std::sync::{Arc, Barrier};
 
+mod common;
+use common::{default_allocator, POISON};
+
 /// The request size of Netty issue #14553.
 const SIZE: usize = 659_225;
 
 /// The single-thread bound of scenario 1.
 const ONE_THREAD_LIMIT: usize = 8 << 20;
-
-/// Debug builds poison released regions and scan the poison when a region is reused. Miri
-/// checks every access itself, and interpreting that scan over the large regions here would
-/// take hours, so under Miri these allocators run without poisoning (elsewhere the setting is
-/// the default: on in debug builds, off in release builds).
-const POISON: bool = cfg!(debug_assertions) && !cfg!(miri);
-
-/// The default allocator (`AdaptiveAllocator::new()`), without poisoning under Miri.
-fn default_allocator() -> AdaptiveAllocator {
-    if cfg!(miri) {
-        AdaptiveAllocator::builder().poison(POISON).build().unwrap()
-    } else {
-        AdaptiveAllocator::new()
-    }
-}
 
 /// Iterations of the loop on one thread.
 fn iterations() -> usize {

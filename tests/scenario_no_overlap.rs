@@ -12,6 +12,9 @@
 use adaptive_pool::{AdaptiveAllocator, PooledBuf};
 use bytes::{Buf, BufMut, Bytes};
 
+mod common;
+use common::{default_allocator, POISON};
+
 /// xorshift64*: a tiny deterministic generator (no dependencies).
 struct Rng(u64);
 
@@ -109,21 +112,6 @@ impl Bytepool {
 }
 
 const MAX_LIVE: usize = 48;
-
-/// Debug builds poison released regions and scan the poison when a region is reused. Miri
-/// checks every access itself, and interpreting that scan over the large regions here would
-/// take hours, so under Miri these allocators run without poisoning (elsewhere the setting is
-/// the default: on in debug builds, off in release builds).
-const POISON: bool = cfg!(debug_assertions) && !cfg!(miri);
-
-/// The default allocator (`AdaptiveAllocator::new()`), without poisoning under Miri.
-fn default_allocator() -> AdaptiveAllocator {
-    if cfg!(miri) {
-        AdaptiveAllocator::builder().poison(POISON).build().unwrap()
-    } else {
-        AdaptiveAllocator::new()
-    }
-}
 
 fn steps() -> usize {
     if cfg!(miri) {

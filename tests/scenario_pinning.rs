@@ -32,6 +32,9 @@
 
 use adaptive_pool::{AdaptiveAllocator, PooledBuf, Stats};
 
+mod common;
+use common::{default_allocator, POISON};
+
 /// xorshift64*: a tiny deterministic generator (no dependencies).
 struct Rng(u64);
 
@@ -51,21 +54,6 @@ impl Rng {
 }
 
 const MAX_RATIO: f64 = 2.0;
-
-/// Debug builds poison released regions and scan the poison when a region is reused. Miri
-/// checks every access itself, and interpreting that scan over the large regions here would
-/// take hours, so under Miri these allocators run without poisoning (elsewhere the setting is
-/// the default: on in debug builds, off in release builds).
-const POISON: bool = cfg!(debug_assertions) && !cfg!(miri);
-
-/// The default allocator (`AdaptiveAllocator::new()`), without poisoning under Miri.
-fn default_allocator() -> AdaptiveAllocator {
-    if cfg!(miri) {
-        AdaptiveAllocator::builder().poison(POISON).build().unwrap()
-    } else {
-        AdaptiveAllocator::new()
-    }
-}
 
 /// The bound for a keep policy: SPEC's 2.0, or, where the policy's provable floor
 /// `(R + P - 1) / R` exceeds it (see the module docs), 1.3 times that floor.

@@ -12,6 +12,9 @@ use bytes::BufMut;
 use std::sync::mpsc;
 use std::thread;
 
+mod common;
+use common::{default_allocator, POISON};
+
 /// Sizes the threads allocate: small, medium, large pooled, and unpooled (over 1 MiB).
 const SIZES: [usize; 8] = [0, 48, 700, 4096, 30_000, 200_000, 700_000, 1_500_000];
 
@@ -24,21 +27,6 @@ fn threads() -> usize {
 }
 
 const BATCH: usize = 8;
-
-/// Debug builds poison released regions and scan the poison when a region is reused. Miri
-/// checks every access itself, and interpreting that scan over the large regions here would
-/// take hours, so under Miri these allocators run without poisoning (elsewhere the setting is
-/// the default: on in debug builds, off in release builds).
-const POISON: bool = cfg!(debug_assertions) && !cfg!(miri);
-
-/// The default allocator (`AdaptiveAllocator::new()`), without poisoning under Miri.
-fn default_allocator() -> AdaptiveAllocator {
-    if cfg!(miri) {
-        AdaptiveAllocator::builder().poison(POISON).build().unwrap()
-    } else {
-        AdaptiveAllocator::new()
-    }
-}
 
 /// What one short-lived thread does; `sink` receives buffers that outlive the thread.
 fn work(pool: &AdaptiveAllocator, t: usize, sink: &mpsc::Sender<PooledBuf>) {
