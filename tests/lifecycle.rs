@@ -111,3 +111,52 @@ fn trim_frees_idle_memory() {
     // Still works afterwards.
     assert_eq!(pool.allocate(10).capacity(), 32);
 }
+
+#[test]
+fn zero_on_release_scrubs_the_region() {
+    let pool = AdaptiveAllocator::builder()
+        .min_chunk_size(4096)
+        .max_chunk_size(16384)
+        .zero_on_release(true)
+        .poison(false)
+        .build()
+        .unwrap();
+    let mut a = pool.allocate(64);
+    a.put_bytes(0xAB, 64);
+    let addr = a.as_ptr();
+    drop(a);
+    let mut b = pool.allocate(64);
+    assert_eq!(b.as_ptr(), addr, "the freed region is reused first");
+    let spare = b.spare_capacity_mut();
+    // SAFETY: the allocator wrote every byte of the region when it was released (zeroing it,
+    // then storing its free-list link in the first four bytes), so all 64 are initialised.
+    let bytes: Vec<u8> = spare[..64]
+        .iter()
+        .map(|x| unsafe { x.assume_init() })
+        .collect();
+    assert!(!bytes.contains(&0xAB), "released data lingers: {bytes:?}");
+    assert!(bytes[4..].iter().all(|&x| x == 0), "{bytes:?}");
+}
+
+#[test]
+fn idle_chunks_are_released_after_idle_release() {
+    let pool = AdaptiveAllocator::builder()
+        .min_chunk_size(4096)
+        .max_chunk_size(16384)
+        .idle_release(std::time::Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let p = pool.clone();
+    thread::spawn(move || drop(p.allocate(64))).join().unwrap();
+    let s = pool.stats();
+    assert!(
+        s.cached_bytes > 0,
+        "the exited thread's chunk is cached: {s}"
+    );
+    thread::sleep(std::time::Duration::from_millis(1200));
+    // Later activity that reaches the central queue sweeps the expired chunk out.
+    let _b = pool.allocate(1000);
+    let s = pool.stats();
+    assert_eq!(s.cached_bytes, 0, "{s}");
+    assert_eq!(s.chunks, 1, "only the chunk for the new buffer: {s}");
+}
