@@ -13,6 +13,9 @@
 use adaptive_pool::{AdaptiveAllocator, AllocError, PooledBuf, Stats};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+mod common;
+use common::Rng;
+
 const LIMIT: usize = 8 << 20;
 
 /// Debug builds poison released regions and scan the poison when a region is reused. Miri
@@ -20,25 +23,6 @@ const LIMIT: usize = 8 << 20;
 /// take hours, so under Miri these allocators run without poisoning (elsewhere the setting is
 /// the default: on in debug builds, off in release builds).
 const POISON: bool = cfg!(debug_assertions) && !cfg!(miri);
-
-/// xorshift64*: a tiny deterministic generator (no dependencies).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn limited() -> AdaptiveAllocator {
     AdaptiveAllocator::builder()
@@ -235,7 +219,7 @@ fn random_walk(seed: u64) {
                 1 => rng.below(65_537),
                 2 => rng.below(1 << 20) + 1,
                 _ => rng.below((2 << 20) + 1),
-            } as usize;
+            };
             match pool.try_allocate(size) {
                 Ok(mut buf) => {
                     assert!(buf.capacity() >= size, "op {op}: capacity below request");
@@ -258,7 +242,7 @@ fn random_walk(seed: u64) {
                 Err(e) => panic!("op {op}: unexpected error {e:?} for {size} bytes"),
             }
         } else {
-            let i = rng.below(held.len() as u64) as usize;
+            let i = rng.below(held.len());
             let buf = held.swap_remove(i);
             assert!(buf.len() <= 1, "op {op}: length changed");
             drop(buf);

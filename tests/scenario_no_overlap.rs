@@ -13,39 +13,15 @@ use adaptive_pool::{AdaptiveAllocator, PooledBuf};
 use bytes::{Buf, BufMut, Bytes};
 
 mod common;
-use common::{default_allocator, POISON};
+use common::{default_allocator, Rng, POISON};
 
-/// xorshift64*: a tiny deterministic generator (no dependencies).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+/// A request size: log-uniform from 0 to 200 KiB, and 2 MiB one time in 64.
+fn size(rng: &mut Rng) -> usize {
+    if rng.below(64) == 0 {
+        return 2 << 20;
     }
-
-    /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// Uniform in `0..=n`.
-    fn upto(&mut self, n: usize) -> usize {
-        self.below(n + 1)
-    }
-
-    /// A request size: log-uniform from 0 to 200 KiB, and 2 MiB one time in 64.
-    fn size(&mut self) -> usize {
-        if self.below(64) == 0 {
-            return 2 << 20;
-        }
-        let e = self.upto(17);
-        self.upto(1 << e).min(200 << 10)
-    }
+    let e = rng.upto(17);
+    rng.upto(1 << e).min(200 << 10)
 }
 
 enum Handle {
@@ -156,7 +132,7 @@ fn run(pool: &AdaptiveAllocator, seed: u64) {
         match op {
             // Allocate and fill, either to the request or to the whole capacity.
             0 | 1 => {
-                let size = rng.size();
+                let size = size(&mut rng);
                 let mut b = pool.allocate(size);
                 assert!(b.capacity() >= size, "step {step}");
                 assert!(b.is_empty());

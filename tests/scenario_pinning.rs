@@ -33,25 +33,7 @@
 use adaptive_pool::{AdaptiveAllocator, PooledBuf, Stats};
 
 mod common;
-use common::{default_allocator, POISON};
-
-/// xorshift64*: a tiny deterministic generator (no dependencies).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use common::{default_allocator, Rng, POISON};
 
 const MAX_RATIO: f64 = 2.0;
 
