@@ -134,39 +134,35 @@ pub trait AsyncReadPoolExt: AsyncRead {
 }
 
 impl<R: AsyncRead + ?Sized> AsyncReadPoolExt for R {
-    fn read_pooled<'a>(
-        &'a mut self,
-        pool: &'a AdaptiveAllocator,
-        predictor: &'a mut RecvPredictor,
-    ) -> impl Future<Output = io::Result<Option<Bytes>>> + 'a
+    async fn read_pooled(
+        &mut self,
+        pool: &AdaptiveAllocator,
+        predictor: &mut RecvPredictor,
+    ) -> io::Result<Option<Bytes>>
     where
         Self: Unpin,
     {
-        async move {
-            let mut buf = pool
-                .try_allocate(predictor.next_size())
-                .map_err(out_of_memory)?;
-            let n = self.read_buf(&mut buf).await?;
-            predictor.record(n);
-            Ok((n > 0).then(|| buf.freeze()))
-        }
+        let mut buf = pool
+            .try_allocate(predictor.next_size())
+            .map_err(out_of_memory)?;
+        let n = self.read_buf(&mut buf).await?;
+        predictor.record(n);
+        Ok((n > 0).then(|| buf.freeze()))
     }
 
-    fn read_pooled_into<'a>(
-        &'a mut self,
-        buf: &'a mut PooledBuf,
-        predictor: &'a mut RecvPredictor,
-    ) -> impl Future<Output = io::Result<usize>> + 'a
+    async fn read_pooled_into(
+        &mut self,
+        buf: &mut PooledBuf,
+        predictor: &mut RecvPredictor,
+    ) -> io::Result<usize>
     where
         Self: Unpin,
     {
-        async move {
-            buf.try_reserve(predictor.next_size())
-                .map_err(out_of_memory)?;
-            let n = self.read_buf(buf).await?;
-            predictor.record(n);
-            Ok(n)
-        }
+        buf.try_reserve(predictor.next_size())
+            .map_err(out_of_memory)?;
+        let n = self.read_buf(buf).await?;
+        predictor.record(n);
+        Ok(n)
     }
 }
 
