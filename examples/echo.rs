@@ -9,7 +9,8 @@
 //!
 //! The server reads each connection with `AsyncReadPoolExt::read_pooled`: one read into a
 //! pooled buffer of the size a per-connection `RecvPredictor` expects, frozen into
-//! `bytes::Bytes` without copying and written back. With `--bytesmut` it does the same with
+//! `bytes::Bytes` without copying and written back. It waits for `TcpStream::readable` before
+//! each read, so that a connection with nothing to read holds no buffer. With `--bytesmut` it does the same with
 //! `BytesMut::with_capacity` of the same predicted size, so the two differ only in where the
 //! buffers come from.
 //!
@@ -198,6 +199,9 @@ async fn echo_pooled(
     counters: &ServerCounters,
 ) -> io::Result<()> {
     loop {
+        // Take a buffer only once there is something to read: an idle connection then holds
+        // no pooled memory (`read_pooled` allocates before it reads).
+        stream.readable().await?;
         let offered = predictor.next_size();
         let Some(frame) = stream.read_pooled(pool, &mut predictor).await? else {
             break;
@@ -215,6 +219,7 @@ async fn echo_bytesmut(
     counters: &ServerCounters,
 ) -> io::Result<()> {
     loop {
+        stream.readable().await?;
         let offered = predictor.next_size();
         let mut buf = BytesMut::with_capacity(offered);
         let n = stream.read_buf(&mut buf).await?;

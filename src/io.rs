@@ -28,6 +28,12 @@ use crate::{AdaptiveAllocator, AllocError, PooledBuf, RecvPredictor};
 ///   keep, after making room for the predicted size. For framing: split complete frames off
 ///   the front with `split_to(n).freeze()` and keep reading into the rest.
 ///
+/// Both allocate (or reserve) before they read, so while a read waits on an idle connection
+/// its buffer is held: one buffer of about `next_size()` bytes per waiting connection. With
+/// many mostly idle connections, wait for readiness first (`TcpStream::readable().await`, or
+/// `readable()` on its read halves) and read after it: then only connections with data hold
+/// a buffer, and only for as long as the read and the frames it returns live.
+///
 /// An allocation refused by the pool (past `max_memory`) is returned as an
 /// [`io::Error`] of kind [`io::ErrorKind::OutOfMemory`] wrapping the [`AllocError`]
 /// (`err.get_ref()` downcasts to it): treat it as back-pressure, e.g. stop reading for a while
