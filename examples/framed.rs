@@ -56,7 +56,8 @@ use tokio::runtime::{self, Runtime};
 use tokio::sync::mpsc;
 
 const USAGE: &str = "\
-usage: framed [--server ADDR] [--connections N] [--frames N] [--max-frame BYTES] [--help]
+usage: framed [--server ADDR] [--connections N] [--frames N] [--max-frame BYTES]
+              [--max-chunk-size BYTES] [--help]
 
 A length-prefixed framing server that reads into adaptive_pool buffers and hands frames to
 another task as bytes::Bytes without copying. With no --server, starts the server on
@@ -69,6 +70,8 @@ options:
   --frames N          frames per connection (default 1000)
   --max-frame BYTES   largest frame a client sends (default 262144); the server refuses
                       frames over 16 MiB
+  --max-chunk-size B  the pool's max_chunk_size (default 4194304); buffers over a quarter
+                      of it are served unpooled
   --help              print this help";
 
 /// The largest frame the server accepts.
@@ -82,6 +85,7 @@ struct Options {
     connections: usize,
     frames: usize,
     max_frame: usize,
+    max_chunk_size: usize,
 }
 
 fn fail(msg: &str) -> ! {
@@ -95,6 +99,7 @@ fn parse_args() -> Options {
         connections: 16,
         frames: 1000,
         max_frame: 256 << 10,
+        max_chunk_size: adaptive_pool::DEFAULT_MAX_CHUNK_SIZE,
     };
     let mut args = env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -118,6 +123,9 @@ fn parse_args() -> Options {
             "--connections" => opts.connections = number(value(), 1, 10_000),
             "--frames" => opts.frames = number(value(), 1, 100_000_000),
             "--max-frame" => opts.max_frame = number(value(), 0, MAX_FRAME),
+            "--max-chunk-size" => {
+                opts.max_chunk_size = number(value(), 1, adaptive_pool::MAX_CHUNK_SIZE_CEILING)
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 process::exit(0);
@@ -258,11 +266,14 @@ fn runtime(name: &str) -> Runtime {
         .expect("a tokio runtime")
 }
 
-fn server_pool() -> AdaptiveAllocator {
+fn server_pool(opts: &Options) -> AdaptiveAllocator {
+    let min_chunk = adaptive_pool::DEFAULT_MIN_CHUNK_SIZE.min(opts.max_chunk_size);
     AdaptiveAllocator::builder()
         .max_memory(256 << 20)
+        .min_chunk_size(min_chunk)
+        .max_chunk_size(opts.max_chunk_size)
         .build()
-        .expect("valid settings")
+        .unwrap_or_else(|e| fail(&format!("--max-chunk-size: {e}")))
 }
 
 // --- the clients ----------------------------------------------------------------------------
@@ -339,7 +350,7 @@ async fn client(addr: SocketAddr, conn: usize, frames: usize, max_frame: usize) 
 }
 
 fn run_self_driving(opts: &Options) -> bool {
-    let pool = server_pool();
+    let pool = server_pool(opts);
     let server = runtime("framed-server");
     let counters = Arc::new(ServerCounters::default());
     let listener = server
@@ -348,8 +359,9 @@ fn run_self_driving(opts: &Options) -> bool {
     let addr = listener.local_addr().expect("a local address");
     server.spawn(serve(listener, pool.clone(), counters.clone()));
     println!(
-        "framed: server on {addr}; {} connections sending {} frames each, up to {} B",
-        opts.connections, opts.frames, opts.max_frame
+        "framed: server on {addr}; {} connections sending {} frames each, up to {} B; \
+         max_chunk_size {} B",
+        opts.connections, opts.frames, opts.max_frame, opts.max_chunk_size
     );
 
     let clients = runtime("framed-client");
@@ -406,8 +418,8 @@ fn run_self_driving(opts: &Options) -> bool {
     ok
 }
 
-fn run_server(addr: SocketAddr) -> ! {
-    let pool = server_pool();
+fn run_server(addr: SocketAddr, opts: &Options) -> ! {
+    let pool = server_pool(opts);
     let rt = runtime("framed-server");
     let counters = Arc::new(ServerCounters::default());
     let listener = rt
@@ -429,7 +441,7 @@ fn run_server(addr: SocketAddr) -> ! {
 fn main() {
     let opts = parse_args();
     if let Some(addr) = opts.server {
-        run_server(addr);
+        run_server(addr, &opts);
     }
     if !run_self_driving(&opts) {
         process::exit(1);
