@@ -37,7 +37,8 @@ impl ConfigError {
         }
     }
 
-    /// The name of the refused setting, as spelled by its [`Builder`] method.
+    /// The name of the refused setting, as spelled by its [`Builder`] method (or, for a
+    /// [`RecvPredictor`](crate::RecvPredictor), by the parameter of `with_bounds`).
     pub fn setting(&self) -> &'static str {
         self.setting
     }
