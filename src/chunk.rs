@@ -8,7 +8,7 @@
 //! in the chunk, and a chunk that must be recycled is handed to its [`Home`].
 //!
 //! # Who owns which field
-//! * Immutable after creation: `base`, `bytes`, `unpooled`, `home`, `poison`, `zero`.
+//! * Immutable after creation: `base`, `bytes`, `unpooled`, `home`, `poison`, `scrub`.
 //! * The *format* (`class`, `seg_size`, `seg_count`) is written only while the chunk is held
 //!   exclusively (fresh, or just taken from the central queue) and before any region is
 //!   handed out; a region's holder reads `seg_size` (the handoff of the region orders it).
@@ -90,7 +90,9 @@ pub(crate) struct Chunk {
     bytes: usize,
     unpooled: bool,
     poison: bool,
-    zero: bool,
+    /// Released regions are filled (with `POISON` if `poison`, else zeros): one test on the
+    /// release path.
+    scrub: bool,
     home: Arc<dyn Home>,
 
     // Format: written while exclusive, read by region holders.
@@ -185,7 +187,7 @@ impl ChunkPtr {
             bytes,
             unpooled,
             poison,
-            zero,
+            scrub: poison || zero,
             home: home.clone(),
             class: UnsafeCell::new(0),
             seg_size: UnsafeCell::new(bytes),
@@ -377,7 +379,7 @@ impl ChunkPtr {
     #[inline]
     unsafe fn scrub(self, idx: u32, keep: usize) {
         let h = self.header();
-        if h.poison || h.zero {
+        if h.scrub {
             let fill = if h.poison { POISON } else { 0 };
             // SAFETY: the caller holds the region.
             let size = unsafe { self.seg_size() };

@@ -177,21 +177,27 @@ impl Magazine {
         raw
     }
 
-    /// Allocates one region of `class`: the fast path carves from the current chunk with
-    /// plain loads and stores only.
+    /// The fast path: carves one region of `class` from the class's current chunk, with plain
+    /// loads and stores only. `None` when the class is not pooled here (its index is past the
+    /// pooled classes), has no current chunk, or the current chunk is full.
     #[inline(always)]
+    fn alloc_fast(&mut self, class: SizeClass) -> Option<(ChunkPtr, u32, usize)> {
+        let cs = self.classes.get(class.index())?;
+        let c = cs.current?;
+        // SAFETY: this magazine's thread (the caller) owns its current chunks.
+        let idx = unsafe { c.carve() }?;
+        let seg = cs.seg_size;
+        self.shard.add_owned(seg as i64, 1);
+        Some((c, idx, seg))
+    }
+
+    /// Allocates one region of `class` (a pooled class): the fast path, else the slow path,
+    /// which may take or create a chunk.
     pub(crate) fn alloc(&mut self, class: SizeClass) -> Result<(ChunkPtr, u32, usize), AllocError> {
-        if let Some(cs) = self.classes.get(class.index()) {
-            if let Some(c) = cs.current {
-                // SAFETY: this magazine's thread (the caller) owns its current chunks.
-                if let Some(idx) = unsafe { c.carve() } {
-                    let seg = cs.seg_size;
-                    self.shard.add_owned(seg as i64, 1);
-                    return Ok((c, idx, seg));
-                }
-            }
+        match self.alloc_fast(class) {
+            Some(region) => Ok(region),
+            None => self.alloc_slow(class),
         }
-        self.alloc_slow(class)
     }
 
     #[cold]
@@ -511,6 +517,7 @@ struct Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
+        forget_last(usize::MAX);
         for m in self.magazines.drain(..) {
             if !m.is_null() {
                 // SAFETY: the registry owns every non-null pointer it holds (from
@@ -529,6 +536,31 @@ thread_local! {
 #[cfg(loom)]
 thread_local! {
     static REGISTRY: UnsafeCell<Registry> = UnsafeCell::new(Registry { magazines: Vec::new() });
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    /// The magazine the fast path used last on this thread, as `(allocator id, magazine)`, so
+    /// a thread working with one allocator finds its magazine with two plain thread-local
+    /// loads (no lazy-initialisation check, no vector index). `(usize::MAX, null)` when empty.
+    /// Every path that drops a registered magazine clears it first (`forget_last`). Not kept
+    /// under loom, whose thread-locals cannot be const (the registry lookup is the whole path
+    /// there).
+    static LAST: std::cell::Cell<(usize, *mut Magazine)> =
+        const { std::cell::Cell::new((usize::MAX, ptr::null_mut())) };
+}
+
+/// Forgets the fast path's cached magazine if it is allocator `id`'s (`usize::MAX`: any).
+#[inline]
+fn forget_last(id: usize) {
+    #[cfg(not(loom))]
+    LAST.with(|last| {
+        if id == usize::MAX || last.get().0 == id {
+            last.set((usize::MAX, ptr::null_mut()));
+        }
+    });
+    #[cfg(loom)]
+    let _ = id;
 }
 
 /// Runs `f` with the calling thread's magazine for allocator `id`, creating it (from `src`)
@@ -556,6 +588,47 @@ pub(crate) fn with_magazine<R>(
         .ok()
 }
 
+/// The allocation fast path for allocator `id`: the calling thread's magazine, if it has one,
+/// carves a region of `class` from the class's current chunk. `None` sends the caller to the
+/// slow path (no magazine yet, a class that is not pooled, a full chunk, thread exit), which
+/// is [`with_magazine`] and [`Magazine::alloc`].
+#[inline(always)]
+pub(crate) fn alloc_fast(id: usize, class: SizeClass) -> Option<(ChunkPtr, u32, usize)> {
+    #[cfg(not(loom))]
+    {
+        let (last_id, m) = LAST.with(|last| last.get());
+        if last_id == id {
+            // SAFETY: `LAST` holds a live, registered magazine of this thread (it is cleared
+            // before any registered magazine is dropped), and nothing else on this thread
+            // borrows a magazine while a buffer is being allocated.
+            return unsafe { &mut *m }.alloc_fast(class);
+        }
+    }
+    alloc_fast_lookup(id, class)
+}
+
+/// [`alloc_fast`] through the registry, remembering the magazine found in `LAST`.
+#[inline(never)]
+fn alloc_fast_lookup(id: usize, class: SizeClass) -> Option<(ChunkPtr, u32, usize)> {
+    REGISTRY
+        .try_with(|reg| {
+            reg.with_mut(|reg| {
+                // SAFETY: as in `with_magazine`.
+                let reg = unsafe { &mut *reg };
+                let m = *reg.magazines.get(id)?;
+                if m.is_null() {
+                    return None;
+                }
+                #[cfg(not(loom))]
+                LAST.with(|last| last.set((id, m)));
+                // SAFETY: a non-null registry entry is a live magazine of this thread.
+                unsafe { &mut *m }.alloc_fast(class)
+            })
+        })
+        .ok()
+        .flatten()
+}
+
 /// Runs `f` with the calling thread's magazine for allocator `id` if it has one.
 pub(crate) fn with_existing<R>(id: usize, f: impl FnOnce(&mut Magazine) -> R) -> Option<R> {
     REGISTRY
@@ -579,6 +652,7 @@ fn install(reg: &mut Registry, id: usize, src: Arc<dyn ChunkSource>) -> *mut Mag
     for slot in reg.magazines.iter_mut() {
         // SAFETY: non-null entries are live magazines of this thread.
         if !slot.is_null() && unsafe { (**slot).src.is_closed() } {
+            forget_last(usize::MAX);
             let m = std::mem::replace(slot, ptr::null_mut());
             // SAFETY: taken out of the registry, which owned it.
             drop(unsafe { Box::from_raw(m) });
@@ -608,6 +682,7 @@ pub(crate) fn remove(id: usize) {
         .ok()
         .flatten();
     if let Some(m) = taken.filter(|m| !m.is_null()) {
+        forget_last(id);
         // SAFETY: taken out of the registry, which owned it.
         drop(unsafe { Box::from_raw(m) });
     }
