@@ -525,7 +525,8 @@ fn plot(path: &std::path::Path, runs: &[&Outcome]) -> Result<(), Box<dyn std::er
         } else {
             plain_color
         };
-        let mut series: Vec<(String, ShapeStyle, Vec<(f64, f64)>)> = Vec::new();
+        type Series = (String, ShapeStyle, Vec<(f64, f64)>);
+        let mut series: Vec<Series> = Vec::new();
         if o.peak_allocated.is_some() {
             series.push((
                 format!("{}: allocated_bytes", o.name),
