@@ -230,10 +230,12 @@ fn memory_rows(quick: bool) -> Vec<(String, String)> {
         out.push((
             format!("B5 peak allocated / peak live, {threads} threads"),
             format!(
-                "{:.2} ({} / {})",
+                "{:.2} ({} / {}); without the idle cache {:.2} ({})",
                 peaks.ratio(),
                 mib(peaks.allocated),
-                mib(peaks.live)
+                mib(peaks.live),
+                peaks.in_use_ratio(),
+                mib(peaks.in_use)
             ),
         ));
     }

@@ -293,12 +293,18 @@ pub struct Peaks {
     pub allocated: usize,
     /// Peak `live_bytes`.
     pub live: usize,
+    /// Peak of `allocated_bytes - cached_bytes` (memory in chunks that magazines hold).
+    pub in_use: usize,
 }
 
 impl Peaks {
     /// Peak allocated / peak live.
     pub fn ratio(&self) -> f64 {
         self.allocated as f64 / self.live.max(1) as f64
+    }
+    /// Peak of (allocated - cached) / peak live: the ratio without the idle cache.
+    pub fn in_use_ratio(&self) -> f64 {
+        self.in_use as f64 / self.live.max(1) as f64
     }
 }
 
@@ -309,6 +315,7 @@ fn sample_peaks(stats: impl Fn() -> Option<Stats>, done: &AtomicBool) -> Peaks {
         if let Some(s) = stats() {
             p.allocated = p.allocated.max(s.allocated_bytes);
             p.live = p.live.max(s.live_bytes);
+            p.in_use = p.in_use.max(s.allocated_bytes - s.cached_bytes);
         }
         thread::sleep(Duration::from_millis(1));
     }
