@@ -272,7 +272,7 @@ impl ChunkSource for Shared {
         min_bytes: usize,
     ) -> Result<(ChunkPtr, bool), AllocError> {
         self.sweep_idle();
-        if let Some(c) = self.central.take(bytes, &self.counters) {
+        if let Some(c) = self.central.take(bytes, min_bytes, &self.counters) {
             return Ok((c, true));
         }
         let mut size = bytes;
@@ -283,6 +283,10 @@ impl ChunkSource for Shared {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    fn take_cached(&self, bytes: usize, min_bytes: usize) -> Option<ChunkPtr> {
+        self.central.take(bytes, min_bytes, &self.counters)
     }
 
     fn trim_epoch(&self) -> u64 {
@@ -381,7 +385,7 @@ impl Drop for InitGuard<'_> {
 
 impl AdaptiveAllocator {
     /// An allocator with the embedded defaults, which work well without tuning: chunks of
-    /// 64 KiB to 4 MiB, an 8 MiB central cache, no memory limit, idle chunks freed after 10 s.
+    /// 16 KiB to 4 MiB, an 8 MiB central cache, no memory limit, idle chunks freed after 10 s.
     pub fn new() -> Self {
         Self::from_settings(
             Builder::new()
