@@ -17,6 +17,11 @@
 //! `BytesMut` with the prefix `bytesmut-`. Without valgrind it prints nanoseconds per
 //! operation, which are only indicative.
 
+// For the global allocator the `mimalloc` / `jemalloc` features select (what `BytesMut` runs
+// on); the workloads themselves are not used here.
+#[path = "../benches/workloads/mod.rs"]
+mod workloads;
+
 use std::env;
 use std::hint::black_box;
 use std::process;
@@ -95,7 +100,10 @@ fn main() {
     }
     if n > 0 {
         let ns = start.elapsed().as_secs_f64() * 1e9 / n as f64;
-        println!("{op} {size} B: {ns:.1} ns per operation (indicative)");
+        println!(
+            "{op} {size} B on {}: {ns:.1} ns per operation (indicative)",
+            workloads::GLOBAL_ALLOCATOR
+        );
     }
 }
 
