@@ -1,137 +1,87 @@
-//! Criterion benchmarks: the pool against `bytes::BytesMut` doing the same work, in the same
-//! run, under the same global allocator (the system allocator unless a feature swaps it).
+//! Criterion benchmarks, single thread: the pool against `bytes::BytesMut` doing the same work
+//! in the same run, on the global allocator the features pick (system by default;
+//! `--features mimalloc` or `--features jemalloc`).
 //!
 //! ```text
-//! cargo bench --bench alloc
+//! cargo bench --bench alloc                                   # HTML report: target/criterion
+//! cargo bench --bench alloc --features mimalloc
 //! cargo bench --bench alloc -- --warm-up-time 0.2 --measurement-time 0.5   # quick
-//! cargo bench --bench alloc -- B1                                         # one group
+//! cargo bench --bench alloc -- B4                             # one group
 //! ```
 //!
-//! Groups (names from the specification's benchmark section):
+//! Groups (rows of SPEC section 7; the workloads are in `benches/workloads/mod.rs`):
 //! * `B1_alloc_fill_drop`: allocate, fill, drop at 64 B, 1 KiB, 16 KiB, 64 KiB.
 //! * `B2_freeze_clone2`: allocate, fill, freeze, clone twice, drop all at 1 KiB, 16 KiB.
+//! * `B4_live_set_churn`: 8,192 live buffers, random replace (seed 42), 256 B .. 32 KiB.
 //! * `B6_grow_256_to_64k`: start at 256 B, double by `reserve` up to 64 KiB.
 //!
 //! Each benchmark id is `<pool|BytesMut>/<size>`, so the two rows of a size sit side by side.
+//! The multi-thread rows are in `benches/threads.rs`.
 
 // `criterion_group!` defines an undocumented public function.
 #![allow(missing_docs)]
 
+#[path = "workloads/mod.rs"]
+mod workloads;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
+use workloads::{label, Backend, Plain, Pool, B1_SIZES, B2_SIZES};
 
-use adaptive_pool::AdaptiveAllocator;
-use bytes::{BufMut, BytesMut};
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-
-/// Source bytes to fill buffers with (the largest size benchmarked).
-static SRC: [u8; 64 << 10] = [0xA5; 64 << 10];
-
-const B1_SIZES: [usize; 4] = [64, 1 << 10, 16 << 10, 64 << 10];
-const B2_SIZES: [usize; 2] = [1 << 10, 16 << 10];
-
-fn label(size: usize) -> String {
-    if size >= 1 << 10 {
-        format!("{}KiB", size >> 10)
-    } else {
-        format!("{size}B")
-    }
+/// One row for both backends, side by side.
+fn both(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    param: &str,
+    pool: impl Fn(&Pool, u64) -> Duration,
+    plain: impl Fn(&Plain, u64) -> Duration,
+) {
+    let p = Pool::new();
+    g.bench_function(BenchmarkId::new(Pool::NAME, param), |b| {
+        b.iter_custom(|n| pool(&p, n))
+    });
+    g.bench_function(BenchmarkId::new(Plain::NAME, param), |b| {
+        b.iter_custom(|n| plain(&Plain, n))
+    });
 }
 
-/// B1: allocate, fill, drop.
-fn b1_alloc_fill_drop(c: &mut Criterion) {
-    let pool = AdaptiveAllocator::new();
+fn b1(c: &mut Criterion) {
     let mut g = c.benchmark_group("B1_alloc_fill_drop");
     for size in B1_SIZES {
-        g.bench_with_input(BenchmarkId::new("pool", label(size)), &size, |b, &n| {
-            b.iter(|| {
-                let mut buf = pool.allocate(black_box(n));
-                buf.put_slice(&SRC[..n]);
-                black_box(&buf);
-            })
-        });
-        g.bench_with_input(BenchmarkId::new("BytesMut", label(size)), &size, |b, &n| {
-            b.iter(|| {
-                let mut buf = BytesMut::with_capacity(black_box(n));
-                buf.put_slice(&SRC[..n]);
-                black_box(&buf);
-            })
-        });
+        g.throughput(Throughput::Elements(1));
+        both(
+            &mut g,
+            &label(size),
+            |b, n| workloads::b1(b, size, n),
+            |b, n| workloads::b1(b, size, n),
+        );
     }
     g.finish();
 }
 
-/// B2: allocate, fill, freeze, clone twice, drop all.
-fn b2_freeze_clone2(c: &mut Criterion) {
-    let pool = AdaptiveAllocator::new();
+fn b2(c: &mut Criterion) {
     let mut g = c.benchmark_group("B2_freeze_clone2");
     for size in B2_SIZES {
-        g.bench_with_input(BenchmarkId::new("pool", label(size)), &size, |b, &n| {
-            b.iter(|| {
-                let mut buf = pool.allocate(black_box(n));
-                buf.put_slice(&SRC[..n]);
-                let frozen = buf.freeze();
-                let c1 = frozen.clone();
-                let c2 = frozen.clone();
-                black_box((&frozen, &c1, &c2));
-            })
-        });
-        g.bench_with_input(BenchmarkId::new("BytesMut", label(size)), &size, |b, &n| {
-            b.iter(|| {
-                let mut buf = BytesMut::with_capacity(black_box(n));
-                buf.put_slice(&SRC[..n]);
-                let frozen = buf.freeze();
-                let c1 = frozen.clone();
-                let c2 = frozen.clone();
-                black_box((&frozen, &c1, &c2));
-            })
-        });
+        both(
+            &mut g,
+            &label(size),
+            |b, n| workloads::b2(b, size, n),
+            |b, n| workloads::b2(b, size, n),
+        );
     }
     g.finish();
 }
 
-/// B6: start at 256 B and double by `reserve` up to 64 KiB, filling as it grows.
-fn b6_grow(c: &mut Criterion) {
-    const START: usize = 256;
-    const END: usize = 64 << 10;
-    let pool = AdaptiveAllocator::new();
-    let mut g = c.benchmark_group("B6_grow_256_to_64k");
-    g.bench_function("pool", |b| {
-        b.iter(|| {
-            let mut buf = pool.allocate(black_box(START));
-            buf.put_slice(&SRC[..START]);
-            while buf.len() < END {
-                let n = buf.len();
-                buf.reserve(n);
-                buf.put_slice(&SRC[..n]);
-            }
-            black_box(&buf);
-        })
-    });
-    g.bench_function("BytesMut", |b| {
-        b.iter(|| {
-            let mut buf = BytesMut::with_capacity(black_box(START));
-            buf.put_slice(&SRC[..START]);
-            while buf.len() < END {
-                let n = buf.len();
-                buf.reserve(n);
-                buf.put_slice(&SRC[..n]);
-            }
-            black_box(&buf);
-        })
-    });
+fn b4(c: &mut Criterion) {
+    let mut g = c.benchmark_group("B4_live_set_churn");
+    both(&mut g, "8192_slots", workloads::b4, workloads::b4);
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_millis(1500))
-        .sample_size(50)
+fn b6(c: &mut Criterion) {
+    let mut g = c.benchmark_group("B6_grow_256_to_64k");
+    both(&mut g, "doubling", workloads::b6, workloads::b6);
+    g.finish();
 }
 
-criterion_group! {
-    name = benches;
-    config = config();
-    targets = b1_alloc_fill_drop, b2_freeze_clone2, b6_grow
-}
+criterion_group!(benches, b1, b2, b4, b6);
 criterion_main!(benches);

@@ -1,8 +1,8 @@
 //! A soak test: a realistic, mixed, network-like workload on the default allocator.
 //!
 //! ```text
-//! cargo run --release --example soak                      # 10 s per run, 4 threads
-//! cargo run --release --example soak -- --duration 3 --threads 8
+//! cargo run --release --example soak                      # about 20 s: 10 s per run, 4 threads
+//! cargo run --release --example soak -- --duration 3 --threads 8 --plot /tmp/soak.svg
 //! ```
 //!
 //! Worker threads allocate buffers of mixed sizes (mostly 64 B .. 16 KiB, some 64 KiB, rarely
@@ -14,13 +14,18 @@
 //!
 //! A progress line is printed once per second. At the end the program prints a summary
 //! table (the same workload is run again with `bytes::BytesMut` for comparison unless
-//! `--no-compare` is given) and the allocator's final statistics, and checks that no
-//! buffer is left alive.
+//! `--no-compare` is given) and the allocator's final statistics, checks that no buffer is
+//! left alive, and writes an SVG plot of memory over time for both runs (`--plot`, default
+//! `target/soak.svg`): the pool's `allocated_bytes`, the bytes the application holds (the
+//! capacity of every buffer kept in a ring or in flight, counted the same way for both), and
+//! the process's resident set size, which is what the system allocator behind `BytesMut`
+//! keeps.
 
 use std::env;
 use std::ops::Deref;
+use std::path::PathBuf;
 use std::process;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -44,17 +49,21 @@ struct Options {
     duration: Duration,
     threads: usize,
     compare: bool,
+    plot: Option<PathBuf>,
 }
 
 const USAGE: &str = "\
-usage: soak [--duration SECS] [--threads N] [--no-compare] [--help]
+usage: soak [--duration SECS] [--threads N] [--plot FILE | --no-plot] [--no-compare] [--help]
 
 Runs a mixed network-like workload on adaptive_pool's default allocator, printing a progress
-line once per second, then a summary table and the final statistics.
+line once per second, then the same workload on bytes::BytesMut, then a summary table, the
+final statistics, and an SVG plot of memory over time for both runs.
 
 options:
   --duration SECS   length of each run in seconds, fractions allowed (default 10)
   --threads N       worker threads (default 4)
+  --plot FILE       where to write the SVG plot (default target/soak.svg)
+  --no-plot         do not write the plot
   --no-compare      skip the second run of the same workload with bytes::BytesMut
   --help            print this help";
 
@@ -63,6 +72,7 @@ fn parse_args() -> Options {
         duration: Duration::from_secs(10),
         threads: 4,
         compare: true,
+        plot: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/soak.svg")),
     };
     let mut args = env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -92,6 +102,8 @@ fn parse_args() -> Options {
                 }
             }
             "--no-compare" => opts.compare = false,
+            "--plot" => opts.plot = Some(PathBuf::from(value("--plot"))),
+            "--no-plot" => opts.plot = None,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 process::exit(0)
@@ -113,6 +125,7 @@ trait Backend: Send + Sync + 'static {
     const NAME: &'static str;
     fn alloc(&self, capacity: usize) -> Self::Buf;
     fn freeze(buf: Self::Buf) -> Bytes;
+    fn capacity(buf: &Self::Buf) -> usize;
     /// The allocator's statistics, if it keeps any.
     fn stats(&self) -> Option<Stats>;
 }
@@ -127,6 +140,9 @@ impl Backend for Pool {
     }
     fn freeze(buf: Self::Buf) -> Bytes {
         buf.freeze()
+    }
+    fn capacity(buf: &Self::Buf) -> usize {
+        buf.capacity()
     }
     fn stats(&self) -> Option<Stats> {
         Some(self.0.stats())
@@ -143,6 +159,9 @@ impl Backend for Plain {
     }
     fn freeze(buf: Self::Buf) -> Bytes {
         buf.freeze()
+    }
+    fn capacity(buf: &Self::Buf) -> usize {
+        buf.capacity()
     }
     fn stats(&self) -> Option<Stats> {
         None
@@ -182,10 +201,40 @@ fn pick_size(rng: &mut Rng) -> usize {
 }
 
 /// Counters a run's threads share with the reporting thread.
-#[derive(Default)]
 struct Shared {
     ops: AtomicU64,
     burst_ops: AtomicU64,
+    /// Bytes of buffer capacity each thread holds (workers, then the sink): each slot has one
+    /// writer, which stores its running total now and then (no read-modify-write on the hot
+    /// path); a frame in flight is added by its sender and subtracted by the sink, so the
+    /// sum is what the application holds.
+    held: Vec<AtomicI64>,
+}
+
+impl Shared {
+    fn new(threads: usize) -> Self {
+        Shared {
+            ops: AtomicU64::new(0),
+            burst_ops: AtomicU64::new(0),
+            held: (0..=threads).map(|_| AtomicI64::new(0)).collect(),
+        }
+    }
+
+    fn held(&self) -> usize {
+        self.held
+            .iter()
+            .map(|h| h.load(Ordering::Relaxed))
+            .sum::<i64>()
+            .max(0) as usize
+    }
+}
+
+/// The resident set size of this process, from `/proc/self/status` (Linux); `None` elsewhere.
+fn rss() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// One worker thread's loop.
@@ -195,11 +244,12 @@ fn worker<B: Backend>(
     start: Instant,
     burst_end: Duration,
     end: Duration,
-    tx: mpsc::SyncSender<Bytes>,
+    tx: mpsc::SyncSender<(Bytes, usize)>,
     shared: Arc<Shared>,
 ) {
     let mut rng = Rng::new(0x5EED + id as u64);
     let mut ring: Vec<Option<(B::Buf, u8)>> = (0..RING_SLOTS).map(|_| None).collect();
+    let mut held: i64 = 0;
     let mut ops: u64 = 0;
     let mut reported: u64 = 0;
     let mut quiet = false;
@@ -215,9 +265,10 @@ fn worker<B: Backend>(
                 quiet = true;
                 shared.burst_ops.fetch_add(ops, Ordering::Relaxed);
                 for slot in ring.iter_mut().skip(QUIET_RING_SLOTS) {
-                    check(slot.take());
+                    held -= check::<B>(slot.take()) as i64;
                 }
             }
+            shared.held[id].store(held, Ordering::Relaxed);
             shared.ops.fetch_add(ops - reported, Ordering::Relaxed);
             reported = ops;
             if quiet && ops % QUIET_BATCH == 0 {
@@ -238,13 +289,16 @@ fn worker<B: Backend>(
             // Some live a while in the ring, replacing an older one.
             let slots = if quiet { QUIET_RING_SLOTS } else { RING_SLOTS };
             let i = rng.below(slots as u64) as usize;
-            check(ring[i].replace((buf, fill)));
+            held += B::capacity(&buf) as i64;
+            held -= check::<B>(ring[i].replace((buf, fill))) as i64;
         } else {
             // Some are frozen, cloned, and the last handle dropped by the sink thread.
+            let cap = B::capacity(&buf);
             let frame = B::freeze(buf);
             let copy = frame.clone();
             drop(frame);
-            if tx.send(copy).is_err() {
+            held += cap as i64;
+            if tx.send((copy, cap)).is_err() {
                 break;
             }
         }
@@ -254,20 +308,32 @@ fn worker<B: Backend>(
     }
     shared.ops.fetch_add(ops - reported, Ordering::Relaxed);
     for slot in ring.iter_mut() {
-        check(slot.take());
+        held -= check::<B>(slot.take()) as i64;
     }
+    shared.held[id].store(held, Ordering::Relaxed);
 }
 
 /// Checks that a kept buffer still holds its fill byte (a cheap check that no other buffer
-/// overlapped it), then drops it.
-fn check<T: Deref<Target = [u8]>>(held: Option<(T, u8)>) {
-    if let Some((buf, fill)) = held {
-        let (first, last) = (buf.first().copied(), buf.last().copied());
-        assert!(
-            first == Some(fill) && last == Some(fill),
-            "buffer contents changed while it was held: expected {fill:#04x}, found {first:?} .. {last:?}"
-        );
-    }
+/// overlapped it), then drops it; answers its capacity (0 for an empty slot).
+fn check<B: Backend>(held: Option<(B::Buf, u8)>) -> usize {
+    let Some((buf, fill)) = held else { return 0 };
+    let (first, last) = (buf.first().copied(), buf.last().copied());
+    assert!(
+        first == Some(fill) && last == Some(fill),
+        "buffer contents changed while it was held: expected {fill:#04x}, found {first:?} .. {last:?}"
+    );
+    B::capacity(&buf)
+}
+
+/// One sample of memory over time.
+#[derive(Clone, Copy)]
+struct Sample {
+    secs: f64,
+    /// The pool's `allocated_bytes` (none for `BytesMut`).
+    allocated: Option<usize>,
+    /// Capacity of the buffers the application holds.
+    held: usize,
+    rss: Option<usize>,
 }
 
 /// What one run measured.
@@ -278,6 +344,9 @@ struct Outcome {
     ops_per_s: f64,
     peak_allocated: Option<usize>,
     peak_live: Option<usize>,
+    peak_held: usize,
+    peak_rss: Option<usize>,
+    samples: Vec<Sample>,
 }
 
 fn mib(bytes: usize) -> String {
@@ -286,7 +355,7 @@ fn mib(bytes: usize) -> String {
 
 fn run<B: Backend>(backend: B, opts: &Options) -> Outcome {
     let backend = Arc::new(backend);
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared::new(opts.threads));
     let start = Instant::now();
     let end = opts.duration;
     let burst_end = end.mul_f64(BURST_FRACTION);
@@ -298,18 +367,27 @@ fn run<B: Backend>(backend: B, opts: &Options) -> Outcome {
         burst_end.as_secs_f64()
     );
 
-    let (tx, rx) = mpsc::sync_channel::<Bytes>(CHANNEL_BOUND);
+    let (tx, rx) = mpsc::sync_channel::<(Bytes, usize)>(CHANNEL_BOUND);
+    let sink_shared = shared.clone();
     let sink = thread::Builder::new()
         .name("soak-sink".into())
         .spawn(move || {
             // Keep a few frames in flight, as a writer queue would, then drop them here.
+            let slot = &sink_shared.held[sink_shared.held.len() - 1];
+            let mut freed: i64 = 0;
             let mut in_flight = std::collections::VecDeque::with_capacity(64);
             for frame in rx {
                 in_flight.push_back(frame);
                 if in_flight.len() > 64 {
-                    drop(in_flight.pop_front());
+                    if let Some((_, cap)) = in_flight.pop_front() {
+                        freed -= cap as i64;
+                        slot.store(freed, Ordering::Relaxed);
+                    }
                 }
             }
+            freed -= in_flight.iter().map(|(_, cap)| *cap as i64).sum::<i64>();
+            drop(in_flight);
+            slot.store(freed, Ordering::Relaxed);
         })
         .expect("spawn the sink thread");
 
@@ -327,15 +405,28 @@ fn run<B: Backend>(backend: B, opts: &Options) -> Outcome {
     // Report once per second; sample the statistics more often for the peaks.
     let mut peak_allocated = 0;
     let mut peak_live = 0;
+    let mut peak_held = 0;
+    let mut peak_rss = None::<usize>;
+    let mut samples = Vec::new();
     let mut last_ops = 0;
     let mut last_report = start;
     let mut next_report = Duration::from_secs(1);
     while !workers.iter().all(|w| w.is_finished()) {
         thread::sleep(Duration::from_millis(50));
-        if let Some(s) = backend.stats() {
+        let stats = backend.stats();
+        if let Some(s) = &stats {
             peak_allocated = peak_allocated.max(s.allocated_bytes);
             peak_live = peak_live.max(s.live_bytes);
         }
+        let sample = Sample {
+            secs: start.elapsed().as_secs_f64(),
+            allocated: stats.map(|s| s.allocated_bytes),
+            held: shared.held(),
+            rss: rss(),
+        };
+        peak_held = peak_held.max(sample.held);
+        peak_rss = sample.rss.max(peak_rss);
+        samples.push(sample);
         let elapsed = start.elapsed();
         if elapsed >= next_report {
             next_report += Duration::from_secs(1);
@@ -348,19 +439,23 @@ fn run<B: Backend>(backend: B, opts: &Options) -> Outcome {
             } else {
                 "quiet"
             };
+            let rss = sample.rss.map_or_else(|| "n/a".into(), mib);
             match backend.stats() {
                 Some(s) => println!(
-                    "[{:5.1} s] {phase}  {:>11.0} ops/s  live {:>10}  allocated {:>10}  cached {:>10}",
+                    "[{:5.1} s] {phase}  {:>11.0} ops/s  live {:>10}  allocated {:>10}  cached {:>10}  rss {:>10}",
                     elapsed.as_secs_f64(),
                     rate,
                     mib(s.live_bytes),
                     mib(s.allocated_bytes),
                     mib(s.cached_bytes),
+                    rss,
                 ),
                 None => println!(
-                    "[{:5.1} s] {phase}  {:>11.0} ops/s",
+                    "[{:5.1} s] {phase}  {:>11.0} ops/s  held {:>10}  rss {:>10}",
                     elapsed.as_secs_f64(),
-                    rate
+                    rate,
+                    mib(sample.held),
+                    rss,
                 ),
             }
         }
@@ -379,7 +474,97 @@ fn run<B: Backend>(backend: B, opts: &Options) -> Outcome {
         ops_per_s: ops as f64 / elapsed,
         peak_allocated: backend.stats().map(|_| peak_allocated),
         peak_live: backend.stats().map(|_| peak_live),
+        peak_held,
+        peak_rss,
+        samples,
     }
+}
+
+/// Writes the memory-over-time plot of both runs as SVG.
+fn plot(path: &std::path::Path, runs: &[&Outcome]) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let to_mib = |b: usize| b as f64 / (1 << 20) as f64;
+    let x_max = runs
+        .iter()
+        .flat_map(|o| o.samples.iter().map(|s| s.secs))
+        .fold(1.0, f64::max);
+    let y_max = runs
+        .iter()
+        .flat_map(|o| {
+            o.samples
+                .iter()
+                .map(|s| s.allocated.unwrap_or(0).max(s.held).max(s.rss.unwrap_or(0)))
+        })
+        .map(to_mib)
+        .fold(1.0, f64::max)
+        * 1.1;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let root = SVGBackend::new(path, (1000, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "soak: memory over time (burst, then quiet)",
+            ("sans-serif", 22),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the run started")
+        .y_desc("MiB")
+        .draw()?;
+    let pool_color = RGBColor(0x1f, 0x77, 0xb4);
+    let plain_color = RGBColor(0xd6, 0x27, 0x28);
+    for o in runs {
+        let color = if o.peak_allocated.is_some() {
+            pool_color
+        } else {
+            plain_color
+        };
+        type Series = (String, ShapeStyle, Vec<(f64, f64)>);
+        let mut series: Vec<Series> = Vec::new();
+        if o.peak_allocated.is_some() {
+            series.push((
+                format!("{}: allocated_bytes", o.name),
+                color.stroke_width(3),
+                o.samples
+                    .iter()
+                    .filter_map(|s| Some((s.secs, to_mib(s.allocated?))))
+                    .collect(),
+            ));
+        }
+        series.push((
+            format!("{}: bytes held by the application", o.name),
+            color.mix(0.6).stroke_width(1),
+            o.samples.iter().map(|s| (s.secs, to_mib(s.held))).collect(),
+        ));
+        series.push((
+            format!("{}: process RSS", o.name),
+            color.mix(0.35).stroke_width(2),
+            o.samples
+                .iter()
+                .filter_map(|s| Some((s.secs, to_mib(s.rss?))))
+                .collect(),
+        ));
+        for (label, style, points) in series {
+            chart
+                .draw_series(LineSeries::new(points, style))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
 }
 
 fn main() {
@@ -394,38 +579,58 @@ fn main() {
 
     println!();
     println!(
-        "{:<14} {:>12} {:>14} {:>14} {:>12} {:>12} {:>14}",
+        "{:<14} {:>11} {:>12} {:>13} {:>11} {:>11} {:>11} {:>16}",
         "allocator",
         "ops",
         "burst ops/s",
         "overall ops/s",
-        "peak live",
+        "peak held",
         "peak alloc",
-        "final alloc"
+        "peak rss",
+        "alloc after trim"
     );
     let na = || "n/a".to_string();
     let row = |o: &Outcome, final_alloc: String| {
         println!(
-            "{:<14} {:>12} {:>14.0} {:>14.0} {:>12} {:>12} {:>14}",
+            "{:<14} {:>11} {:>12.0} {:>13.0} {:>11} {:>11} {:>11} {:>16}",
             o.name,
             o.ops,
             o.burst_ops_per_s,
             o.ops_per_s,
-            o.peak_live.map_or_else(na, mib),
+            mib(o.peak_held),
             o.peak_allocated.map_or_else(na, mib),
+            o.peak_rss.map_or_else(na, mib),
             final_alloc,
         )
     };
-    row(
-        &pooled,
-        format!("{} (trim)", mib(after_trim.allocated_bytes)),
-    );
+    row(&pooled, mib(after_trim.allocated_bytes));
     if let Some(plain) = &plain {
         row(plain, na());
         println!(
             "burst throughput, pool / BytesMut: {:.2}x",
             pooled.burst_ops_per_s / plain.burst_ops_per_s
         );
+    }
+    if let (Some(a), Some(l)) = (pooled.peak_allocated, pooled.peak_live) {
+        println!(
+            "pool: peak allocated / peak live = {:.2}; peak allocated / peak held by the application = {:.2}",
+            a as f64 / l.max(1) as f64,
+            a as f64 / pooled.peak_held.max(1) as f64
+        );
+    }
+    println!(
+        "(held: capacity of the buffers the workload keeps in rings or in flight; rss: the \
+         whole process, which for BytesMut is what the system allocator keeps)"
+    );
+    if let Some(path) = &opts.plot {
+        let runs: Vec<&Outcome> = std::iter::once(&pooled).chain(plain.as_ref()).collect();
+        match plot(path, &runs) {
+            Ok(()) => println!("plot: {}", path.display()),
+            Err(e) => {
+                eprintln!("soak: could not write the plot {}: {e}", path.display());
+                process::exit(1)
+            }
+        }
     }
     println!();
     println!("before trim: {before_trim}");

@@ -167,9 +167,31 @@ impl Shared {
         }
     }
 
-    /// Allocates a buffer of at least `capacity` bytes, on behalf of handle `this`.
+    /// The allocation fast path: a region from the calling thread's magazine, or `None` for
+    /// the slow path. A size above `max_pooled` maps to a class index past the pooled classes
+    /// (`SizeClass::of` is monotonic and `max_pooled` is a class size), so the magazine's
+    /// class lookup is also the routing test.
+    #[inline(always)]
+    fn alloc_fast(&self, capacity: usize) -> Option<PooledBuf> {
+        let (chunk, idx, seg_size) = magazine::alloc_fast(self.id, SizeClass::of(capacity))?;
+        // SAFETY: the region was just carved for this buffer and is handed over whole.
+        Some(unsafe { PooledBuf::from_region(chunk, idx, seg_size) })
+    }
+
+    /// Allocates a buffer of at least `capacity` bytes.
     #[inline]
     fn try_allocate(self: &Arc<Self>, capacity: usize) -> Result<PooledBuf, AllocError> {
+        match self.alloc_fast(capacity) {
+            Some(buf) => Ok(buf),
+            None => self.try_allocate_slow(capacity),
+        }
+    }
+
+    /// Everything but the fast path: magazine creation, chunk acquisition, unpooled sizes,
+    /// thread exit.
+    #[cold]
+    #[inline(never)]
+    fn try_allocate_slow(self: &Arc<Self>, capacity: usize) -> Result<PooledBuf, AllocError> {
         if capacity > self.settings.max_pooled {
             return self.allocate_unpooled(capacity);
         }
@@ -250,7 +272,7 @@ impl ChunkSource for Shared {
         min_bytes: usize,
     ) -> Result<(ChunkPtr, bool), AllocError> {
         self.sweep_idle();
-        if let Some(c) = self.central.take(bytes, &self.counters) {
+        if let Some(c) = self.central.take(bytes, min_bytes, &self.counters) {
             return Ok((c, true));
         }
         let mut size = bytes;
@@ -261,6 +283,10 @@ impl ChunkSource for Shared {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    fn take_cached(&self, bytes: usize, min_bytes: usize) -> Option<ChunkPtr> {
+        self.central.take(bytes, min_bytes, &self.counters)
     }
 
     fn trim_epoch(&self) -> u64 {
@@ -359,7 +385,7 @@ impl Drop for InitGuard<'_> {
 
 impl AdaptiveAllocator {
     /// An allocator with the embedded defaults, which work well without tuning: chunks of
-    /// 64 KiB to 4 MiB, an 8 MiB central cache, no memory limit, idle chunks freed after 10 s.
+    /// 16 KiB to 4 MiB, an 8 MiB central cache, no memory limit, idle chunks freed after 10 s.
     pub fn new() -> Self {
         Self::from_settings(
             Builder::new()
@@ -407,7 +433,18 @@ impl AdaptiveAllocator {
     #[inline]
     #[track_caller]
     pub fn allocate(&self, capacity: usize) -> PooledBuf {
-        match self.try_allocate(capacity) {
+        // The fast path returns the buffer itself, not a `Result` the caller must unpack.
+        if let Some(buf) = self.shared.alloc_fast(capacity) {
+            return buf;
+        }
+        self.allocate_slow(capacity)
+    }
+
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn allocate_slow(&self, capacity: usize) -> PooledBuf {
+        match self.shared.try_allocate_slow(capacity) {
             Ok(buf) => buf,
             Err(e) => alloc_failed(capacity, e),
         }

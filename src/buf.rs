@@ -357,7 +357,7 @@ impl PooledBuf {
 }
 
 impl Drop for PooledBuf {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         if let Some(s) = self.share {
             // SAFETY: the count lives while any handle does; `self` is one.

@@ -104,16 +104,25 @@ impl Central {
         })
     }
 
-    /// Takes an idle chunk of `size` bytes, or of up to two sizes larger, if one waits.
-    /// The caller then holds it exclusively.
-    pub(crate) fn take(&self, size: usize, counters: &Counters) -> Option<ChunkPtr> {
-        let mut s = size;
-        for _ in 0..3 {
-            if let Some(chunk) = self.bucket(s).and_then(|q| q.pop()) {
+    /// Takes an idle chunk, if one waits: of `size` bytes if possible, else of a smaller size
+    /// down to `least` (memory the pool already holds is better used than a new allocation
+    /// made while it sits idle). Larger chunks are left for the classes that asked for them:
+    /// taking them would make those classes allocate anew. The caller then holds it
+    /// exclusively.
+    pub(crate) fn take(&self, size: usize, least: usize, counters: &Counters) -> Option<ChunkPtr> {
+        let index = |s: usize| {
+            (s.is_power_of_two() && s.trailing_zeros() >= self.min_shift)
+                .then(|| (s.trailing_zeros() - self.min_shift) as usize)
+        };
+        let want = index(size)?;
+        let lowest = index(least.max(1 << self.min_shift))
+            .unwrap_or(want)
+            .min(want);
+        for i in (lowest..=want).rev() {
+            if let Some(chunk) = self.buckets[i].as_ref().and_then(|q| q.pop()) {
                 counters.cached_bytes.fetch_sub(chunk.bytes(), Relaxed);
                 return Some(chunk);
             }
-            s = s.checked_mul(2)?;
         }
         None
     }

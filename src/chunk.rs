@@ -8,7 +8,7 @@
 //! in the chunk, and a chunk that must be recycled is handed to its [`Home`].
 //!
 //! # Who owns which field
-//! * Immutable after creation: `base`, `bytes`, `unpooled`, `home`, `poison`, `zero`.
+//! * Immutable after creation: `base`, `bytes`, `unpooled`, `home`, `poison`, `scrub`.
 //! * The *format* (`class`, `seg_size`, `seg_count`) is written only while the chunk is held
 //!   exclusively (fresh, or just taken from the central queue) and before any region is
 //!   handed out; a region's holder reads `seg_size` (the handoff of the region orders it).
@@ -84,13 +84,32 @@ pub(crate) trait Home: Any + Send + Sync {
     fn recycle(&self, chunk: ChunkPtr);
 }
 
+/// Holds its content on cache lines of its own (128 bytes: x86 prefetches lines in adjacent
+/// pairs), so that fields written by different threads never share a line.
+#[repr(align(128))]
+struct CacheLines<T>(T);
+
+impl<T> std::ops::Deref for CacheLines<T> {
+    type Target = T;
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// One chunk's header. The memory it describes is `bytes` bytes at `base`.
+///
+/// Laid out in three groups by who writes them, so a remote free (which reads the first group
+/// and writes the third) never contends for the line the owner writes on every allocation
+/// (the second).
 pub(crate) struct Chunk {
     base: NonNull<u8>,
     bytes: usize,
     unpooled: bool,
     poison: bool,
-    zero: bool,
+    /// Released regions are filled (with `POISON` if `poison`, else zeros): one test on the
+    /// release path.
+    scrub: bool,
     home: Arc<dyn Home>,
 
     // Format: written while exclusive, read by region holders.
@@ -98,7 +117,18 @@ pub(crate) struct Chunk {
     seg_size: UnsafeCell<usize>,
     seg_count: UnsafeCell<u32>,
 
-    // Owner-only.
+    // Shared, read by every release, written only when the owner changes.
+    owner: AtomicUsize,
+
+    // Owner-only, written on every allocation and local release.
+    own: CacheLines<OwnerFields>,
+
+    // Shared, written by remote releases.
+    shared: CacheLines<RemoteFields>,
+}
+
+/// The owner-only fields of a [`Chunk`].
+struct OwnerFields {
     cursor: UnsafeCell<u32>,
     local_head: UnsafeCell<u32>,
     live: UnsafeCell<u32>,
@@ -106,9 +136,10 @@ pub(crate) struct Chunk {
     seq: UnsafeCell<u64>,
     slot: UnsafeCell<usize>,
     idle_since: UnsafeCell<Option<Instant>>,
+}
 
-    // Shared.
-    owner: AtomicUsize,
+/// The fields of a [`Chunk`] that remote releases write.
+struct RemoteFields {
     remote: AtomicU64,
     abandoned_live: AtomicI64,
 }
@@ -185,21 +216,25 @@ impl ChunkPtr {
             bytes,
             unpooled,
             poison,
-            zero,
+            scrub: poison || zero,
             home: home.clone(),
             class: UnsafeCell::new(0),
             seg_size: UnsafeCell::new(bytes),
             seg_count: UnsafeCell::new(0),
-            cursor: UnsafeCell::new(0),
-            local_head: UnsafeCell::new(NONE),
-            live: UnsafeCell::new(0),
-            ctx: UnsafeCell::new(std::ptr::null_mut()),
-            seq: UnsafeCell::new(0),
-            slot: UnsafeCell::new(0),
-            idle_since: UnsafeCell::new(None),
             owner: AtomicUsize::new(0),
-            remote: AtomicU64::new(NONE as u64),
-            abandoned_live: AtomicI64::new(0),
+            own: CacheLines(OwnerFields {
+                cursor: UnsafeCell::new(0),
+                local_head: UnsafeCell::new(NONE),
+                live: UnsafeCell::new(0),
+                ctx: UnsafeCell::new(std::ptr::null_mut()),
+                seq: UnsafeCell::new(0),
+                slot: UnsafeCell::new(0),
+                idle_since: UnsafeCell::new(None),
+            }),
+            shared: CacheLines(RemoteFields {
+                remote: AtomicU64::new(NONE as u64),
+                abandoned_live: AtomicI64::new(0),
+            }),
         });
         guard.memory = None;
         std::mem::forget(guard);
@@ -222,11 +257,11 @@ impl ChunkPtr {
         unsafe {
             h.seg_size.set(bytes);
             h.seg_count.set(1);
-            h.cursor.set(1);
-            h.live.set(1);
+            h.own.cursor.set(1);
+            h.own.live.set(1);
         }
-        h.remote.store(ABANDONED | NONE as u64, Relaxed);
-        h.abandoned_live.store(1, Relaxed);
+        h.shared.remote.store(ABANDONED | NONE as u64, Relaxed);
+        h.shared.abandoned_live.store(1, Relaxed);
         Ok(c)
     }
 
@@ -287,13 +322,13 @@ impl ChunkPtr {
             h.class.set(class);
             h.seg_size.set(seg_size);
             h.seg_count.set(count);
-            h.cursor.set(0);
-            h.local_head.set(NONE);
-            h.live.set(0);
+            h.own.cursor.set(0);
+            h.own.local_head.set(NONE);
+            h.own.live.set(0);
         }
         h.owner.store(0, Relaxed);
-        h.remote.store(NONE as u64, Relaxed);
-        h.abandoned_live.store(0, Relaxed);
+        h.shared.remote.store(NONE as u64, Relaxed);
+        h.shared.abandoned_live.store(0, Relaxed);
     }
 
     /// Makes the calling thread (`token`) the owner, with an opaque owner context.
@@ -304,8 +339,8 @@ impl ChunkPtr {
         let h = self.header();
         // SAFETY: exclusive, by the caller's guarantee.
         unsafe {
-            h.ctx.set(ctx);
-            h.seq.set(seq);
+            h.own.ctx.set(ctx);
+            h.own.seq.set(seq);
         }
         h.owner.store(token, Relaxed);
     }
@@ -377,7 +412,7 @@ impl ChunkPtr {
     #[inline]
     unsafe fn scrub(self, idx: u32, keep: usize) {
         let h = self.header();
-        if h.poison || h.zero {
+        if h.scrub {
             let fill = if h.poison { POISON } else { 0 };
             // SAFETY: the caller holds the region.
             let size = unsafe { self.seg_size() };
@@ -435,26 +470,26 @@ impl ChunkPtr {
         let h = self.header();
         // SAFETY (whole block): owner-only fields, accessed by the owner.
         unsafe {
-            let mut head = h.local_head.get();
+            let mut head = h.own.local_head.get();
             if head == NONE && self.has_remote() {
                 self.drain_remote();
-                head = h.local_head.get();
+                head = h.own.local_head.get();
             }
             let idx = if head != NONE {
-                h.local_head.set(self.link(head));
+                h.own.local_head.set(self.link(head));
                 if h.poison {
                     self.check_poison(head);
                 }
                 head
             } else {
-                let c = h.cursor.get();
+                let c = h.own.cursor.get();
                 if c >= h.seg_count.get() {
                     return None;
                 }
-                h.cursor.set(c + 1);
+                h.own.cursor.set(c + 1);
                 c
             };
-            h.live.set(h.live.get() + 1);
+            h.own.live.set(h.own.live.get() + 1);
             Some(idx)
         }
     }
@@ -469,10 +504,10 @@ impl ChunkPtr {
         // SAFETY (whole block): owner-only fields by the owner; the segment is the caller's.
         unsafe {
             self.scrub(idx, LINK);
-            self.set_link(idx, h.local_head.get());
-            h.local_head.set(idx);
-            let live = h.live.get() - 1;
-            h.live.set(live);
+            self.set_link(idx, h.own.local_head.get());
+            h.own.local_head.set(idx);
+            let live = h.own.live.get() - 1;
+            h.own.live.set(live);
             live
         }
     }
@@ -485,10 +520,10 @@ impl ChunkPtr {
         let h = self.header();
         // SAFETY: the caller holds the region.
         unsafe { self.scrub(idx, LINK) };
-        let mut head = h.remote.load(Relaxed);
+        let mut head = h.shared.remote.load(Relaxed);
         loop {
             if head & ABANDONED != 0 {
-                return if h.abandoned_live.fetch_sub(1, AcqRel) == 1 {
+                return if h.shared.abandoned_live.fetch_sub(1, AcqRel) == 1 {
                     RemoteFree::Recycle
                 } else {
                     RemoteFree::Queued
@@ -497,6 +532,7 @@ impl ChunkPtr {
             // SAFETY: the segment is the caller's until the CAS below publishes it.
             unsafe { self.set_link(idx, head as u32) };
             match h
+                .shared
                 .remote
                 .compare_exchange_weak(head, idx as u64, Release, Relaxed)
             {
@@ -509,7 +545,7 @@ impl ChunkPtr {
     /// `true` if remote frees are waiting to be drained. A relaxed load: a hint only.
     #[inline]
     pub(crate) fn has_remote(self) -> bool {
-        self.header().remote.load(Relaxed) as u32 != NONE
+        self.header().shared.remote.load(Relaxed) as u32 != NONE
     }
 
     /// Moves the remote-free stack onto the local free list; answers how many it moved.
@@ -521,19 +557,19 @@ impl ChunkPtr {
         if !self.has_remote() {
             return 0;
         }
-        let mut idx = h.remote.swap(NONE as u64, Acquire) as u32;
+        let mut idx = h.shared.remote.swap(NONE as u64, Acquire) as u32;
         let mut n = 0;
         // SAFETY (whole block): the owner now holds every segment of the taken stack, whose
         // links were written before their pushes (ordered by the `Acquire` swap).
         unsafe {
             while idx != NONE {
                 let next = self.link(idx);
-                self.set_link(idx, h.local_head.get());
-                h.local_head.set(idx);
+                self.set_link(idx, h.own.local_head.get());
+                h.own.local_head.set(idx);
                 idx = next;
                 n += 1;
             }
-            h.live.set(h.live.get() - n);
+            h.own.live.set(h.own.live.get() - n);
         }
         n
     }
@@ -545,7 +581,7 @@ impl ChunkPtr {
     #[inline(always)]
     pub(crate) unsafe fn live(self) -> u32 {
         // SAFETY: owner-only field, by the owner.
-        unsafe { self.header().live.get() }
+        unsafe { self.header().own.live.get() }
     }
 
     /// `true` if [`carve`](ChunkPtr::carve) would succeed without draining.
@@ -556,7 +592,7 @@ impl ChunkPtr {
     pub(crate) unsafe fn has_local_space(self) -> bool {
         let h = self.header();
         // SAFETY: owner-only fields, by the owner.
-        unsafe { h.local_head.get() != NONE || h.cursor.get() < h.seg_count.get() }
+        unsafe { h.own.local_head.get() != NONE || h.own.cursor.get() < h.seg_count.get() }
     }
 
     /// Gives up ownership. If no region is live the caller now holds the chunk exclusively
@@ -567,16 +603,16 @@ impl ChunkPtr {
     pub(crate) unsafe fn abandon(self) -> RemoteFree {
         let h = self.header();
         h.owner.store(0, Relaxed);
-        let mut idx = h.remote.swap(ABANDONED | NONE as u64, AcqRel) as u32;
+        let mut idx = h.shared.remote.swap(ABANDONED | NONE as u64, AcqRel) as u32;
         // SAFETY: owner-only field, by the owner; the taken stack's segments are ours and their
         // links were written before their pushes.
-        let mut live = unsafe { h.live.get() } as i64;
+        let mut live = unsafe { h.own.live.get() } as i64;
         while idx != NONE {
             // SAFETY: as above.
             idx = unsafe { self.link(idx) };
             live -= 1;
         }
-        if h.abandoned_live.fetch_add(live, AcqRel) + live == 0 {
+        if h.shared.abandoned_live.fetch_add(live, AcqRel) + live == 0 {
             RemoteFree::Recycle
         } else {
             RemoteFree::Queued
@@ -591,7 +627,7 @@ impl ChunkPtr {
     #[inline(always)]
     pub(crate) unsafe fn ctx(self) -> *mut () {
         // SAFETY: owner-only field, by the owner.
-        unsafe { self.header().ctx.get() }
+        unsafe { self.header().own.ctx.get() }
     }
 
     /// The owner's sequence number for this chunk (lower is older).
@@ -601,7 +637,7 @@ impl ChunkPtr {
     #[inline(always)]
     pub(crate) unsafe fn seq(self) -> u64 {
         // SAFETY: owner-only field, by the owner.
-        unsafe { self.header().seq.get() }
+        unsafe { self.header().own.seq.get() }
     }
 
     /// The owner's slot word (e.g. a position in one of its lists).
@@ -611,7 +647,7 @@ impl ChunkPtr {
     #[inline(always)]
     pub(crate) unsafe fn slot(self) -> usize {
         // SAFETY: owner-only field, by the owner.
-        unsafe { self.header().slot.get() }
+        unsafe { self.header().own.slot.get() }
     }
 
     /// Sets the owner's slot word.
@@ -621,7 +657,7 @@ impl ChunkPtr {
     #[inline(always)]
     pub(crate) unsafe fn set_slot(self, slot: usize) {
         // SAFETY: owner-only field, by the owner.
-        unsafe { self.header().slot.set(slot) }
+        unsafe { self.header().own.slot.set(slot) }
     }
 
     /// When the chunk went idle (set by the central queue).
@@ -630,7 +666,7 @@ impl ChunkPtr {
     /// The caller holds the chunk exclusively.
     pub(crate) unsafe fn idle_since(self) -> Option<Instant> {
         // SAFETY: exclusive, by the caller's guarantee.
-        unsafe { self.header().idle_since.get() }
+        unsafe { self.header().own.idle_since.get() }
     }
 
     /// Records when the chunk went idle.
@@ -639,7 +675,7 @@ impl ChunkPtr {
     /// The caller holds the chunk exclusively.
     pub(crate) unsafe fn set_idle_since(self, at: Option<Instant>) {
         // SAFETY: exclusive, by the caller's guarantee.
-        unsafe { self.header().idle_since.set(at) }
+        unsafe { self.header().own.idle_since.set(at) }
     }
 }
 

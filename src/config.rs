@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::size_class::SizeClass;
 
-/// Default for [`Builder::min_chunk_size`]: 64 KiB.
-pub const DEFAULT_MIN_CHUNK_SIZE: usize = 64 << 10;
+/// Default for [`Builder::min_chunk_size`]: 16 KiB.
+pub const DEFAULT_MIN_CHUNK_SIZE: usize = 16 << 10;
 /// Default for [`Builder::max_chunk_size`]: 4 MiB.
 pub const DEFAULT_MAX_CHUNK_SIZE: usize = 4 << 20;
 /// Default for [`Builder::max_cached_bytes`]: 8 MiB, whatever the number of cores.
@@ -113,7 +113,7 @@ impl Builder {
     }
 
     /// The smallest chunk the allocator carves buffers from. A power of two from 4 KiB to
-    /// 1 GiB. Default: 64 KiB.
+    /// 1 GiB. Default: 16 KiB.
     pub fn min_chunk_size(mut self, bytes: usize) -> Self {
         self.min_chunk_size = Some(bytes);
         self

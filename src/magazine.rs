@@ -7,13 +7,18 @@
 //! allocator only through the [`ChunkSource`] trait, which the allocator implements.
 //!
 //! # Allocation order
-//! Each class has one *current* chunk that allocations carve from, and a list of *partial*
-//! chunks (owned, not current, with live regions). When a region is freed into a partial
-//! chunk that is older than the current one, that older chunk becomes current, and when the
-//! current chunk runs out the oldest partial chunk with free space is chosen before a new
-//! chunk is taken. Allocations therefore pack into the oldest chunks: long-lived survivors
-//! collect there, younger chunks empty out and are retired, and one small survivor does not
-//! pin a chunk for long.
+//! Each class has one *current* chunk that allocations carve from, and two lists of the other
+//! owned chunks: *full* ones (no free space when they stopped being current, though remote
+//! frees may have arrived since) and *spacious* ones (a region was freed into them locally
+//! since). A local free moves a chunk from the full list to the spacious list, in O(1), with
+//! no work at all while it stays spacious; if that chunk is older than the current one it
+//! becomes current instead (the younger one is listed, or retired if empty). When the current chunk runs out, the oldest of the
+//! last few spacious chunks becomes current; if there is none (and every 16th time anyway),
+//! the full chunks' remote frees are drained first, which makes some spacious and retires the
+//! fully free. Only then is a new chunk taken. Allocations therefore lean toward older
+//! chunks: long-lived survivors collect there, younger chunks empty out and are retired, and
+//! one small survivor does not pin a chunk for long. No step scans a list on every refill,
+//! so a class with thousands of live buffers costs the same per allocation as one with ten.
 //!
 //! # Retirement
 //! A chunk that is not current and has no live region is retired at once: handed to the
@@ -50,6 +55,9 @@ pub(crate) trait ChunkSource: Home {
         min_bytes: usize,
     ) -> Result<(ChunkPtr, bool), AllocError>;
 
+    /// An idle chunk from the central queue, if one of a usable size waits (see `acquire`).
+    fn take_cached(&self, bytes: usize, min_bytes: usize) -> Option<ChunkPtr>;
+
     /// Bumped by every `trim()`; a magazine that sees it change releases its idle chunks.
     fn trim_epoch(&self) -> u64;
 
@@ -57,15 +65,50 @@ pub(crate) trait ChunkSource: Home {
     fn is_closed(&self) -> bool;
 }
 
+/// Which of its class's lists holds an owned chunk: the low two bits of the chunk's slot
+/// word (the rest is its index in that list). `FULL` and `SPACIOUS` index
+/// [`ClassState::lists`].
+const FULL: usize = 0;
+const SPACIOUS: usize = 1;
+const CURRENT: usize = 2;
+const TAG_BITS: u32 = 2;
+const TAG_MASK: usize = (1 << TAG_BITS) - 1;
+
+/// How many of the most recently listed spacious chunks the slow path compares to pick the
+/// oldest (a bounded stand-in for "the oldest chunk with space").
+const SPACIOUS_CANDIDATES: usize = 4;
+
+/// Every this many refills of a class, its full chunks are checked for remote frees even when
+/// a spacious chunk is at hand, so chunks emptied by other threads are retired.
+const RECLAIM_PERIOD: u32 = 16;
+
+/// The growth grade a class holding `owned` chunks besides its current one asks for: 2x
+/// from 4 chunks, 4x from 12, 8x from 28.
+fn grow(owned: usize) -> u32 {
+    match owned {
+        0..=3 => 0,
+        4..=11 => 1,
+        12..=27 => 2,
+        _ => 3,
+    }
+}
+
 /// One size class's chunks in one magazine.
 struct ClassState {
     /// The class's segment size (kept here so the fast path does not recompute it).
     seg_size: usize,
     current: Option<ChunkPtr>,
-    /// `seq` of `current`, or `u64::MAX` when there is none.
-    current_seq: u64,
-    /// Owned chunks that are not current; each chunk's slot word is its index here.
-    partial: Vec<ChunkPtr>,
+    /// Owned chunks that are not current. `lists[FULL]`: no local free space when they
+    /// stopped being current (remote frees may have arrived since). `lists[SPACIOUS]`: a
+    /// region was freed into them locally since, so they have space. Each chunk's slot word
+    /// says which list holds it and where.
+    lists: [Vec<ChunkPtr>; 2],
+    /// Refills since the last full reclaim.
+    refills: u32,
+    /// How far this class's chunk size has grown (a doubling each): the most the class has
+    /// needed so far, so the size does not swing with each burst and the chunks it gives
+    /// back to the central queue fit its next request.
+    grade: u32,
 }
 
 impl ClassState {
@@ -73,34 +116,61 @@ impl ClassState {
         ClassState {
             seg_size: class.size(),
             current: None,
-            current_seq: u64::MAX,
-            partial: Vec::new(),
+            lists: [Vec::new(), Vec::new()],
+            refills: 0,
+            grade: 0,
         }
     }
 
-    fn push_partial(&mut self, c: ChunkPtr) {
+    fn push(&mut self, c: ChunkPtr, list: usize) {
+        let l = &mut self.lists[list];
         // SAFETY: the magazine's thread owns every chunk of its classes.
-        unsafe { c.set_slot(self.partial.len()) };
-        self.partial.push(c);
+        unsafe { c.set_slot(l.len() << TAG_BITS | list) };
+        l.push(c);
     }
 
-    fn remove_partial(&mut self, i: usize) -> ChunkPtr {
-        let c = self.partial.swap_remove(i);
-        if let Some(&moved) = self.partial.get(i) {
+    /// Takes `c` out of the list that holds it.
+    fn remove(&mut self, c: ChunkPtr) -> ChunkPtr {
+        // SAFETY: owned by this magazine's thread.
+        let slot = unsafe { c.slot() };
+        let (list, i) = (slot & TAG_MASK, slot >> TAG_BITS);
+        let l = &mut self.lists[list];
+        debug_assert_eq!(l.get(i), Some(&c));
+        let c = l.swap_remove(i);
+        if let Some(&moved) = l.get(i) {
             // SAFETY: owned by this magazine's thread.
-            unsafe { moved.set_slot(i) };
+            unsafe { moved.set_slot(i << TAG_BITS | list) };
         }
         c
     }
 
+    /// `true` if `c` is in one of this class's lists (or current).
+    fn holds(&self, c: ChunkPtr) -> bool {
+        // SAFETY: owned by this magazine's thread (callers check ownership first).
+        let slot = unsafe { c.slot() };
+        match slot & TAG_MASK {
+            CURRENT => self.current == Some(c),
+            list => self.lists[list].get(slot >> TAG_BITS) == Some(&c),
+        }
+    }
+
     fn set_current(&mut self, c: Option<ChunkPtr>) {
         self.current = c;
-        // SAFETY: owned by this magazine's thread.
-        self.current_seq = c.map_or(u64::MAX, |c| unsafe { c.seq() });
+        if let Some(c) = c {
+            // SAFETY: owned by this magazine's thread.
+            unsafe { c.set_slot(CURRENT) };
+        }
+    }
+
+    /// Owned chunks besides the current one.
+    fn listed(&self) -> usize {
+        self.lists[FULL].len() + self.lists[SPACIOUS].len()
     }
 
     fn owned(&self) -> impl Iterator<Item = ChunkPtr> + '_ {
-        self.current.into_iter().chain(self.partial.iter().copied())
+        self.current
+            .into_iter()
+            .chain(self.lists.iter().flatten().copied())
     }
 }
 
@@ -177,21 +247,27 @@ impl Magazine {
         raw
     }
 
-    /// Allocates one region of `class`: the fast path carves from the current chunk with
-    /// plain loads and stores only.
+    /// The fast path: carves one region of `class` from the class's current chunk, with plain
+    /// loads and stores only. `None` when the class is not pooled here (its index is past the
+    /// pooled classes), has no current chunk, or the current chunk is full.
     #[inline(always)]
+    fn alloc_fast(&mut self, class: SizeClass) -> Option<(ChunkPtr, u32, usize)> {
+        let cs = self.classes.get(class.index())?;
+        let c = cs.current?;
+        // SAFETY: this magazine's thread (the caller) owns its current chunks.
+        let idx = unsafe { c.carve() }?;
+        let seg = cs.seg_size;
+        self.shard.add_owned(seg as i64, 1);
+        Some((c, idx, seg))
+    }
+
+    /// Allocates one region of `class` (a pooled class): the fast path, else the slow path,
+    /// which may take or create a chunk.
     pub(crate) fn alloc(&mut self, class: SizeClass) -> Result<(ChunkPtr, u32, usize), AllocError> {
-        if let Some(cs) = self.classes.get(class.index()) {
-            if let Some(c) = cs.current {
-                // SAFETY: this magazine's thread (the caller) owns its current chunks.
-                if let Some(idx) = unsafe { c.carve() } {
-                    let seg = cs.seg_size;
-                    self.shard.add_owned(seg as i64, 1);
-                    return Ok((c, idx, seg));
-                }
-            }
+        match self.alloc_fast(class) {
+            Some(region) => Ok(region),
+            None => self.alloc_slow(class),
         }
-        self.alloc_slow(class)
     }
 
     #[cold]
@@ -214,44 +290,62 @@ impl Magazine {
             }
             let cs = &mut self.classes[idx];
             cs.set_current(None);
-            cs.push_partial(c);
+            cs.push(c, FULL);
         }
-        // 2. The oldest partial chunk with space; fully free ones besides it are retired.
+        // 2. A chunk with space: first one a local free made spacious (the oldest of the
+        //    last few, so allocations pack into older chunks and younger ones empty out);
+        //    failing that, or now and then, full chunks that remote frees gave space to.
         let cs = &mut self.classes[idx];
-        let mut best: Option<(usize, u64)> = None;
-        for (i, &p) in cs.partial.iter().enumerate() {
-            // SAFETY: owned by this thread.
-            unsafe {
-                p.drain_remote();
-                if p.has_local_space() && best.is_none_or(|(_, s)| p.seq() < s) {
-                    best = Some((i, p.seq()));
-                }
-            }
-        }
-        let chosen = best.map(|(i, _)| cs.remove_partial(i));
-        let mut i = cs.partial.len();
-        while i > 0 {
-            i -= 1;
-            // SAFETY: owned by this thread.
-            if unsafe { cs.partial[i].live() } == 0 {
-                let c = cs.remove_partial(i);
-                Self::retire(&self.home, c);
-            }
+        cs.refills += 1;
+        if cs.lists[SPACIOUS].is_empty() || cs.refills >= RECLAIM_PERIOD {
+            cs.refills = 0;
+            self.reclaim(idx);
         }
         let cs = &mut self.classes[idx];
-        if let Some(c) = chosen {
+        let spacious = &cs.lists[SPACIOUS];
+        let oldest = spacious
+            .iter()
+            .rev()
+            .take(SPACIOUS_CANDIDATES)
+            // SAFETY: owned by this thread.
+            .min_by_key(|c| unsafe { c.seq() })
+            .copied();
+        if let Some(c) = oldest {
+            let c = cs.remove(c);
             cs.set_current(Some(c));
             return Ok(self.carve_from(c, class));
         }
         // 3. A chunk from the allocator (central queue or system).
         let seg = class.size();
-        let owned = cs.partial.len();
-        let want = self.chunk_size_for(seg, owned);
+        let grade = grow(cs.listed()).max(cs.grade);
+        cs.grade = grade;
+        let want = self.chunk_size_for(seg, grade);
         let least = next_pow2(seg)
             .unwrap_or(usize::MAX)
             .max(self.min_chunk)
             .min(want);
-        let (c, from_cache) = match self.src.acquire(&self.home, want, least) {
+        // Before a chunk is made, the full chunks of every class give up their remote frees:
+        // the fully free ones go to the central queue, where this request may find one (and
+        // this class may find one of its own with space). This keeps memory that other
+        // threads freed from waiting in a class that has not refilled, while a new chunk is
+        // made for another. It costs a load per full chunk, only on this path.
+        let cached = self.src.take_cached(want, least);
+        if cached.is_none() {
+            for i in 0..self.classes.len() {
+                self.reclaim(i);
+            }
+            if let Some(c) = self.classes[idx].lists[SPACIOUS].last().copied() {
+                let cs = &mut self.classes[idx];
+                let c = cs.remove(c);
+                cs.set_current(Some(c));
+                return Ok(self.carve_from(c, class));
+            }
+        }
+        let acquired = match cached {
+            Some(c) => Ok((c, true)),
+            None => self.src.acquire(&self.home, want, least),
+        };
+        let (c, from_cache) = match acquired {
             Err(e @ AllocError::MemoryLimit { .. }) => {
                 // Under the limit, this thread's own idle chunks (empty current chunks of
                 // other classes) are given back before the request is refused.
@@ -289,25 +383,20 @@ impl Magazine {
         (c, idx, seg)
     }
 
-    /// The chunk size for a class with `seg`-byte segments of which this magazine already
-    /// holds `owned` partial chunks: about 64 segments for small classes, 16 for medium and 4
-    /// for large ones, doubled as the class's demand grows (up to 8x), within the bounds.
-    fn chunk_size_for(&self, seg: usize, owned: usize) -> usize {
+    /// The chunk size for a class with `seg`-byte segments at growth `grade`: about 16
+    /// segments for classes up to 1 KiB, 4 up to 16 KiB and 2 above, doubled `grade` times,
+    /// within the bounds. Starting small keeps a class that holds few buffers from holding a
+    /// large chunk; growing keeps a busy class from refilling often.
+    fn chunk_size_for(&self, seg: usize, grade: u32) -> usize {
         let target = if seg <= 1 << 10 {
-            64
-        } else if seg <= 16 << 10 {
             16
-        } else {
+        } else if seg <= 16 << 10 {
             4
+        } else {
+            2
         };
         let base = next_pow2(seg.saturating_mul(target)).unwrap_or(self.max_chunk);
-        let growth = match owned {
-            0..=3 => 0,
-            4..=11 => 1,
-            12..=27 => 2,
-            _ => 3,
-        };
-        base.checked_shl(growth)
+        base.checked_shl(grade)
             .unwrap_or(self.max_chunk)
             .clamp(self.min_chunk, self.max_chunk)
     }
@@ -321,49 +410,61 @@ impl Magazine {
     }
 
     /// Called after the owner freed a region into `c`, which is not the current chunk and is
-    /// either now fully free or older than the current one.
+    /// either now fully free (it is retired) or was on the full list: then it becomes current
+    /// if it is older than the current chunk (which is listed, or retired if empty), and
+    /// spacious otherwise. This happens once per chunk each time it fills, never per free.
     #[cold]
     #[inline(never)]
     fn after_free_slow(&mut self, c: ChunkPtr, live: u32) {
         // SAFETY: owned by this thread.
-        let (class, slot) = unsafe { (c.class() as usize, c.slot()) };
+        let class = unsafe { c.class() as usize };
         let cs = &mut self.classes[class];
-        debug_assert_eq!(cs.partial.get(slot), Some(&c));
-        let c = cs.remove_partial(slot);
+        let c = cs.remove(c);
         if live == 0 {
             Self::retire(&self.home, c);
             return;
         }
-        if let Some(old) = cs.current {
+        match cs.current {
             // SAFETY: owned by this thread.
-            if unsafe { old.live() } == 0 {
-                Self::retire(&self.home, old);
-            } else {
-                cs.push_partial(old);
+            Some(cur) if unsafe { c.seq() < cur.seq() } => {
+                // The older chunk takes over, so allocations fill its holes before the
+                // younger one's (this is what packs survivors together).
+                cs.set_current(Some(c));
+                // SAFETY: owned by this thread.
+                let (cur_live, cur_space) = unsafe { (cur.live(), cur.has_local_space()) };
+                if cur_live == 0 {
+                    Self::retire(&self.home, cur);
+                } else {
+                    cs.push(cur, if cur_space { SPACIOUS } else { FULL });
+                }
             }
+            _ => cs.push(c, SPACIOUS),
         }
-        cs.set_current(Some(c));
-        self.reclaim_remote(class);
     }
 
-    /// Drains the remote frees waiting in the class's partial chunks and retires those that
-    /// are now fully free, so chunks emptied by other threads do not wait for the current
-    /// chunk to run out before they are given back.
-    fn reclaim_remote(&mut self, class: usize) {
+    /// Drains the remote frees waiting in the class's listed chunks: those now fully free are
+    /// retired (chunks emptied by other threads are given back), full ones with space become
+    /// spacious.
+    fn reclaim(&mut self, class: usize) {
         let cs = &mut self.classes[class];
-        let mut i = cs.partial.len();
-        while i > 0 {
-            i -= 1;
-            let p = cs.partial[i];
-            if p.has_remote() {
+        for list in [FULL, SPACIOUS] {
+            let mut i = cs.lists[list].len();
+            while i > 0 {
+                i -= 1;
+                let p = cs.lists[list][i];
+                if !p.has_remote() {
+                    continue;
+                }
                 // SAFETY: owned by this thread.
-                if unsafe {
+                let live = unsafe {
                     p.drain_remote();
                     p.live()
-                } == 0
-                {
-                    cs.remove_partial(i);
-                    Self::retire(&self.home, p);
+                };
+                if live == 0 {
+                    Self::retire(&self.home, cs.remove(p));
+                } else if list == FULL {
+                    let p = cs.remove(p);
+                    cs.push(p, SPACIOUS);
                 }
             }
         }
@@ -388,20 +489,22 @@ impl Magazine {
                     }
                 }
             }
-            let mut i = cs.partial.len();
-            while i > 0 {
-                i -= 1;
-                let p = cs.partial[i];
-                // SAFETY: owned by this thread.
-                if unsafe {
-                    p.drain_remote();
-                    p.live()
-                } == 0
-                {
-                    cs.remove_partial(i);
-                    // SAFETY: as above.
-                    if unsafe { p.abandon() } == RemoteFree::Recycle {
-                        out.push(p);
+            for list in [FULL, SPACIOUS] {
+                let mut i = cs.lists[list].len();
+                while i > 0 {
+                    i -= 1;
+                    let p = cs.lists[list][i];
+                    // SAFETY: owned by this thread.
+                    if unsafe {
+                        p.drain_remote();
+                        p.live()
+                    } == 0
+                    {
+                        cs.remove(p);
+                        // SAFETY: as above.
+                        if unsafe { p.abandon() } == RemoteFree::Recycle {
+                            out.push(p);
+                        }
                     }
                 }
             }
@@ -449,15 +552,13 @@ impl Magazine {
             return false;
         }
         let cs = &mut self.classes[class];
+        if !cs.holds(c) {
+            return false;
+        }
         if cs.current == Some(c) {
             cs.set_current(None);
         } else {
-            // SAFETY: owned by this thread.
-            let slot = unsafe { c.slot() };
-            if cs.partial.get(slot) != Some(&c) {
-                return false;
-            }
-            cs.remove_partial(slot);
+            cs.remove(c);
         }
         // SAFETY: owned, nothing live: abandoning hands it over at once.
         let outcome = unsafe { c.abandon() };
@@ -471,7 +572,7 @@ impl Drop for Magazine {
         for cs in self.classes.iter_mut() {
             let chunks: Vec<ChunkPtr> = cs.owned().collect();
             cs.set_current(None);
-            cs.partial.clear();
+            cs.lists.iter_mut().for_each(Vec::clear);
             for c in chunks {
                 // SAFETY: owned by this thread, which gives it up here.
                 unsafe { c.drain_remote() };
@@ -483,7 +584,7 @@ impl Drop for Magazine {
 }
 
 /// Releases a region from the thread that owns its chunk: plain loads and stores, unless the
-/// chunk is not current and just became fully free or is older than the current one.
+/// chunk is not current and just became fully free or was on its class's full list.
 ///
 /// # Safety
 /// The calling thread owns `chunk` (`chunk.is_owned_by(thread_token())`) and is releasing the
@@ -497,8 +598,8 @@ pub(crate) unsafe fn free_owned(chunk: ChunkPtr, idx: u32) {
         let mag = &mut *chunk.ctx().cast::<Magazine>();
         let live = chunk.free_local(idx);
         mag.shard.add_owned(-(chunk.seg_size() as i64), -1);
-        let cs = mag.classes.get_unchecked(chunk.class() as usize);
-        if cs.current != Some(chunk) && (live == 0 || chunk.seq() < cs.current_seq) {
+        let list = chunk.slot() & TAG_MASK;
+        if list != CURRENT && (live == 0 || list == FULL) {
             mag.after_free_slow(chunk, live);
         }
     }
@@ -511,6 +612,7 @@ struct Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
+        forget_last(usize::MAX);
         for m in self.magazines.drain(..) {
             if !m.is_null() {
                 // SAFETY: the registry owns every non-null pointer it holds (from
@@ -529,6 +631,31 @@ thread_local! {
 #[cfg(loom)]
 thread_local! {
     static REGISTRY: UnsafeCell<Registry> = UnsafeCell::new(Registry { magazines: Vec::new() });
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    /// The magazine the fast path used last on this thread, as `(allocator id, magazine)`, so
+    /// a thread working with one allocator finds its magazine with two plain thread-local
+    /// loads (no lazy-initialisation check, no vector index). `(usize::MAX, null)` when empty.
+    /// Every path that drops a registered magazine clears it first (`forget_last`). Not kept
+    /// under loom, whose thread-locals cannot be const (the registry lookup is the whole path
+    /// there).
+    static LAST: std::cell::Cell<(usize, *mut Magazine)> =
+        const { std::cell::Cell::new((usize::MAX, ptr::null_mut())) };
+}
+
+/// Forgets the fast path's cached magazine if it is allocator `id`'s (`usize::MAX`: any).
+#[inline]
+fn forget_last(id: usize) {
+    #[cfg(not(loom))]
+    LAST.with(|last| {
+        if id == usize::MAX || last.get().0 == id {
+            last.set((usize::MAX, ptr::null_mut()));
+        }
+    });
+    #[cfg(loom)]
+    let _ = id;
 }
 
 /// Runs `f` with the calling thread's magazine for allocator `id`, creating it (from `src`)
@@ -556,6 +683,47 @@ pub(crate) fn with_magazine<R>(
         .ok()
 }
 
+/// The allocation fast path for allocator `id`: the calling thread's magazine, if it has one,
+/// carves a region of `class` from the class's current chunk. `None` sends the caller to the
+/// slow path (no magazine yet, a class that is not pooled, a full chunk, thread exit), which
+/// is [`with_magazine`] and [`Magazine::alloc`].
+#[inline(always)]
+pub(crate) fn alloc_fast(id: usize, class: SizeClass) -> Option<(ChunkPtr, u32, usize)> {
+    #[cfg(not(loom))]
+    {
+        let (last_id, m) = LAST.with(|last| last.get());
+        if last_id == id {
+            // SAFETY: `LAST` holds a live, registered magazine of this thread (it is cleared
+            // before any registered magazine is dropped), and nothing else on this thread
+            // borrows a magazine while a buffer is being allocated.
+            return unsafe { &mut *m }.alloc_fast(class);
+        }
+    }
+    alloc_fast_lookup(id, class)
+}
+
+/// [`alloc_fast`] through the registry, remembering the magazine found in `LAST`.
+#[inline(never)]
+fn alloc_fast_lookup(id: usize, class: SizeClass) -> Option<(ChunkPtr, u32, usize)> {
+    REGISTRY
+        .try_with(|reg| {
+            reg.with_mut(|reg| {
+                // SAFETY: as in `with_magazine`.
+                let reg = unsafe { &mut *reg };
+                let m = *reg.magazines.get(id)?;
+                if m.is_null() {
+                    return None;
+                }
+                #[cfg(not(loom))]
+                LAST.with(|last| last.set((id, m)));
+                // SAFETY: a non-null registry entry is a live magazine of this thread.
+                unsafe { &mut *m }.alloc_fast(class)
+            })
+        })
+        .ok()
+        .flatten()
+}
+
 /// Runs `f` with the calling thread's magazine for allocator `id` if it has one.
 pub(crate) fn with_existing<R>(id: usize, f: impl FnOnce(&mut Magazine) -> R) -> Option<R> {
     REGISTRY
@@ -579,6 +747,7 @@ fn install(reg: &mut Registry, id: usize, src: Arc<dyn ChunkSource>) -> *mut Mag
     for slot in reg.magazines.iter_mut() {
         // SAFETY: non-null entries are live magazines of this thread.
         if !slot.is_null() && unsafe { (**slot).src.is_closed() } {
+            forget_last(usize::MAX);
             let m = std::mem::replace(slot, ptr::null_mut());
             // SAFETY: taken out of the registry, which owned it.
             drop(unsafe { Box::from_raw(m) });
@@ -608,6 +777,7 @@ pub(crate) fn remove(id: usize) {
         .ok()
         .flatten();
     if let Some(m) = taken.filter(|m| !m.is_null()) {
+        forget_last(id);
         // SAFETY: taken out of the registry, which owned it.
         drop(unsafe { Box::from_raw(m) });
     }

@@ -1,0 +1,482 @@
+//! The ratio report: every benchmark row of SPEC section 7 run on the pool and on
+//! `bytes::BytesMut`, alternating the two in one process, printed as the pool's time divided
+//! by `BytesMut`'s (below 1.00 the pool is faster), plus the memory rows. Writes a Markdown
+//! table.
+//!
+//! ```text
+//! cargo run --release --example ratio                     # this binary's global allocator
+//! cargo run --release --example ratio -- --all-allocators # system, mimalloc and jemalloc
+//! cargo run --release --example ratio -- --quick          # a short run (CI uses it)
+//! ```
+//!
+//! A process has one global allocator, so `--all-allocators` runs this example three times
+//! through cargo (`--features mimalloc`, `--features jemalloc`) and merges their rows.
+//! Each row is measured in rounds; in each round the pool and `BytesMut` run the same number
+//! of iterations back to back, in alternating order, and the report takes the median of the
+//! rounds for each. The workloads are in `benches/workloads/mod.rs`, shared with the criterion
+//! benches.
+
+#[path = "../benches/workloads/mod.rs"]
+mod workloads;
+
+use std::collections::BTreeMap;
+use std::env;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::PathBuf;
+use std::process::{self, Command};
+use std::time::{Duration, Instant};
+
+use adaptive_pool::{AdaptiveAllocator, PooledBuf};
+use workloads::{label, Plain, Pool, B1_SIZES, B2_SIZES, GLOBAL_ALLOCATOR};
+
+const USAGE: &str = "\
+usage: ratio [--quick] [--all-allocators] [--out FILE] [--no-memory] [--help]
+
+Runs each benchmark row (B1..B6, xmalloc, larson) on adaptive-pool and on bytes::BytesMut,
+alternating the two in one process, and prints pool time / BytesMut time per row (below 1.00
+the pool is faster), then the memory rows. Writes the tables as Markdown.
+
+options:
+  --quick           short measurements and fewer rounds (seconds instead of a minute)
+  --all-allocators  run this report under the system allocator, mimalloc and jemalloc (via
+                    cargo with the matching feature) and merge the rows into one table
+  --out FILE        where to write the Markdown (default target/ratio-report.md)
+  --no-memory       skip the memory rows
+  --help            print this help";
+
+struct Options {
+    quick: bool,
+    all: bool,
+    child: bool,
+    memory: bool,
+    out: PathBuf,
+}
+
+fn parse_args() -> Options {
+    let mut o = Options {
+        quick: false,
+        all: false,
+        child: false,
+        memory: true,
+        out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ratio-report.md"),
+    };
+    let mut args = env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--all-allocators" => o.all = true,
+            "--child" => o.child = true,
+            "--no-memory" => o.memory = false,
+            "--out" => {
+                o.out = args.next().map(PathBuf::from).unwrap_or_else(|| {
+                    eprintln!("ratio: --out needs a file\n\n{USAGE}");
+                    process::exit(2)
+                })
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                process::exit(0)
+            }
+            other => {
+                eprintln!("ratio: unknown argument {other:?}\n\n{USAGE}");
+                process::exit(2)
+            }
+        }
+    }
+    o
+}
+
+/// One measured row: median nanoseconds per operation for each side.
+struct Row {
+    name: String,
+    pool_ns: f64,
+    plain_ns: f64,
+}
+
+impl Row {
+    fn ratio(&self) -> f64 {
+        self.pool_ns / self.plain_ns
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Measures one row: calibrates an iteration count on the pool so that one measurement takes
+/// about `target`, then runs `rounds` rounds of pool and `BytesMut` back to back, alternating
+/// which goes first.
+fn measure(
+    name: &str,
+    target: Duration,
+    rounds: usize,
+    pool: &dyn Fn(u64) -> Duration,
+    plain: &dyn Fn(u64) -> Duration,
+) -> Row {
+    // Warm both up, then calibrate on the pool.
+    pool(16);
+    plain(16);
+    let mut n = 16u64;
+    loop {
+        let t = pool(n);
+        if t >= target / 8 || n >= 1 << 32 {
+            let scale = target.as_secs_f64() / t.as_secs_f64().max(1e-9);
+            n = ((n as f64 * scale) as u64).max(16);
+            break;
+        }
+        n *= 4;
+    }
+    let (mut p, mut q) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let per_op = |d: Duration| d.as_secs_f64() * 1e9 / n as f64;
+        if r % 2 == 0 {
+            p.push(per_op(pool(n)));
+            q.push(per_op(plain(n)));
+        } else {
+            q.push(per_op(plain(n)));
+            p.push(per_op(pool(n)));
+        }
+    }
+    let row = Row {
+        name: name.to_string(),
+        pool_ns: median(p),
+        plain_ns: median(q),
+    };
+    eprintln!(
+        "  {:<34} pool {:>10.1} ns   BytesMut {:>10.1} ns   ratio {:.2}",
+        row.name,
+        row.pool_ns,
+        row.plain_ns,
+        row.ratio()
+    );
+    row
+}
+
+/// Runs every speed row on this binary's global allocator.
+fn speed_rows(quick: bool) -> Vec<Row> {
+    let (target, rounds) = if quick {
+        (Duration::from_millis(10), 3)
+    } else {
+        (Duration::from_millis(100), 7)
+    };
+    let pool = Pool::new();
+    let mut rows = Vec::new();
+    let mut row = |name: &str, fp: &dyn Fn(u64) -> Duration, fq: &dyn Fn(u64) -> Duration| {
+        rows.push(measure(name, target, rounds, fp, fq));
+    };
+    for size in B1_SIZES {
+        row(
+            &format!("B1 alloc+fill+drop {}", label(size)),
+            &|n| workloads::b1(&pool, size, n),
+            &|n| workloads::b1(&Plain, size, n),
+        );
+    }
+    for size in B2_SIZES {
+        row(
+            &format!("B2 freeze+clone x2+drop {}", label(size)),
+            &|n| workloads::b2(&pool, size, n),
+            &|n| workloads::b2(&Plain, size, n),
+        );
+    }
+    row(
+        "B3 cross-thread 1 producer 1 consumer",
+        &|n| workloads::b3(&pool, n),
+        &|n| workloads::b3(&Plain, n),
+    );
+    row(
+        "B4 live-set churn 8192 slots",
+        &|n| workloads::b4(&pool, n),
+        &|n| workloads::b4(&Plain, n),
+    );
+    for threads in [2, 8] {
+        row(
+            &format!("B5 mixed, {threads} threads"),
+            &|n| workloads::b5(&pool, threads, n).0,
+            &|n| workloads::b5(&Plain, threads, n).0,
+        );
+    }
+    row(
+        "B6 grow 256 B to 64 KiB",
+        &|n| workloads::b6(&pool, n),
+        &|n| workloads::b6(&Plain, n),
+    );
+    row(
+        "xmalloc 2 producers 2 consumers",
+        &|n| workloads::xmalloc(&pool, 2, n),
+        &|n| workloads::xmalloc(&Plain, 2, n),
+    );
+    row(
+        "larson 2 lineages",
+        &|n| workloads::larson(&pool, 2, n),
+        &|n| workloads::larson(&Plain, 2, n),
+    );
+    rows
+}
+
+fn mib(b: usize) -> String {
+    format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+}
+
+/// The memory rows (the pool's own figures; they do not depend on the global allocator).
+fn memory_rows(quick: bool) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let scale = if quick { 1 } else { 10 };
+
+    for threads in [2, 8] {
+        let pool = Pool::new();
+        let (_, peaks) = workloads::b5(&pool, threads, 200_000 * scale);
+        out.push((
+            format!("B5 peak allocated / peak live, {threads} threads"),
+            format!(
+                "{:.2} ({} / {}); without the idle cache {:.2} ({})",
+                peaks.ratio(),
+                mib(peaks.allocated),
+                mib(peaks.live),
+                peaks.in_use_ratio(),
+                mib(peaks.in_use)
+            ),
+        ));
+    }
+
+    // Retained after a burst: the burst's threads have exited, so what the pool still holds
+    // is its central cache.
+    let cap = 8 << 20;
+    let pool = Pool(
+        AdaptiveAllocator::builder()
+            .max_cached_bytes(cap)
+            .build()
+            .expect("valid settings"),
+    );
+    let (_, peaks) = workloads::b5(&pool, 8, 200_000 * scale);
+    // The burst's threads hand their magazines back in their thread-local destructors, which
+    // may still be running when `join` returns; wait for them (a second at most).
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while pool.0.stats().magazines > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let st = pool.0.stats();
+    let freed = pool.0.trim();
+    out.push((
+        "retained after an 8-thread B5 burst (threads exited)".into(),
+        format!(
+            "{} of peak {} (cache bound {}); trim() frees {} -> {}",
+            mib(st.allocated_bytes),
+            mib(peaks.allocated),
+            mib(cap),
+            mib(freed),
+            mib(pool.0.stats().allocated_bytes)
+        ),
+    ));
+
+    // Scenario 1: Netty issue 14553's loop.
+    let pool = AdaptiveAllocator::new();
+    let mut peak = 0;
+    for _ in 0..10_000 * scale {
+        let b = pool.allocate(659_225);
+        peak = peak.max(pool.stats().allocated_bytes);
+        drop(b);
+    }
+    out.push((
+        format!(
+            "scenario 1: {} x allocate(659,225), one thread",
+            10_000 * scale
+        ),
+        format!("peak allocated {}", mib(peak)),
+    ));
+
+    // Scenario 4: pinning, without an idle cache.
+    for (s, p, r) in [(1024, 256, 200), (100_000, 64, 100), (600_000, 16, 50)] {
+        let mut cells = Vec::new();
+        for keep in ["first", "last", "random"] {
+            let pool = AdaptiveAllocator::builder()
+                .max_cached_bytes(0)
+                .build()
+                .expect("valid settings");
+            let mut rng = workloads::Rng::new(s as u64);
+            let mut kept: Vec<PooledBuf> = Vec::new();
+            for _ in 0..r {
+                let mut bufs: Vec<PooledBuf> = (0..p).map(|_| pool.allocate(s)).collect();
+                let k = match keep {
+                    "first" => 0,
+                    "last" => p - 1,
+                    _ => rng.below(p),
+                };
+                kept.push(bufs.swap_remove(k));
+            }
+            let st = pool.stats();
+            cells.push(format!(
+                "{keep} {:.2}",
+                st.allocated_bytes as f64 / st.live_bytes as f64
+            ));
+        }
+        out.push((
+            format!("scenario 4 pinning, allocated / live, S={s} (P={p}, R={r})"),
+            cells.join(", "),
+        ));
+    }
+    for (k, v) in &out {
+        eprintln!("  {k:<60} {v}");
+    }
+    out
+}
+
+/// Runs this example under another global allocator through cargo; answers its rows.
+fn run_child(feature: Option<&str>, quick: bool) -> Result<Vec<Row>, String> {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+        "run",
+        "--quiet",
+        "--release",
+        "--example",
+        "ratio",
+    ]);
+    if let Some(f) = feature {
+        cmd.args(["--features", f]);
+    }
+    cmd.args(["--", "--child", "--no-memory"]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    eprintln!("==> {cmd:?}");
+    let out = cmd
+        .stderr(process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("exited with {}", out.status));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() == 4 && f[0] == "ROW").then(|| Row {
+                name: f[1].to_string(),
+                pool_ns: f[2].parse().unwrap_or(f64::NAN),
+                plain_ns: f[3].parse().unwrap_or(f64::NAN),
+            })
+        })
+        .collect())
+}
+
+fn markdown(
+    runs: &[(String, Vec<Row>)],
+    memory: &[(String, String)],
+    failures: &[(String, String)],
+    quick: bool,
+) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Pool time / `BytesMut` time per row (below 1.00 the pool is faster), median of {} \
+         alternating rounds; ns per operation in brackets (pool / BytesMut).\n",
+        if quick { 3 } else { 7 }
+    );
+    let mut head = String::from("| row |");
+    let mut rule = String::from("|---|");
+    for (alloc, _) in runs {
+        let _ = write!(head, " {alloc} |");
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(md, "{head}\n{rule}");
+    let mut names: Vec<&str> = Vec::new();
+    for (_, rows) in runs {
+        for r in rows {
+            if !names.contains(&r.name.as_str()) {
+                names.push(&r.name);
+            }
+        }
+    }
+    let by_alloc: Vec<BTreeMap<&str, &Row>> = runs
+        .iter()
+        .map(|(_, rows)| rows.iter().map(|r| (r.name.as_str(), r)).collect())
+        .collect();
+    for name in names {
+        let mut line = format!("| {name} |");
+        for m in &by_alloc {
+            match m.get(name) {
+                Some(r) => {
+                    let _ = write!(
+                        line,
+                        " **{:.2}** ({:.1} / {:.1}) |",
+                        r.ratio(),
+                        r.pool_ns,
+                        r.plain_ns
+                    );
+                }
+                None => line.push_str(" - |"),
+            }
+        }
+        let _ = writeln!(md, "{line}");
+    }
+    for (alloc, why) in failures {
+        let _ = writeln!(md, "\n**{alloc}: not measured**: {why}");
+    }
+    if !memory.is_empty() {
+        let _ = writeln!(md, "\n| memory (pool) | figure |\n|---|---|");
+        for (k, v) in memory {
+            let _ = writeln!(md, "| {k} | {v} |");
+        }
+    }
+    md
+}
+
+fn main() {
+    let o = parse_args();
+    if o.child {
+        for r in speed_rows(o.quick) {
+            println!("ROW\t{}\t{}\t{}", r.name, r.pool_ns, r.plain_ns);
+        }
+        return;
+    }
+    let started = Instant::now();
+    let mut runs = Vec::new();
+    let mut failures = Vec::new();
+    if o.all {
+        for (name, feature) in [
+            ("system", None),
+            ("mimalloc", Some("mimalloc")),
+            ("jemalloc", Some("jemalloc")),
+        ] {
+            match run_child(feature, o.quick) {
+                Ok(rows) if !rows.is_empty() => runs.push((name.to_string(), rows)),
+                Ok(_) => failures.push((name.to_string(), "no rows came back".to_string())),
+                Err(why) => {
+                    eprintln!("!!!!! ratio: the {name} run failed: {why} !!!!!");
+                    failures.push((name.to_string(), why));
+                }
+            }
+        }
+    } else {
+        eprintln!("speed rows, global allocator {GLOBAL_ALLOCATOR}:");
+        runs.push((GLOBAL_ALLOCATOR.to_string(), speed_rows(o.quick)));
+    }
+    let memory = if o.memory {
+        eprintln!("memory rows:");
+        memory_rows(o.quick)
+    } else {
+        Vec::new()
+    };
+    let md = markdown(&runs, &memory, &failures, o.quick);
+    println!("\n{md}");
+    if let Some(dir) = o.out.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    match fs::write(&o.out, &md) {
+        Ok(()) => eprintln!(
+            "wrote {} ({:.0} s)",
+            o.out.display(),
+            started.elapsed().as_secs_f64()
+        ),
+        Err(e) => {
+            eprintln!("ratio: could not write {}: {e}", o.out.display());
+            process::exit(1)
+        }
+    }
+    if !failures.is_empty() {
+        process::exit(1);
+    }
+}
