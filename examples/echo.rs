@@ -41,7 +41,7 @@ use tokio::runtime::{self, Runtime};
 const USAGE: &str = "\
 usage: echo [--server ADDR | --client ADDR] [--connections N] [--duration SECS]
             [--size BYTES] [--threads N] [--read-sizes MIN,INITIAL,MAX]
-            [--bytesmut | --compare] [--help]
+            [--bytesmut | --compare] [--no-wait-readable] [--help]
 
 A tokio TCP echo server whose reads go into adaptive_pool buffers sized by a RecvPredictor,
 and a client that drives it. With neither --server nor --client, runs both in one process on
@@ -59,6 +59,8 @@ options:
                        (default 64,2048,65536; M=I=X gives fixed-size reads)
   --bytesmut           the server reads into BytesMut::with_capacity instead of the pool
   --compare            run the one-process benchmark twice: the pool, then BytesMut
+  --no-wait-readable   read at once instead of waiting for TcpStream::readable first, so
+                       every connection waiting for data holds a buffer (to see the cost)
   --help               print this help";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -84,6 +86,7 @@ struct Options {
     read_sizes: RecvPredictor,
     backend: Backend,
     compare: bool,
+    wait_readable: bool,
 }
 
 fn fail(msg: &str) -> ! {
@@ -101,6 +104,7 @@ fn parse_args() -> Options {
         read_sizes: RecvPredictor::new(),
         backend: Backend::Pool,
         compare: false,
+        wait_readable: true,
     };
     let mut args = env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -159,6 +163,7 @@ fn parse_args() -> Options {
             }
             "--bytesmut" => opts.backend = Backend::BytesMut,
             "--compare" => opts.compare = true,
+            "--no-wait-readable" => opts.wait_readable = false,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 process::exit(0);
@@ -196,12 +201,15 @@ async fn echo_pooled(
     stream: &mut TcpStream,
     pool: &AdaptiveAllocator,
     mut predictor: RecvPredictor,
+    wait_readable: bool,
     counters: &ServerCounters,
 ) -> io::Result<()> {
     loop {
         // Take a buffer only once there is something to read: an idle connection then holds
         // no pooled memory (`read_pooled` allocates before it reads).
-        stream.readable().await?;
+        if wait_readable {
+            stream.readable().await?;
+        }
         let offered = predictor.next_size();
         let Some(frame) = stream.read_pooled(pool, &mut predictor).await? else {
             break;
@@ -216,10 +224,13 @@ async fn echo_pooled(
 async fn echo_bytesmut(
     stream: &mut TcpStream,
     mut predictor: RecvPredictor,
+    wait_readable: bool,
     counters: &ServerCounters,
 ) -> io::Result<()> {
     loop {
-        stream.readable().await?;
+        if wait_readable {
+            stream.readable().await?;
+        }
         let offered = predictor.next_size();
         let mut buf = BytesMut::with_capacity(offered);
         let n = stream.read_buf(&mut buf).await?;
@@ -249,6 +260,7 @@ async fn serve(
     backend: Backend,
     pool: AdaptiveAllocator,
     read_sizes: RecvPredictor,
+    wait_readable: bool,
     counters: Arc<ServerCounters>,
 ) {
     loop {
@@ -265,8 +277,12 @@ async fn serve(
         let (pool, counters) = (pool.clone(), counters.clone());
         tokio::spawn(async move {
             let result = match backend {
-                Backend::Pool => echo_pooled(&mut stream, &pool, read_sizes, &counters).await,
-                Backend::BytesMut => echo_bytesmut(&mut stream, read_sizes, &counters).await,
+                Backend::Pool => {
+                    echo_pooled(&mut stream, &pool, read_sizes, wait_readable, &counters).await
+                }
+                Backend::BytesMut => {
+                    echo_bytesmut(&mut stream, read_sizes, wait_readable, &counters).await
+                }
             };
             if result.is_err() {
                 counters.errors.fetch_add(1, Relaxed);
@@ -471,6 +487,7 @@ fn run_both(backend: Backend, opts: &Options) -> Outcome {
         backend,
         pool.clone(),
         opts.read_sizes,
+        opts.wait_readable,
         counters.clone(),
     ));
     println!(
@@ -567,6 +584,7 @@ fn run_server(addr: SocketAddr, opts: &Options) -> ! {
         opts.backend,
         pool.clone(),
         opts.read_sizes,
+        opts.wait_readable,
         counters.clone(),
     ));
     loop {
