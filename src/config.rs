@@ -30,14 +30,15 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(setting: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(setting: &'static str, reason: impl Into<String>) -> Self {
         ConfigError {
             setting,
             reason: reason.into(),
         }
     }
 
-    /// The name of the refused setting, as spelled by its [`Builder`] method.
+    /// The name of the refused setting, as spelled by its [`Builder`] method (or, for a
+    /// [`RecvPredictor`](crate::RecvPredictor), by the parameter of `with_bounds`).
     pub fn setting(&self) -> &'static str {
         self.setting
     }

@@ -43,6 +43,13 @@
 //! bytes cached, live bytes and buffers, chunk counters. `max_memory` is a hard limit:
 //! past it, [`AdaptiveAllocator::try_allocate`] returns [`AllocError::MemoryLimit`] (and
 //! `allocate` panics with that message), never an abort.
+//!
+//! # Network receive
+//! [`RecvPredictor`] guesses the size of the next read from a connection (grow fast when
+//! reads fill the buffer, shrink slowly when they do not, within bounds). With the `tokio`
+//! feature, `io::AsyncReadPoolExt` reads any `tokio::io::AsyncRead` into pooled buffers of
+//! the predicted size and hands the data on as `bytes::Bytes` without copying; see
+//! `examples/echo.rs` and `examples/framed.rs` in the repository, and `docs/TUNING.md`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -53,7 +60,10 @@ mod central;
 mod chunk;
 mod config;
 mod error;
+#[cfg(feature = "tokio")]
+pub mod io;
 mod magazine;
+mod recv;
 mod size_class;
 mod stats;
 mod sync;
@@ -65,6 +75,7 @@ pub use config::{
     DEFAULT_MIN_CHUNK_SIZE, MAX_CHUNK_SIZE_CEILING, MIN_CHUNK_SIZE_FLOOR,
 };
 pub use error::{AllocError, InitError};
+pub use recv::RecvPredictor;
 pub use stats::Stats;
 
 #[doc = include_str!("../docs/DESIGN.md")]
