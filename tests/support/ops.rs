@@ -216,7 +216,11 @@ impl Remote {
     }
 
     fn drop_there(&self, h: Handle) {
-        self.to.as_ref().unwrap().send(h).expect("the remote thread lives");
+        self.to
+            .as_ref()
+            .unwrap()
+            .send(h)
+            .expect("the remote thread lives");
         self.done.recv().expect("the remote thread dropped it");
     }
 }
@@ -496,7 +500,10 @@ impl Harness {
             }
             Err(AllocError::MemoryLimit { limit, .. }) => {
                 assert!(size <= MAX_ALLOC, "{size} bytes: expected CapacityOverflow");
-                assert_eq!(limit, self.setup.max_memory, "the error names another limit");
+                assert_eq!(
+                    limit, self.setup.max_memory,
+                    "the error names another limit"
+                );
                 // With nothing live, every byte held is idle and must be given back to make
                 // room: a request that fits the limit on its own must succeed.
                 let pooled = size <= self.setup.max_chunk / 4;
@@ -630,13 +637,34 @@ impl Harness {
             self.check_handle(i, full, what);
         }
         let s = self.stats();
-        let ctx = || format!("{what}: {s}; model: {} regions of {} B", self.live_regions, self.live_bytes);
+        let ctx = || {
+            format!(
+                "{what}: {s}; model: {} regions of {} B",
+                self.live_regions, self.live_bytes
+            )
+        };
         assert_eq!(s.live_buffers, self.live_regions, "live_buffers, {}", ctx());
         assert_eq!(s.live_bytes, self.live_bytes, "live_bytes, {}", ctx());
-        assert!(s.allocated_bytes <= self.setup.max_memory, "over max_memory, {}", ctx());
-        assert!(s.cached_bytes <= self.setup.max_cached, "over max_cached_bytes, {}", ctx());
-        assert!(s.cached_bytes <= s.allocated_bytes, "cache larger than held, {}", ctx());
-        assert!(s.live_bytes <= s.allocated_bytes, "live larger than held, {}", ctx());
+        assert!(
+            s.allocated_bytes <= self.setup.max_memory,
+            "over max_memory, {}",
+            ctx()
+        );
+        assert!(
+            s.cached_bytes <= self.setup.max_cached,
+            "over max_cached_bytes, {}",
+            ctx()
+        );
+        assert!(
+            s.cached_bytes <= s.allocated_bytes,
+            "cache larger than held, {}",
+            ctx()
+        );
+        assert!(
+            s.live_bytes <= s.allocated_bytes,
+            "live larger than held, {}",
+            ctx()
+        );
         assert_eq!(
             s.chunk_allocations - s.chunk_releases,
             s.chunks as u64,
@@ -664,7 +692,14 @@ impl Harness {
         assert!(s.is_quiet(), "everything dropped but not quiet: {s}");
         self.pool.trim();
         let s = self.stats();
-        assert_eq!(s.allocated_bytes, 0, "trim() after dropping everything left memory: {s}");
-        assert_eq!((s.cached_bytes, s.chunks), (0, 0), "trim() left chunks: {s}");
+        assert_eq!(
+            s.allocated_bytes, 0,
+            "trim() after dropping everything left memory: {s}"
+        );
+        assert_eq!(
+            (s.cached_bytes, s.chunks),
+            (0, 0),
+            "trim() left chunks: {s}"
+        );
     }
 }
