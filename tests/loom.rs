@@ -28,14 +28,22 @@
 //! configurations are tiny (4 KiB chunks of four 1 KiB segments, a cache of one chunk), so the
 //! whole run takes well under a minute in release.
 //!
+//! Without `--cfg loom` the same models are ordinary tests that run once each on real threads;
+//! `.ci/run` runs them under Miri over several seeds (`-Zmiri-many-seeds`), where each seed is
+//! another schedule and other weak-memory outcomes, inside crossbeam's queue and `bytes` too,
+//! which loom cannot see.
+//!
 //! A loom 0.7 quirk: a thread's result is published to `join` before its thread-locals are
 //! dropped, so right after `join` a model cannot assume that thread's magazine is gone. Models
 //! that need it gone wait for `stats().magazines` to reach zero, yielding to loom meanwhile.
-#![cfg(loom)]
 
 use adaptive_pool::{AdaptiveAllocator, PooledBuf};
 use bytes::BufMut;
-use loom::thread;
+
+#[cfg(loom)]
+use loom::{sync::mpsc, thread};
+#[cfg(not(loom))]
+use std::{sync::mpsc, thread};
 
 /// Chunk size, and the size of the buffers the models allocate: four segments a chunk.
 const CHUNK: usize = 4096;
@@ -53,8 +61,15 @@ fn tiny_pool() -> AdaptiveAllocator {
         .unwrap()
 }
 
+/// Without `--cfg loom`: runs the model once, on real threads.
+#[cfg(not(loom))]
+fn model<F: Fn()>(_name: &str, _bound: usize, f: F) {
+    f()
+}
+
 /// Runs a model with `bound` preemptions (`LOOM_MAX_PREEMPTIONS` overrides it for every
 /// model), and prints how many executions loom explored (seen with `--nocapture`).
+#[cfg(loom)]
 fn model<F: Fn() + Sync + Send + 'static>(name: &str, bound: usize, f: F) {
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
     use std::sync::Arc;
@@ -219,7 +234,7 @@ fn remote_free_races_owner_drain() {
 fn thread_exit_races_remote_drop() {
     model("thread_exit_races_remote_drop", 3, || {
         let pool = tiny_pool();
-        let (tx, rx) = loom::sync::mpsc::channel();
+        let (tx, rx) = mpsc::channel();
         let p = pool.clone();
         let owner = thread::spawn(move || {
             let keep = filled(&p, 1);
