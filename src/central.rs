@@ -9,8 +9,11 @@
 //!   a chunk here is held exclusively by the queue).
 //! * `cached_bytes <= max_cached_bytes` at every instant: an offer first reserves its bytes
 //!   with a CAS loop that refuses to pass the budget, and only then pushes. The queue's slot
-//!   count is derived from the byte budget (`budget / size` per size), never from the number
-//!   of cores or threads, so a push after a successful reservation cannot find the queue full.
+//!   count is derived from the byte budget (`budget / size` per size, at most `MAX_SLOTS`),
+//!   never from the number of cores or threads. Below that cap a push after a successful
+//!   reservation cannot find the queue full; past it (a budget of more than 16,384 chunks of
+//!   one size) a push that finds the queue full gives its reservation back and the chunk goes
+//!   to the system.
 //! * A chunk that does not fit is handed back to the caller, who gives it to the system.
 
 use std::time::{Duration, Instant};
@@ -18,6 +21,10 @@ use std::time::{Duration, Instant};
 use crate::chunk::ChunkPtr;
 use crate::stats::Counters;
 use crate::sync::{ArrayQueue, AtomicU64, Ordering::*};
+
+/// The most chunks one size's queue holds (16,384: 64 MiB of the smallest chunks; the queue's
+/// own memory is then at most a few hundred KiB per size).
+pub(crate) const MAX_SLOTS: usize = 1 << 14;
 
 /// The byte-bounded queue of idle chunks.
 pub(crate) struct Central {
@@ -52,7 +59,9 @@ impl Central {
         let max_shift = max_chunk.trailing_zeros();
         let buckets = (min_shift..=max_shift)
             .map(|s| {
-                let slots = budget >> s;
+                // Capped: crossbeam's queue allocates every slot up front, so a budget of
+                // `isize::MAX` bytes would otherwise ask for petabytes of slots.
+                let slots = (budget >> s).min(MAX_SLOTS);
                 (slots > 0).then(|| ArrayQueue::new(slots))
             })
             .collect();

@@ -1,0 +1,191 @@
+//! Fuzz target `builder`: random `Builder` settings and request sizes. Every combination must
+//! either be refused with a `ConfigError` that names a setting the input actually set, or
+//! build an allocator that serves each request or refuses it with the right error, with exact
+//! statistics, within its limits, and gives every byte back at the end.
+//!
+//! ```text
+//! cargo +nightly fuzz run builder -- -max_total_time=60
+//! ```
+
+#![no_main]
+
+use std::time::Duration;
+
+use adaptive_pool::{AdaptiveAllocator, AllocError, PooledBuf};
+use arbitrary::Arbitrary;
+use bytes::BufMut;
+use libfuzzer_sys::fuzz_target;
+
+/// A byte count, shaped to hit the edges of the validation: powers of two (valid chunk
+/// sizes), their neighbours, and any value at all.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Amount {
+    /// `1 << (s % 64)`.
+    Pow2(u8),
+    /// `(1 << (s % 64)) + d` (wrapping).
+    Near(u8, i16),
+    /// Any value.
+    Raw(u64),
+}
+
+impl Amount {
+    fn get(self) -> usize {
+        match self {
+            Amount::Pow2(s) => 1usize << (s % 64),
+            Amount::Near(s, d) => (1usize << (s % 64)).wrapping_add(d as isize as usize),
+            Amount::Raw(v) => v as usize,
+        }
+    }
+}
+
+#[derive(Arbitrary, Debug)]
+struct Request {
+    size: Amount,
+    /// Keep the buffer until the end (otherwise it is dropped at once).
+    keep: bool,
+    /// Then grow it by this much with `try_reserve`.
+    grow: u16,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    max_memory: Option<Amount>,
+    max_cached_bytes: Option<Amount>,
+    min_chunk_size: Option<Amount>,
+    max_chunk_size: Option<Amount>,
+    idle_release_ms: Option<u16>,
+    zero_on_release: bool,
+    poison: Option<bool>,
+    requests: Vec<Request>,
+}
+
+/// Requests past this are made only where they cannot reach the system allocator (over the
+/// memory limit, or past `isize::MAX`): libFuzzer treats a huge `malloc` as a crash, and
+/// filling such a buffer would take the run past its memory limit.
+const MAX_REAL: usize = 16 << 20;
+/// Requests served at most per input.
+const MAX_REQUESTS: usize = 16;
+
+/// Fills the buffer's whole capacity with `b` and checks its first and last bytes.
+fn touch(buf: &mut PooledBuf, b: u8) {
+    let cap = buf.capacity();
+    buf.put_bytes(b, cap);
+    assert_eq!(buf.len(), cap, "writing within capacity moved the buffer");
+    let n = cap.min(4 << 10);
+    assert!(buf[..n].iter().all(|&x| x == b));
+    assert!(buf[cap - n..].iter().all(|&x| x == b));
+}
+
+fuzz_target!(|input: Input| {
+    let mut builder = AdaptiveAllocator::builder().zero_on_release(input.zero_on_release);
+    let max_memory = input.max_memory.map(Amount::get);
+    let max_cached = input.max_cached_bytes.map(Amount::get);
+    if let Some(v) = max_memory {
+        builder = builder.max_memory(v);
+    }
+    if let Some(v) = max_cached {
+        builder = builder.max_cached_bytes(v);
+    }
+    if let Some(v) = input.min_chunk_size {
+        builder = builder.min_chunk_size(v.get());
+    }
+    if let Some(v) = input.max_chunk_size {
+        builder = builder.max_chunk_size(v.get());
+    }
+    if let Some(ms) = input.idle_release_ms {
+        builder = builder.idle_release(Duration::from_millis(ms as u64));
+    }
+    if let Some(p) = input.poison {
+        builder = builder.poison(p);
+    }
+
+    let pool = match builder.build() {
+        Ok(pool) => pool,
+        Err(e) => {
+            let set = match e.setting() {
+                "max_memory" => input.max_memory.is_some(),
+                "max_cached_bytes" => input.max_cached_bytes.is_some(),
+                "min_chunk_size" => input.min_chunk_size.is_some(),
+                "max_chunk_size" => input.max_chunk_size.is_some(),
+                "idle_release" => input.idle_release_ms.is_some(),
+                other => panic!("the error names an unknown setting {other:?}: {e}"),
+            };
+            assert!(set, "refused a setting the input left at its default: {e}");
+            assert!(!e.reason().is_empty(), "no reason given: {e}");
+            assert!(e.to_string().contains(e.setting()), "{e}");
+            return;
+        }
+    };
+    if input.idle_release_ms == Some(0) {
+        panic!("idle_release(0) was accepted");
+    }
+    let limit = max_memory.unwrap_or(usize::MAX);
+    if let Some(c) = max_cached {
+        assert!(
+            max_memory.is_none() || c <= limit,
+            "a cache above the limit was accepted"
+        );
+    }
+
+    let mut kept: Vec<PooledBuf> = Vec::new();
+    let mut live_bytes = 0usize;
+    for (n, r) in input.requests.iter().take(MAX_REQUESTS).enumerate() {
+        let size = r.size.get();
+        let overflowing = size > isize::MAX as usize - 4096;
+        if size > MAX_REAL && !overflowing && size <= limit {
+            continue;
+        }
+        match pool.try_allocate(size) {
+            Ok(mut buf) => {
+                assert!(size <= MAX_REAL, "{size} bytes allocated");
+                assert!(buf.capacity() >= size && buf.is_empty());
+                touch(&mut buf, n as u8);
+                match buf.try_reserve(r.grow as usize) {
+                    Ok(()) => assert!(buf.capacity() - buf.len() >= r.grow as usize),
+                    Err(AllocError::MemoryLimit { limit: l, .. }) => assert_eq!(l, limit),
+                    Err(e) => panic!("growing by {} failed: {e}", r.grow),
+                }
+                assert!(
+                    buf.iter().take(8 << 10).all(|&x| x == n as u8),
+                    "growth lost bytes"
+                );
+                if r.keep {
+                    live_bytes += buf.capacity();
+                    kept.push(buf);
+                }
+            }
+            Err(AllocError::CapacityOverflow { requested }) => {
+                assert_eq!(requested, size);
+                assert!(overflowing, "CapacityOverflow for {size} bytes");
+            }
+            Err(AllocError::MemoryLimit { limit: l, .. }) => {
+                assert_eq!(l, limit, "MemoryLimit names another limit");
+                assert!(!overflowing, "{size} bytes: expected CapacityOverflow");
+                assert!(max_memory.is_some(), "MemoryLimit without a limit");
+            }
+            Err(e) => panic!("unexpected error for {size} bytes: {e}"),
+        }
+        let s = pool.stats();
+        assert!(s.allocated_bytes <= limit, "over the memory limit: {s}");
+        if let Some(c) = max_cached {
+            assert!(s.cached_bytes <= c, "over the cache bound: {s}");
+        }
+        assert_eq!(s.live_buffers, kept.len(), "{s}");
+        assert_eq!(s.live_bytes, live_bytes, "{s}");
+        assert_eq!(
+            s.chunk_allocations - s.chunk_releases,
+            s.chunks as u64,
+            "{s}"
+        );
+    }
+
+    drop(kept);
+    let s = pool.stats();
+    assert!(s.is_quiet(), "everything dropped but not quiet: {s}");
+    pool.trim();
+    let s = pool.stats();
+    assert_eq!(
+        s.allocated_bytes, 0,
+        "trim() after dropping everything left memory: {s}"
+    );
+});
