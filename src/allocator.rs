@@ -239,6 +239,10 @@ impl Home for Shared {
         &self.counters
     }
 
+    fn id(&self) -> usize {
+        self.id
+    }
+
     fn recycle(&self, chunk: ChunkPtr) {
         if chunk.is_unpooled() || self.closed.load(Relaxed) {
             // SAFETY: recycling hands over a chunk held exclusively with nothing live.
@@ -317,13 +321,18 @@ pub(crate) unsafe fn release_region(chunk: ChunkPtr, idx: u32) {
 #[inline(never)]
 unsafe fn release_remote(chunk: ChunkPtr, idx: u32) {
     // Account first: once the region is handed back the chunk may be recycled at any moment.
+    // A thread with a magazine of this allocator records the release in its own stats shard
+    // (plain load and store; `Stats` sums the shards, so which shard records it does not
+    // matter); others use the shared shard's atomics.
     // SAFETY: the caller holds the region, so the format is stable.
     let size = unsafe { chunk.seg_size() };
-    chunk
-        .home()
-        .counters()
-        .shared
-        .add_shared(-(size as i64), -1);
+    if !magazine::account_release(chunk.home_id(), size) {
+        chunk
+            .home()
+            .counters()
+            .shared
+            .add_shared(-(size as i64), -1);
+    }
     // SAFETY: the caller holds the last handle and is not the owner.
     if unsafe { chunk.free_remote(idx) } == RemoteFree::Recycle {
         // Keep the home alive across `recycle`, which may free the chunk header holding it.

@@ -8,7 +8,8 @@
 //! in the chunk, and a chunk that must be recycled is handed to its [`Home`].
 //!
 //! # Who owns which field
-//! * Immutable after creation: `base`, `bytes`, `unpooled`, `home`, `poison`, `scrub`.
+//! * Immutable after creation: `base`, `bytes`, `unpooled`, `home`, `home_id`, `poison`,
+//!   `scrub`.
 //! * The *format* (`class`, `seg_size`, `seg_count`) is written only while the chunk is held
 //!   exclusively (fresh, or just taken from the central queue) and before any region is
 //!   handed out; a region's holder reads `seg_size` (the handoff of the region orders it).
@@ -82,6 +83,10 @@ pub(crate) trait Home: Any + Send + Sync {
 
     /// Takes a chunk with no live region and no owner: cache it or give it to the system.
     fn recycle(&self, chunk: ChunkPtr);
+
+    /// A number naming this home among the live ones (kept in each chunk, so a releasing
+    /// thread can find its own per-home state without a virtual call).
+    fn id(&self) -> usize;
 }
 
 /// Holds its content on cache lines of its own (128 bytes: x86 prefetches lines in adjacent
@@ -111,6 +116,8 @@ pub(crate) struct Chunk {
     /// release path.
     scrub: bool,
     home: Arc<dyn Home>,
+    /// `home.id()`, read on remote releases.
+    home_id: usize,
 
     // Format: written while exclusive, read by region holders.
     class: UnsafeCell<u16>,
@@ -218,6 +225,7 @@ impl ChunkPtr {
             poison,
             scrub: poison || zero,
             home: home.clone(),
+            home_id: home.id(),
             class: UnsafeCell::new(0),
             seg_size: UnsafeCell::new(bytes),
             seg_count: UnsafeCell::new(0),
@@ -306,6 +314,12 @@ impl ChunkPtr {
     /// The home this chunk recycles to.
     pub(crate) fn home(&self) -> &Arc<dyn Home> {
         &self.header().home
+    }
+
+    /// The id of the chunk's home.
+    #[inline]
+    pub(crate) fn home_id(&self) -> usize {
+        self.header().home_id
     }
 
     /// Formats an exclusively held chunk for segments of `seg_size` bytes of class `class`:
@@ -695,6 +709,9 @@ mod tests {
         }
         fn recycle(&self, chunk: ChunkPtr) {
             self.recycled.with(|v| v.push(chunk));
+        }
+        fn id(&self) -> usize {
+            0
         }
     }
 

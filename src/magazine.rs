@@ -702,6 +702,24 @@ pub(crate) fn alloc_fast(id: usize, class: SizeClass) -> Option<(ChunkPtr, u32, 
     alloc_fast_lookup(id, class)
 }
 
+/// Records the release of a `size`-byte region of allocator `id` in the calling thread's own
+/// stats shard, if the thread has a magazine of that allocator; `false` if it has none (the
+/// caller then uses the shared shard). Never creates a magazine.
+#[inline]
+pub(crate) fn account_release(id: usize, size: usize) -> bool {
+    #[cfg(not(loom))]
+    {
+        let (last_id, m) = LAST.with(|last| last.get());
+        if last_id == id {
+            // SAFETY: as in `alloc_fast`: `LAST` holds a live, registered magazine of this
+            // thread, and its shard is written only by this thread.
+            unsafe { &*m }.shard.add_owned(-(size as i64), -1);
+            return true;
+        }
+    }
+    with_existing(id, |m| m.shard.add_owned(-(size as i64), -1)).is_some()
+}
+
 /// [`alloc_fast`] through the registry, remembering the magazine found in `LAST`.
 #[inline(never)]
 fn alloc_fast_lookup(id: usize, class: SizeClass) -> Option<(ChunkPtr, u32, usize)> {
