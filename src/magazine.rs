@@ -78,8 +78,9 @@ const TAG_MASK: usize = (1 << TAG_BITS) - 1;
 /// oldest (a bounded stand-in for "the oldest chunk with space").
 const SPACIOUS_CANDIDATES: usize = 4;
 
-/// Every this many refills of a class, its full chunks are checked for remote frees even when
-/// a spacious chunk is at hand, so chunks emptied by other threads are retired.
+/// Every this many refills of a class (or as many as it lists chunks, if more, so the check
+/// costs O(1) per refill), its listed chunks are checked for remote frees even when a
+/// spacious chunk is at hand, so chunks emptied by other threads are retired.
 const RECLAIM_PERIOD: u32 = 16;
 
 /// The growth grade a class holding `owned` chunks besides its current one asks for: 2x
@@ -297,7 +298,7 @@ impl Magazine {
         //    failing that, or now and then, full chunks that remote frees gave space to.
         let cs = &mut self.classes[idx];
         cs.refills += 1;
-        if cs.lists[SPACIOUS].is_empty() || cs.refills >= RECLAIM_PERIOD {
+        if cs.lists[SPACIOUS].is_empty() || cs.refills >= RECLAIM_PERIOD.max(cs.listed() as u32) {
             cs.refills = 0;
             self.reclaim(idx);
         }
