@@ -537,6 +537,38 @@ impl AdaptiveAllocator {
         Shared::free_all(local) + shared.evict_cached()
     }
 
+    /// Hands the calling thread's idle chunks (fully free ones, its current chunks included)
+    /// back to the allocator: to the central queue while its byte budget allows, otherwise to
+    /// the system. Unlike [`trim`](Self::trim) it keeps the cache and touches no other thread.
+    /// Returns the bytes handed back.
+    ///
+    /// For threads that go idle while their magazine still holds chunks, such as a runtime's
+    /// worker threads after a burst: call it when such a thread has nothing to do (for
+    /// example from a periodic task, or a park hook with a rate limit; every call gives up
+    /// chunks the thread would otherwise reuse at once).
+    ///
+    /// ```
+    /// let pool = adaptive_pool::AdaptiveAllocator::new();
+    /// drop(pool.allocate(4096));
+    /// assert!(pool.stats().allocated_bytes > 0);
+    /// let handed_back = pool.trim_thread();
+    /// assert!(handed_back > 0);
+    /// let s = pool.stats();
+    /// assert_eq!(s.allocated_bytes, s.cached_bytes); // all of it now waits in the cache
+    /// ```
+    pub fn trim_thread(&self) -> usize {
+        let shared = &self.shared;
+        let idle = magazine::with_existing(shared.id, |m| m.take_idle()).unwrap_or_default();
+        let mut bytes = 0;
+        for chunk in idle {
+            bytes += chunk.bytes();
+            // `take_idle` hands over chunks held exclusively with nothing live, which is what
+            // `recycle` takes.
+            shared.recycle(chunk);
+        }
+        bytes
+    }
+
     /// The settings in force, after validation (for diagnostics).
     fn settings(&self) -> &Settings {
         &self.shared.settings

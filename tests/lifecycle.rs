@@ -160,3 +160,67 @@ fn idle_chunks_are_released_after_idle_release() {
     assert_eq!(s.cached_bytes, 0, "{s}");
     assert_eq!(s.chunks, 1, "only the chunk for the new buffer: {s}");
 }
+
+/// `trim_thread` hands back the calling thread's idle chunks only: into the cache while the
+/// budget allows (allocated unchanged, cached up by the same bytes), to the system without a
+/// cache; a live buffer keeps its chunk, and another thread's idle chunk stays with it until
+/// that thread trims itself.
+#[test]
+fn trim_thread_hands_back_only_the_callers_idle_chunks() {
+    use std::sync::mpsc;
+
+    let pool = AdaptiveAllocator::builder()
+        .max_cached_bytes(4 << 20)
+        .build()
+        .unwrap();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let other = {
+        let pool = pool.clone();
+        thread::spawn(move || {
+            drop(pool.allocate(5000)); // an idle chunk of this thread
+            ready_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            pool.trim_thread()
+        })
+    };
+    ready_rx.recv().unwrap();
+
+    drop(pool.allocate(2000)); // an idle chunk of this thread
+    let mut live = pool.allocate(300);
+    live.put_bytes(7, 300);
+    let before = pool.stats();
+    let handed = pool.trim_thread();
+    let after = pool.stats();
+    assert!(handed > 0, "{after}");
+    assert_eq!(after.allocated_bytes, before.allocated_bytes, "{after}");
+    assert_eq!(after.cached_bytes, before.cached_bytes + handed, "{after}");
+    assert_eq!(after.live_buffers, 1, "{after}");
+    assert!(live.iter().all(|&b| b == 7));
+    assert_eq!(pool.trim_thread(), 0, "nothing idle is left on this thread");
+
+    go_tx.send(()).unwrap();
+    let handed_by_other = other.join().unwrap();
+    assert!(
+        handed_by_other > 0,
+        "the other thread's idle chunk was taken by this thread's trim_thread"
+    );
+    drop(live);
+
+    // Without a cache the chunks go to the system.
+    let no_cache = AdaptiveAllocator::builder()
+        .max_cached_bytes(0)
+        .build()
+        .unwrap();
+    drop(no_cache.allocate(1000));
+    let before = no_cache.stats();
+    let handed = no_cache.trim_thread();
+    let after = no_cache.stats();
+    assert!(handed > 0);
+    assert_eq!(
+        after.allocated_bytes,
+        before.allocated_bytes - handed,
+        "{after}"
+    );
+    assert_eq!(after.allocated_bytes, 0, "{after}");
+}
