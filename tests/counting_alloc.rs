@@ -14,59 +14,21 @@
 
 use adaptive_pool::{AdaptiveAllocator, PooledBuf};
 use bytes::{BufMut, Bytes};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering::SeqCst};
 use std::thread;
 
 mod common;
 use common::{default_allocator, POISON};
 
-struct Counting;
+#[path = "support/counting_global.rs"]
+mod counting_global;
+use counting_global::Counting;
 
-static CURRENT: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every method forwards to `System` with the caller's arguments and only adds
-// bookkeeping.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded as received.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            CURRENT.fetch_add(layout.size() as isize, SeqCst);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded as received.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            CURRENT.fetch_add(layout.size() as isize, SeqCst);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as received.
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size() as isize, SeqCst);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded as received.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            CURRENT.fetch_add(new_size as isize - layout.size() as isize, SeqCst);
-        }
-        p
-    }
-}
-
+/// Counts, refuses nothing.
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: Counting = Counting::new(|_| false);
 
 fn current() -> isize {
-    CURRENT.load(SeqCst)
+    GLOBAL.current()
 }
 
 /// Runs `f` on a new thread and answers the change in allocated bytes, measured right before

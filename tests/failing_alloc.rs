@@ -15,8 +15,8 @@
 //! The file holds a single `#[test]`, so nothing else in this process allocates while it
 //! counts or fails.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering::SeqCst};
+use std::alloc::Layout;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::thread;
 
 use adaptive_pool::{AdaptiveAllocator, AllocError, InitError, PooledBuf, Stats};
@@ -29,9 +29,13 @@ use common::{Rng, POISON};
 /// allocates asks for it.
 const CHUNK_ALIGN: usize = 64;
 
-struct Failing;
+#[path = "support/counting_global.rs"]
+mod counting_global;
+use counting_global::Counting;
 
-static CURRENT: AtomicIsize = AtomicIsize::new(0);
+#[global_allocator]
+static GLOBAL: Counting = Counting::new(refuse);
+
 static ARMED: AtomicBool = AtomicBool::new(false);
 /// While armed, the n-th chunk allocation fails when `n % EVERY == 0` (1: all of them).
 static EVERY: AtomicUsize = AtomicUsize::new(1);
@@ -39,65 +43,18 @@ static SEEN: AtomicUsize = AtomicUsize::new(0);
 /// Chunk allocations refused so far.
 static REFUSED: AtomicUsize = AtomicUsize::new(0);
 
-impl Failing {
-    fn refuse(layout: Layout) -> bool {
-        if layout.align() != CHUNK_ALIGN || !ARMED.load(SeqCst) {
-            return false;
-        }
-        let n = SEEN.fetch_add(1, SeqCst) + 1;
-        let refuse = n % EVERY.load(SeqCst) == 0;
-        if refuse {
-            REFUSED.fetch_add(1, SeqCst);
-        }
-        refuse
+/// Whether the global allocator refuses `layout` now: only chunk memory, only while armed.
+fn refuse(layout: Layout) -> bool {
+    if layout.align() != CHUNK_ALIGN || !ARMED.load(SeqCst) {
+        return false;
     }
+    let n = SEEN.fetch_add(1, SeqCst) + 1;
+    let refuse = n % EVERY.load(SeqCst) == 0;
+    if refuse {
+        REFUSED.fetch_add(1, SeqCst);
+    }
+    refuse
 }
-
-// SAFETY: every method forwards to `System` with the caller's arguments, or returns null (a
-// refusal, which `GlobalAlloc` allows), and only adds bookkeeping.
-unsafe impl GlobalAlloc for Failing {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if Failing::refuse(layout) {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: forwarded as received.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            CURRENT.fetch_add(layout.size() as isize, SeqCst);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if Failing::refuse(layout) {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: forwarded as received.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            CURRENT.fetch_add(layout.size() as isize, SeqCst);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as received.
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size() as isize, SeqCst);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded as received.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            CURRENT.fetch_add(new_size as isize - layout.size() as isize, SeqCst);
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Failing = Failing;
 
 /// Refuses every `every`-th chunk allocation until [`disarm`].
 fn arm(every: usize) {
@@ -350,9 +307,9 @@ fn every_third_chunk_fails() {
 /// Runs `f` on a new thread (so its magazines are dropped at its exit) and answers the change
 /// in allocated bytes across it.
 fn net_bytes(f: fn()) -> isize {
-    let before = CURRENT.load(SeqCst);
+    let before = GLOBAL.current();
     thread::spawn(f).join().expect("phase panicked");
-    CURRENT.load(SeqCst) - before
+    GLOBAL.current() - before
 }
 
 #[test]
