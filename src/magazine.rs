@@ -717,6 +717,11 @@ pub(crate) fn account_release(id: usize, size: usize) -> bool {
             unsafe { &*m }.shard.add_owned(-(size as i64), -1);
             return true;
         }
+        if last_id == usize::MAX {
+            // The thread has not allocated since its last magazine change (a thread that only
+            // releases, typically): skip the registry; the shared shard is as exact.
+            return false;
+        }
     }
     with_existing(id, |m| m.shard.add_owned(-(size as i64), -1)).is_some()
 }
