@@ -530,7 +530,9 @@ impl Harness {
                 assert!(buf.capacity() - len >= add, "reserve made too little room");
                 let p = buf.as_ptr() as usize;
                 let r = self.regions[region].expect("live region");
-                if !(r.base..r.base + r.cap.max(1)).contains(&p) {
+                // A zero-capacity handle may point just past its region (the start of a
+                // neighbour's); only a pointer that changed and left the region means a move.
+                if p != ptr as usize && !(r.base..r.base + r.cap.max(1)).contains(&p) {
                     // Moved to a new region: the buffer is its only handle.
                     let (base, fresh) = (p, buf.capacity());
                     self.release_handle(region);
