@@ -14,11 +14,10 @@ use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use crate::buf::PooledBuf;
 use crate::central::Central;
 use crate::chunk::{ChunkPtr, Home, RemoteFree};
 use crate::config::{Builder, Settings};
-use crate::error::{AllocError, InitError};
+use crate::error::AllocError;
 use crate::magazine::{self, ChunkSource};
 use crate::size_class::SizeClass;
 use crate::stats::{Counters, Stats};
@@ -46,6 +45,17 @@ use crate::sync::{self, fence, AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 /// ```
 pub struct AdaptiveAllocator {
     shared: Arc<Shared>,
+}
+
+/// A region carved for one buffer, handed over whole to the caller, who wraps it (module
+/// `buf`) or gives it back with [`release_region`]. The allocator knows nothing of buffers:
+/// this is the one thing it hands out.
+#[derive(Debug)]
+#[must_use = "a region that is neither wrapped nor released leaks"]
+pub(crate) struct Region {
+    pub(crate) chunk: ChunkPtr,
+    pub(crate) idx: u32,
+    pub(crate) cap: usize,
 }
 
 /// The state one allocator's handles, magazines and chunks share.
@@ -172,15 +182,14 @@ impl Shared {
     /// (`SizeClass::of` is monotonic and `max_pooled` is a class size), so the magazine's
     /// class lookup is also the routing test.
     #[inline(always)]
-    fn alloc_fast(&self, capacity: usize) -> Option<PooledBuf> {
-        let (chunk, idx, seg_size) = magazine::alloc_fast(self.id, SizeClass::of(capacity))?;
-        // SAFETY: the region was just carved for this buffer and is handed over whole.
-        Some(unsafe { PooledBuf::from_region(chunk, idx, seg_size) })
+    fn alloc_fast(&self, capacity: usize) -> Option<Region> {
+        let (chunk, idx, cap) = magazine::alloc_fast(self.id, SizeClass::of(capacity))?;
+        Some(Region { chunk, idx, cap })
     }
 
-    /// Allocates a buffer of at least `capacity` bytes.
+    /// Allocates a region of at least `capacity` bytes.
     #[inline]
-    fn try_allocate(self: &Arc<Self>, capacity: usize) -> Result<PooledBuf, AllocError> {
+    fn try_allocate(self: &Arc<Self>, capacity: usize) -> Result<Region, AllocError> {
         match self.alloc_fast(capacity) {
             Some(buf) => Ok(buf),
             None => self.try_allocate_slow(capacity),
@@ -191,17 +200,14 @@ impl Shared {
     /// thread exit.
     #[cold]
     #[inline(never)]
-    fn try_allocate_slow(self: &Arc<Self>, capacity: usize) -> Result<PooledBuf, AllocError> {
+    fn try_allocate_slow(self: &Arc<Self>, capacity: usize) -> Result<Region, AllocError> {
         if capacity > self.settings.max_pooled {
             return self.allocate_unpooled(capacity);
         }
         let class = SizeClass::of(capacity);
         let result = magazine::with_magazine(self.id, || self.clone(), |m| m.alloc(class));
         match result {
-            Some(Ok((chunk, idx, seg_size))) => {
-                // SAFETY: the region was just carved for this buffer and is handed over whole.
-                Ok(unsafe { PooledBuf::from_region(chunk, idx, seg_size) })
-            }
+            Some(Ok((chunk, idx, cap))) => Ok(Region { chunk, idx, cap }),
             Some(Err(e)) => Err(e),
             // The thread is exiting and its registry is gone: serve the buffer unpooled.
             None => self.allocate_unpooled(capacity),
@@ -209,7 +215,7 @@ impl Shared {
     }
 
     #[cold]
-    fn allocate_unpooled(self: &Arc<Self>, capacity: usize) -> Result<PooledBuf, AllocError> {
+    fn allocate_unpooled(self: &Arc<Self>, capacity: usize) -> Result<Region, AllocError> {
         let overflow = AllocError::CapacityOverflow {
             requested: capacity,
         };
@@ -229,8 +235,11 @@ impl Shared {
             other => other?,
         };
         self.counters.shared.add_shared(bytes as i64, 1);
-        // SAFETY: the chunk's single region is handed over whole.
-        Ok(unsafe { PooledBuf::from_region(chunk, 0, bytes) })
+        Ok(Region {
+            chunk,
+            idx: 0,
+            cap: bytes,
+        })
     }
 }
 
@@ -341,8 +350,8 @@ unsafe fn release_remote(chunk: ChunkPtr, idx: u32) {
     }
 }
 
-/// Allocates through the allocator that owns `chunk` (for a buffer's growth).
-pub(crate) fn allocate_like(chunk: ChunkPtr, capacity: usize) -> Result<PooledBuf, AllocError> {
+/// Allocates a region from the allocator that owns `chunk` (a buffer's growth or clone).
+pub(crate) fn region_like(chunk: ChunkPtr, capacity: usize) -> Result<Region, AllocError> {
     shared_of(chunk).try_allocate(capacity)
 }
 
@@ -357,38 +366,69 @@ pub(crate) fn handle_of(chunk: ChunkPtr) -> AdaptiveAllocator {
     AdaptiveAllocator::from_shared(shared_of(chunk))
 }
 
-/// Rolls back `allocate_with`: holds the buffer while the initialiser runs, and on error or
-/// panic returns it and gives back every chunk the calling thread acquired meanwhile that is
-/// now empty (to the central queue if it came from there, else to the system).
-struct InitGuard<'a> {
+/// Rolls back `allocate_with`: holds the value being initialised (the buffer) and, unless
+/// [`commit`](InitGuard::commit)ted, on drop (an error, or a panic unwinding) drops it and
+/// gives back every chunk the calling thread's magazine adopted since the guard was made and
+/// that is now empty: to the central queue if it came from there, else to the system.
+///
+/// The magazine is asked for those chunks by age (its chunk sequence number at the mark), not
+/// through a list of pointers kept meanwhile: a chunk that left the magazine while the
+/// initialiser ran (a `trim()`, a retirement, a memory-limit fallback) is simply not found,
+/// so nothing here can outlive the chunks it names.
+pub(crate) struct InitGuard<'a, T> {
     shared: &'a Arc<Shared>,
-    buf: Option<PooledBuf>,
-    /// The magazine's tracking mark, if the thread has a magazine.
-    mark: Option<usize>,
+    /// The magazine's chunk sequence number when the guard was made (0 if the thread had no
+    /// magazine yet: every chunk of a magazine made meanwhile is newer).
+    mark: u64,
+    value: Option<T>,
+    committed: bool,
 }
 
-impl InitGuard<'_> {
-    fn finish(&mut self, rollback: bool) {
-        let Some(mark) = self.mark.take() else { return };
+impl<'a, T> InitGuard<'a, T> {
+    /// Starts an initialisation on `alloc`.
+    pub(crate) fn new(alloc: &'a AdaptiveAllocator) -> Self {
+        let shared = &alloc.shared;
+        let mark = magazine::with_existing(shared.id, |m| m.mark()).unwrap_or(0);
+        InitGuard {
+            shared,
+            mark,
+            value: None,
+            committed: false,
+        }
+    }
+
+    /// Holds the value while it is initialised.
+    pub(crate) fn hold(&mut self, value: T) -> &mut T {
+        self.value.insert(value)
+    }
+
+    /// The initialisation succeeded: hands the value out, rolls nothing back.
+    pub(crate) fn commit(mut self) -> T {
+        self.committed = true;
+        self.value
+            .take()
+            .expect("a value is held before it is committed")
+    }
+}
+
+impl<T> Drop for InitGuard<'_, T> {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        // The value first: dropping the buffer is what empties the chunk it came from.
+        drop(self.value.take());
         let shared = self.shared;
-        let chunks = magazine::with_existing(shared.id, |m| m.end_tracking(mark, rollback))
+        let chunks = magazine::with_existing(shared.id, |m| m.take_back_since(self.mark))
             .unwrap_or_default();
         for (chunk, from_cache) in chunks {
             if from_cache {
                 shared.recycle(chunk);
             } else {
-                // SAFETY: `end_tracking` handed the chunk over, exclusive with nothing live.
+                // SAFETY: `take_back_since` hands chunks over exclusive with nothing live.
                 unsafe { chunk.free_to_system() };
             }
         }
-    }
-}
-
-impl Drop for InitGuard<'_> {
-    fn drop(&mut self) {
-        // Reached with the buffer still held only on error or panic.
-        let rollback = self.buf.take().is_some();
-        self.finish(rollback);
     }
 }
 
@@ -434,91 +474,18 @@ impl AdaptiveAllocator {
         AdaptiveAllocator { shared }
     }
 
-    /// Allocates a buffer with room for at least `capacity` bytes, empty (`len() == 0`).
-    ///
-    /// # Panics
-    /// If the allocation fails (see [`try_allocate`](Self::try_allocate)), with the error's
-    /// message, as `Vec` does.
-    #[inline]
-    #[track_caller]
-    pub fn allocate(&self, capacity: usize) -> PooledBuf {
-        // The fast path returns the buffer itself, not a `Result` the caller must unpack.
-        if let Some(buf) = self.shared.alloc_fast(capacity) {
-            return buf;
-        }
-        self.allocate_slow(capacity)
+    /// The allocation fast path: a region from the calling thread's magazine, or `None` for
+    /// the slow path. Buffers wrap it (module `buf`).
+    #[inline(always)]
+    pub(crate) fn region_fast(&self, capacity: usize) -> Option<Region> {
+        self.shared.alloc_fast(capacity)
     }
 
+    /// Everything but the fast path.
     #[cold]
     #[inline(never)]
-    #[track_caller]
-    fn allocate_slow(&self, capacity: usize) -> PooledBuf {
-        match self.shared.try_allocate_slow(capacity) {
-            Ok(buf) => buf,
-            Err(e) => alloc_failed(capacity, e),
-        }
-    }
-
-    /// Allocates a buffer with room for at least `capacity` bytes, empty.
-    ///
-    /// Capacity 0 is valid. Errors: [`AllocError::CapacityOverflow`] above `isize::MAX`,
-    /// [`AllocError::MemoryLimit`] past `max_memory`, [`AllocError::System`] if the system
-    /// allocator fails; in every case nothing is left allocated.
-    #[inline]
-    pub fn try_allocate(&self, capacity: usize) -> Result<PooledBuf, AllocError> {
-        self.shared.try_allocate(capacity)
-    }
-
-    /// Allocates a buffer and runs `init` on it. If the allocation fails, or `init` returns
-    /// an error or panics, the buffer is returned and every chunk the calling thread acquired
-    /// meanwhile (for the buffer, or for its growth inside `init`) that is now empty is given
-    /// back, so `stats()` reads as before (the cumulative `chunk_allocations` and
-    /// `chunk_releases` counters record both events); a panic then continues to unwind.
-    ///
-    /// ```
-    /// use adaptive_pool::{AdaptiveAllocator, InitError};
-    /// use std::io::Read;
-    ///
-    /// let pool = AdaptiveAllocator::new();
-    /// let mut source: &[u8] = b"payload";
-    /// let buf = pool.allocate_with(64, |buf| {
-    ///     let mut tmp = [0u8; 64];
-    ///     let n = source.read(&mut tmp)?;
-    ///     buf.extend_from_slice(&tmp[..n]);
-    ///     Ok::<(), std::io::Error>(())
-    /// })?;
-    /// assert_eq!(&buf[..], b"payload");
-    ///
-    /// let before = pool.stats();
-    /// let failed = pool.allocate_with(64, |_| Err("no data"));
-    /// assert_eq!(failed.unwrap_err(), InitError::Init("no data"));
-    /// assert_eq!(pool.stats().live_buffers, before.live_buffers);
-    /// # Ok::<(), InitError<std::io::Error>>(())
-    /// ```
-    pub fn allocate_with<E, F>(&self, capacity: usize, init: F) -> Result<PooledBuf, InitError<E>>
-    where
-        F: FnOnce(&mut PooledBuf) -> Result<(), E>,
-    {
-        let shared = &self.shared;
-        let mark = magazine::with_magazine(shared.id, || shared.clone(), |m| m.begin_tracking());
-        let mut guard = InitGuard {
-            shared,
-            buf: None,
-            mark,
-        };
-        guard.buf = Some(self.try_allocate(capacity)?);
-        let slot = guard.buf.as_mut().expect("set just above");
-        match init(slot) {
-            Ok(()) => {
-                let buf = guard.buf.take().expect("still held");
-                guard.finish(false);
-                Ok(buf)
-            }
-            Err(e) => {
-                drop(guard);
-                Err(InitError::Init(e))
-            }
-        }
+    pub(crate) fn region_slow(&self, capacity: usize) -> Result<Region, AllocError> {
+        self.shared.try_allocate_slow(capacity)
     }
 
     /// A snapshot of this allocator's statistics: cheap, exact when no other thread is
@@ -573,13 +540,6 @@ impl AdaptiveAllocator {
     fn settings(&self) -> &Settings {
         &self.shared.settings
     }
-}
-
-#[cold]
-#[inline(never)]
-#[track_caller]
-fn alloc_failed(capacity: usize, e: AllocError) -> ! {
-    panic!("adaptive-pool: allocating a buffer of {capacity} bytes failed: {e}")
 }
 
 impl Clone for AdaptiveAllocator {

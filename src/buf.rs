@@ -2,9 +2,11 @@
 //! freeze into `bytes::Bytes`.
 //!
 //! Owns: the view (`ptr`, `len`, `cap`) of each handle, the share count of a region split
-//! between handles, and the `BufMut`/`Buf`/`io::Write` implementations. May import: `chunk`
-//! (a handle to a region), `allocator` (to allocate for growth and to release a region),
-//! `error`, `sync`.
+//! between handles, the `BufMut`/`Buf`/`io::Write` implementations, and the allocation entry
+//! points that hand out buffers ([`AdaptiveAllocator::allocate`], `try_allocate`,
+//! `allocate_with`), which wrap the [`Region`]s the allocator carves. May import: `chunk` (a
+//! handle to a region), `allocator` (regions, their release, growth), `error`, `sync`. The
+//! arrow runs one way: the allocator knows regions, not buffers.
 //!
 //! A fresh buffer owns its region alone and carries no reference count, so allocate and drop
 //! on the owning thread touch no atomic. `split_to`/`split_off` move the region to shared
@@ -27,9 +29,9 @@ use std::ptr::{self, NonNull};
 use bytes::buf::UninitSlice;
 use bytes::{Buf, BufMut, Bytes};
 
-use crate::allocator::{self, AdaptiveAllocator};
+use crate::allocator::{self, AdaptiveAllocator, InitGuard, Region};
 use crate::chunk::ChunkPtr;
-use crate::error::AllocError;
+use crate::error::{AllocError, InitError};
 use crate::sync::{fence, AtomicUsize, Ordering::*};
 
 /// The number of handles on a region shared by `split_to`/`split_off`.
@@ -82,6 +84,14 @@ unsafe impl Send for PooledBuf {}
 // SAFETY: `&PooledBuf` gives only read access to its initialised bytes.
 unsafe impl Sync for PooledBuf {}
 
+// A panic never leaves a buffer, or the pool behind it, in a state that later use could
+// observe as broken: a buffer's view changes only after its growth succeeded, and the pool's
+// own steps are rolled back by guards. So, like `BytesMut`, a buffer may cross
+// `catch_unwind`. (The raw pointers and the chunk header's cells are what keep the auto
+// traits from applying.)
+impl std::panic::UnwindSafe for PooledBuf {}
+impl std::panic::RefUnwindSafe for PooledBuf {}
+
 impl PooledBuf {
     /// Allocates from the process-wide default allocator, [`global()`](crate::global).
     ///
@@ -98,15 +108,13 @@ impl PooledBuf {
         crate::global().try_allocate(capacity)
     }
 
-    /// Wraps a freshly carved region.
-    ///
-    /// # Safety
-    /// Region `idx` of `chunk` has `cap` bytes, is live, and is handed over whole to the new
-    /// buffer.
+    /// Wraps a freshly carved region, which the buffer then owns.
     #[inline(always)]
-    pub(crate) unsafe fn from_region(chunk: ChunkPtr, idx: u32, cap: usize) -> PooledBuf {
+    fn from_region(region: Region) -> PooledBuf {
+        let Region { chunk, idx, cap } = region;
         PooledBuf {
-            ptr: chunk.segment(idx),
+            // SAFETY: the allocator carved `idx` for this region, which is live and now ours.
+            ptr: unsafe { chunk.segment(idx) },
             len: 0,
             cap,
             chunk,
@@ -192,11 +200,12 @@ impl PooledBuf {
             .checked_add(additional)
             .filter(|&n| n <= isize::MAX as usize)
             .ok_or(AllocError::CapacityOverflow {
-                requested: usize::MAX,
+                requested: self.len.saturating_add(additional),
             })?;
         // In place: the only handle on its region, with the region's start free.
         if self.share.is_none() {
-            let base = self.chunk.segment(self.idx);
+            // SAFETY: this handle keeps region `idx` live.
+            let base = unsafe { self.chunk.segment(self.idx) };
             // SAFETY: `ptr` lies within the region starting at `base`.
             let offset = unsafe { self.ptr.as_ptr().offset_from(base.as_ptr()) } as usize;
             let region = offset + self.cap;
@@ -218,7 +227,7 @@ impl PooledBuf {
         } else {
             target
         };
-        let mut grown = allocator::allocate_like(self.chunk, target)?;
+        let mut grown = PooledBuf::from_region(allocator::region_like(self.chunk, target)?);
         // SAFETY: `grown` has room for `needed >= len` bytes and does not overlap `self`.
         unsafe {
             ptr::copy_nonoverlapping(self.ptr.as_ptr(), grown.ptr.as_ptr(), self.len);
@@ -356,6 +365,91 @@ impl PooledBuf {
     }
 }
 
+/// The allocation entry points: they live here, next to the buffer they make, so that the
+/// allocator hands out regions and knows nothing of buffers.
+impl AdaptiveAllocator {
+    /// Allocates a buffer with room for at least `capacity` bytes, empty (`len() == 0`).
+    ///
+    /// # Panics
+    /// If the allocation fails (see [`try_allocate`](Self::try_allocate)), with the error's
+    /// message, as `Vec` does.
+    #[inline]
+    #[track_caller]
+    pub fn allocate(&self, capacity: usize) -> PooledBuf {
+        // The fast path returns the buffer itself, not a `Result` the caller must unpack.
+        if let Some(region) = self.region_fast(capacity) {
+            return PooledBuf::from_region(region);
+        }
+        self.allocate_slow(capacity)
+    }
+
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn allocate_slow(&self, capacity: usize) -> PooledBuf {
+        match self.region_slow(capacity) {
+            Ok(region) => PooledBuf::from_region(region),
+            Err(e) => panic!("adaptive-pool: allocating a buffer of {capacity} bytes failed: {e}"),
+        }
+    }
+
+    /// Allocates a buffer with room for at least `capacity` bytes, empty.
+    ///
+    /// Capacity 0 is valid. Errors: [`AllocError::CapacityOverflow`] above `isize::MAX`,
+    /// [`AllocError::MemoryLimit`] past `max_memory`, [`AllocError::System`] if the system
+    /// refuses memory; in every case nothing is left allocated.
+    #[inline]
+    pub fn try_allocate(&self, capacity: usize) -> Result<PooledBuf, AllocError> {
+        match self.region_fast(capacity) {
+            Some(region) => Ok(PooledBuf::from_region(region)),
+            None => self.region_slow(capacity).map(PooledBuf::from_region),
+        }
+    }
+
+    /// Allocates a buffer and runs `init` on it. If the allocation fails, or `init` returns
+    /// an error or panics, the buffer is returned and every chunk the calling thread acquired
+    /// meanwhile (for the buffer, or for its growth inside `init`) that is now empty is given
+    /// back, so `stats()` reads as before (the cumulative `chunk_allocations` and
+    /// `chunk_releases` counters record both events); a panic then continues to unwind.
+    ///
+    /// `init` may use the allocator freely (allocate, grow, `trim()`, other threads too):
+    /// the rollback finds the chunks to give back by age in the thread's magazine, so a chunk
+    /// that `init` caused to be freed is simply not among them.
+    ///
+    /// ```
+    /// use adaptive_pool::{AdaptiveAllocator, InitError};
+    /// use std::io::Read;
+    ///
+    /// let pool = AdaptiveAllocator::new();
+    /// let mut source: &[u8] = b"payload";
+    /// let buf = pool.allocate_with(64, |buf| {
+    ///     let mut tmp = [0u8; 64];
+    ///     let n = source.read(&mut tmp)?;
+    ///     buf.extend_from_slice(&tmp[..n]);
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// assert_eq!(&buf[..], b"payload");
+    ///
+    /// let before = pool.stats();
+    /// let failed = pool.allocate_with(64, |_| Err("no data"));
+    /// assert_eq!(failed.unwrap_err(), InitError::Init("no data"));
+    /// assert_eq!(pool.stats().live_buffers, before.live_buffers);
+    /// # Ok::<(), InitError<std::io::Error>>(())
+    /// ```
+    pub fn allocate_with<E, F>(&self, capacity: usize, init: F) -> Result<PooledBuf, InitError<E>>
+    where
+        F: FnOnce(&mut PooledBuf) -> Result<(), E>,
+    {
+        let mut guard = InitGuard::new(self);
+        let buf = guard.hold(self.try_allocate(capacity)?);
+        match init(buf) {
+            Ok(()) => Ok(guard.commit()),
+            // Dropping the guard returns the buffer and rolls back.
+            Err(e) => Err(InitError::Init(e)),
+        }
+    }
+}
+
 impl Drop for PooledBuf {
     #[inline(always)]
     fn drop(&mut self) {
@@ -456,8 +550,8 @@ impl Hash for PooledBuf {
 impl Clone for PooledBuf {
     /// A deep copy of the written bytes, in a new buffer of the same allocator.
     fn clone(&self) -> PooledBuf {
-        let mut copy = match allocator::allocate_like(self.chunk, self.len) {
-            Ok(b) => b,
+        let mut copy = match allocator::region_like(self.chunk, self.len) {
+            Ok(r) => PooledBuf::from_region(r),
             Err(e) => panic!(
                 "adaptive-pool: cloning a buffer of {} bytes failed: {e}",
                 self.len
@@ -499,7 +593,8 @@ impl<'a> Extend<&'a u8> for PooledBuf {
 
 impl io::Write for PooledBuf {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.try_reserve(buf.len()).map_err(io::Error::other)?;
+        self.try_reserve(buf.len())
+            .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
         self.extend_from_slice(buf);
         Ok(buf.len())
     }

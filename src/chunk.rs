@@ -63,7 +63,7 @@ use std::time::Instant;
 
 use crate::error::AllocError;
 use crate::stats::Counters;
-use crate::sync::{self, AtomicI64, AtomicU64, AtomicUsize, Ordering::*, UnsafeCell};
+use crate::sync::{self, fence, AtomicI64, AtomicU64, AtomicUsize, Ordering::*, UnsafeCell};
 
 /// "No segment": the end of a free list.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -141,6 +141,8 @@ struct OwnerFields {
     live: UnsafeCell<u32>,
     ctx: UnsafeCell<*mut ()>,
     seq: UnsafeCell<u64>,
+    /// Whether the owner took the chunk from the central queue (else from the system).
+    from_cache: UnsafeCell<bool>,
     slot: UnsafeCell<usize>,
     idle_since: UnsafeCell<Option<Instant>>,
 }
@@ -236,6 +238,7 @@ impl ChunkPtr {
                 live: UnsafeCell::new(0),
                 ctx: UnsafeCell::new(std::ptr::null_mut()),
                 seq: UnsafeCell::new(0),
+                from_cache: UnsafeCell::new(false),
                 slot: UnsafeCell::new(0),
                 idle_since: UnsafeCell::new(None),
             }),
@@ -345,16 +348,18 @@ impl ChunkPtr {
         h.shared.abandoned_live.store(0, Relaxed);
     }
 
-    /// Makes the calling thread (`token`) the owner, with an opaque owner context.
+    /// Makes the calling thread (`token`) the owner, with an opaque owner context, a
+    /// sequence number (the owner's age order) and where the chunk came from.
     ///
     /// # Safety
     /// The caller holds the chunk exclusively and `token` is its own thread token.
-    pub(crate) unsafe fn adopt(self, token: usize, ctx: *mut (), seq: u64) {
+    pub(crate) unsafe fn adopt(self, token: usize, ctx: *mut (), seq: u64, from_cache: bool) {
         let h = self.header();
         // SAFETY: exclusive, by the caller's guarantee.
         unsafe {
             h.own.ctx.set(ctx);
             h.own.seq.set(seq);
+            h.own.from_cache.set(from_cache);
         }
         h.owner.store(token, Relaxed);
     }
@@ -368,11 +373,15 @@ impl ChunkPtr {
     }
 
     /// The address of segment `idx`.
+    ///
+    /// # Safety
+    /// Segment `idx` has been carved under the chunk's current format, and the caller keeps
+    /// that format stable: it holds a live region of the chunk, owns it, or holds it
+    /// exclusively (so `seg_size` is not being rewritten and `idx` lies inside the chunk).
     #[inline(always)]
-    pub(crate) fn segment(self, idx: u32) -> NonNull<u8> {
+    pub(crate) unsafe fn segment(self, idx: u32) -> NonNull<u8> {
         let h = self.header();
-        // SAFETY: `seg_size` is stable while any region is live (see the field ownership on
-        // `Chunk`), and callers pass only indices of carved segments.
+        // SAFETY: by the caller's guarantee the format is stable.
         let offset = idx as usize * unsafe { h.seg_size.get() };
         debug_assert!(offset < h.bytes);
         // SAFETY: `offset` is inside the chunk's allocation of `bytes` bytes at `base`.
@@ -405,7 +414,8 @@ impl ChunkPtr {
     /// The caller owns segment `idx` (it is free and on no list, or being freed by the caller).
     #[inline(always)]
     unsafe fn set_link(self, idx: u32, next: u32) {
-        // SAFETY: segments are 16-aligned and at least 32 bytes, and the caller owns this one.
+        // SAFETY: segments are 16-aligned and at least 32 bytes, and the caller owns this one
+        // (so the format is stable).
         unsafe { self.segment(idx).cast::<u32>().as_ptr().write(next) }
     }
 
@@ -532,12 +542,16 @@ impl ChunkPtr {
     /// The caller is releasing the last handle to region `idx`, and does not own the chunk.
     pub(crate) unsafe fn free_remote(self, idx: u32) -> RemoteFree {
         let h = self.header();
+        // The whole segment: a release into an abandoned chunk writes no link over its first
+        // bytes, so they must not keep the released data either.
         // SAFETY: the caller holds the region.
-        unsafe { self.scrub(idx, LINK) };
+        unsafe { self.scrub(idx, 0) };
         let mut head = h.shared.remote.load(Relaxed);
         loop {
             if head & ABANDONED != 0 {
-                return if h.shared.abandoned_live.fetch_sub(1, AcqRel) == 1 {
+                // `Release`, and `Acquire` by the last one (see `abandon`).
+                return if h.shared.abandoned_live.fetch_sub(1, Release) == 1 {
+                    fence(Acquire);
                     RemoteFree::Recycle
                 } else {
                     RemoteFree::Queued
@@ -617,7 +631,9 @@ impl ChunkPtr {
     pub(crate) unsafe fn abandon(self) -> RemoteFree {
         let h = self.header();
         h.owner.store(0, Relaxed);
-        let mut idx = h.shared.remote.swap(ABANDONED | NONE as u64, AcqRel) as u32;
+        // `Acquire`: the stacked frees' links and scrubs happen before we read them. Our own
+        // writes are published by the `Release` count below.
+        let mut idx = h.shared.remote.swap(ABANDONED | NONE as u64, Acquire) as u32;
         // SAFETY: owner-only field, by the owner; the taken stack's segments are ours and their
         // links were written before their pushes.
         let mut live = unsafe { h.own.live.get() } as i64;
@@ -626,7 +642,10 @@ impl ChunkPtr {
             idx = unsafe { self.link(idx) };
             live -= 1;
         }
-        if h.shared.abandoned_live.fetch_add(live, AcqRel) + live == 0 {
+        // As in `Arc`: every step of the count is a `Release`; the one that reaches zero
+        // then acquires them all (the fence) before it recycles the chunk.
+        if h.shared.abandoned_live.fetch_add(live, Release) + live == 0 {
+            fence(Acquire);
             RemoteFree::Recycle
         } else {
             RemoteFree::Queued
@@ -652,6 +671,16 @@ impl ChunkPtr {
     pub(crate) unsafe fn seq(self) -> u64 {
         // SAFETY: owner-only field, by the owner.
         unsafe { self.header().own.seq.get() }
+    }
+
+    /// Whether the owner took the chunk from the central queue.
+    ///
+    /// # Safety
+    /// The calling thread owns the chunk.
+    #[inline]
+    pub(crate) unsafe fn from_cache(self) -> bool {
+        // SAFETY: owner-only field, by the owner.
+        unsafe { self.header().own.from_cache.get() }
     }
 
     /// The owner's slot word (e.g. a position in one of its lists).
@@ -728,7 +757,7 @@ mod tests {
         // SAFETY: this test thread holds the chunk exclusively, then owns it.
         unsafe {
             c.format(0, 1024);
-            c.adopt(7, std::ptr::null_mut(), 0);
+            c.adopt(7, std::ptr::null_mut(), 0, false);
             let a: Vec<u32> = (0..4).map(|_| c.carve().unwrap()).collect();
             assert_eq!(a, [0, 1, 2, 3]);
             assert_eq!(c.carve(), None, "the cursor is at the end");
@@ -756,7 +785,7 @@ mod tests {
         // regions this thread holds, as another thread would.
         unsafe {
             c.format(0, 512);
-            c.adopt(7, std::ptr::null_mut(), 0);
+            c.adopt(7, std::ptr::null_mut(), 0, false);
             let segs: Vec<u32> = (0..8).map(|_| c.carve().unwrap()).collect();
             assert_eq!(c.free_remote(segs[1]), RemoteFree::Queued);
             assert_eq!(c.free_remote(segs[5]), RemoteFree::Queued);
@@ -805,7 +834,7 @@ mod tests {
         // check; the chunk is freed afterwards.
         unsafe {
             c.format(0, 1024);
-            c.adopt(7, std::ptr::null_mut(), 0);
+            c.adopt(7, std::ptr::null_mut(), 0, false);
             let s = c.carve().unwrap();
             c.free_local(s);
             c.segment(s).as_ptr().add(100).write(1);

@@ -145,16 +145,6 @@ impl ClassState {
         c
     }
 
-    /// `true` if `c` is in one of this class's lists (or current).
-    fn holds(&self, c: ChunkPtr) -> bool {
-        // SAFETY: owned by this magazine's thread (callers check ownership first).
-        let slot = unsafe { c.slot() };
-        match slot & TAG_MASK {
-            CURRENT => self.current == Some(c),
-            list => self.lists[list].get(slot >> TAG_BITS) == Some(&c),
-        }
-    }
-
     fn set_current(&mut self, c: Option<ChunkPtr>) {
         self.current = c;
         if let Some(c) = c {
@@ -206,13 +196,9 @@ pub(crate) struct Magazine {
     classes: Box<[ClassState]>,
     min_chunk: usize,
     max_chunk: usize,
+    /// The sequence number the next adopted chunk gets (lower is older).
     next_seq: u64,
     seen_trim: u64,
-    /// While `allocate_with` runs (`tracking > 0`, nested calls count up), every chunk this
-    /// magazine acquires is recorded here with whether it came from the central queue, so a
-    /// failed initialisation can give back what it caused to be acquired.
-    tracking: u32,
-    tracked: Vec<(ChunkPtr, bool)>,
 }
 
 impl Magazine {
@@ -236,8 +222,6 @@ impl Magazine {
             shard,
             classes,
             next_seq: 0,
-            tracking: 0,
-            tracked: Vec::new(),
         });
         let raw = Box::into_raw(mag);
         // SAFETY: `raw` is the unique, valid pointer just made by `Box::into_raw`.
@@ -366,12 +350,9 @@ impl Magazine {
         // becomes its owner.
         unsafe {
             c.format(class.0, seg);
-            c.adopt(self.token, self.this.cast(), self.next_seq);
+            c.adopt(self.token, self.this.cast(), self.next_seq, from_cache);
         }
         self.next_seq += 1;
-        if self.tracking > 0 {
-            self.tracked.push((c, from_cache));
-        }
         self.classes[idx].set_current(Some(c));
         Ok(self.carve_from(c, class))
     }
@@ -513,57 +494,48 @@ impl Magazine {
         out
     }
 
-    /// Starts recording acquired chunks; returns the mark to pass to [`Magazine::end_tracking`].
-    pub(crate) fn begin_tracking(&mut self) -> usize {
-        self.tracking += 1;
-        self.tracked.len()
+    /// The mark of an initialisation that may have to be rolled back: chunks adopted from
+    /// now on have a sequence number at least this.
+    pub(crate) fn mark(&self) -> u64 {
+        self.next_seq
     }
 
-    /// Stops recording for the `allocate_with` that got `mark`. On `rollback`, every chunk
-    /// acquired since the mark that is still owned here with nothing live is taken back out
-    /// and returned, held exclusively, with whether it came from the central queue.
-    pub(crate) fn end_tracking(&mut self, mark: usize, rollback: bool) -> Vec<(ChunkPtr, bool)> {
-        self.tracking = self.tracking.saturating_sub(1);
-        let recent: Vec<_> = self.tracked.drain(mark.min(self.tracked.len())..).collect();
-        if !rollback {
-            if self.tracking > 0 {
-                // An enclosing `allocate_with` may still roll these back.
-                self.tracked.extend(recent);
+    /// Rolls back an initialisation: takes every chunk adopted since `mark` that now has
+    /// nothing live out of the magazine, abandoned and held exclusively by the caller, with
+    /// whether it came from the central queue.
+    ///
+    /// It looks only at the chunks the magazine holds now, so a chunk that left it meanwhile
+    /// (trimmed, retired, freed under the memory limit) is not touched: no pointer to a chunk
+    /// is kept across the initialisation.
+    pub(crate) fn take_back_since(&mut self, mark: u64) -> Vec<(ChunkPtr, bool)> {
+        let mut out = Vec::new();
+        for cs in self.classes.iter_mut() {
+            let young: Vec<ChunkPtr> = cs
+                .owned()
+                // SAFETY: owned by this thread.
+                .filter(|c| unsafe { c.seq() } >= mark)
+                .collect();
+            for c in young {
+                // SAFETY: owned by this thread.
+                let (live, from_cache) = unsafe {
+                    c.drain_remote();
+                    (c.live(), c.from_cache())
+                };
+                if live != 0 {
+                    continue;
+                }
+                if cs.current == Some(c) {
+                    cs.set_current(None);
+                } else {
+                    cs.remove(c);
+                }
+                // SAFETY: owned, nothing live: abandoning hands it over at once.
+                if unsafe { c.abandon() } == RemoteFree::Recycle {
+                    out.push((c, from_cache));
+                }
             }
-            return Vec::new();
         }
-        recent
-            .into_iter()
-            .filter(|&(c, _)| self.take_back(c))
-            .collect()
-    }
-
-    /// Takes `c` back out of this magazine if it is an owned chunk with nothing live; the
-    /// caller then holds it exclusively (rollback of a chunk acquired for a failed init).
-    pub(crate) fn take_back(&mut self, c: ChunkPtr) -> bool {
-        if !c.is_owned_by(self.token) {
-            return false;
-        }
-        // SAFETY: owned by this thread (checked above).
-        let (class, live) = unsafe {
-            c.drain_remote();
-            (c.class() as usize, c.live())
-        };
-        if live != 0 {
-            return false;
-        }
-        let cs = &mut self.classes[class];
-        if !cs.holds(c) {
-            return false;
-        }
-        if cs.current == Some(c) {
-            cs.set_current(None);
-        } else {
-            cs.remove(c);
-        }
-        // SAFETY: owned, nothing live: abandoning hands it over at once.
-        let outcome = unsafe { c.abandon() };
-        outcome == RemoteFree::Recycle
+        out
     }
 }
 

@@ -57,3 +57,104 @@ fn a_huge_cache_budget_builds_and_caches() {
         assert_eq!(pool.stats().allocated_bytes, 0);
     }
 }
+
+/// Review of 2026-11-28, finding 1 (reproduced under Miri: "dangling reference
+/// (use-after-free)" at `Magazine::take_back`). `allocate_with` kept the chunks its magazine
+/// acquired while `init` ran as bare pointers, and read their headers on rollback; an `init`
+/// that allocates and then trims (here, or from any other thread) had freed them by then.
+/// The rollback now asks the magazine for the chunks it still holds that are younger than
+/// the mark, so it never names a chunk that has left. Runs under Miri in CI.
+#[test]
+fn allocate_with_rollback_after_init_trimmed_what_it_allocated() {
+    let pool = AdaptiveAllocator::builder().poison(POISON).build().unwrap();
+    let p2 = pool.clone();
+    let before = pool.stats();
+    let r = pool.allocate_with(64, |_| {
+        let b = p2.allocate(4096);
+        drop(b);
+        p2.trim();
+        Err("init failed")
+    });
+    assert_eq!(
+        r.unwrap_err(),
+        adaptive_pool::InitError::Init("init failed")
+    );
+    let s = pool.stats();
+    assert!(s.is_quiet(), "{s}");
+    assert_eq!(
+        (s.live_buffers, s.live_bytes),
+        (before.live_buffers, before.live_bytes)
+    );
+    pool.trim();
+    assert_eq!(pool.stats().allocated_bytes, 0, "{}", pool.stats());
+}
+
+/// The same finding without a trim: with no cache, the chunks `init` fills and empties are
+/// retired to the system while it runs, before the rollback.
+#[test]
+fn allocate_with_rollback_after_init_retired_its_chunks() {
+    let pool = AdaptiveAllocator::builder()
+        .min_chunk_size(4 << 10)
+        .max_chunk_size(4 << 10)
+        .max_cached_bytes(0)
+        .poison(POISON)
+        .build()
+        .unwrap();
+    let p2 = pool.clone();
+    let r = pool.allocate_with(64, |buf| {
+        buf.put_slice(b"header");
+        let held: Vec<_> = (0..5).map(|_| p2.allocate(4096 - 64)).collect();
+        drop(held);
+        Err(())
+    });
+    assert!(r.is_err());
+    let s = pool.stats();
+    assert!(s.is_quiet(), "{s}");
+    assert_eq!(s.allocated_bytes, 0, "every chunk was given back: {s}");
+}
+
+/// Review of 2026-11-28, finding 3 (reproduced): with `zero_on_release`, a region released
+/// into an abandoned chunk kept its first four bytes (the release scrubbed all but the
+/// free-list link, and no link is written into an abandoned chunk). A buffer that outlived
+/// its thread held "SECRET-PASSWORD!", and a fresh buffer's spare capacity began with
+/// "SECR". Every release now scrubs the whole region.
+///
+/// The check reads the spare capacity of a fresh buffer, which safe code never does: it is
+/// done here, for the test only, because `zero_on_release` promises zeros there.
+#[test]
+fn zero_on_release_scrubs_regions_released_into_abandoned_chunks() {
+    let pool = AdaptiveAllocator::builder()
+        .min_chunk_size(4 << 10)
+        .max_chunk_size(4 << 10)
+        .zero_on_release(true)
+        .poison(false)
+        .build()
+        .unwrap();
+    let p = pool.clone();
+    let secret = std::thread::spawn(move || {
+        let mut b = p.allocate(16);
+        b.put_slice(b"SECRET-PASSWORD!");
+        b
+    })
+    .join()
+    .unwrap();
+    let addr = secret.as_ptr() as usize;
+    // The chunk is abandoned (its thread is gone); this is its last release.
+    drop(secret);
+    // The chunk goes back to the cache and is reused from its start: one of these buffers
+    // gets the very region that held the secret.
+    let mut fresh: Vec<_> = (0..128).map(|_| pool.allocate(16)).collect();
+    let reused = fresh
+        .iter_mut()
+        .find(|b| b.as_ptr() as usize == addr)
+        .expect("the released region is reused");
+    let spare = reused.spare_capacity_mut();
+    // SAFETY: test-only read of a recycled region. Every byte of it was written: by the
+    // first owner, then by the scrub of its release.
+    let bytes: Vec<u8> = spare.iter().map(|m| unsafe { m.assume_init() }).collect();
+    assert!(
+        bytes.iter().all(|&x| x == 0),
+        "released data survived zero_on_release: {:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+}
