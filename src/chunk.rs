@@ -678,7 +678,7 @@ impl ChunkPtr {
     /// # Safety
     /// The calling thread owns the chunk.
     #[inline]
-    pub(crate) unsafe fn from_cache(self) -> bool {
+    pub(crate) unsafe fn came_from_cache(self) -> bool {
         // SAFETY: owner-only field, by the owner.
         unsafe { self.header().own.from_cache.get() }
     }

@@ -519,7 +519,7 @@ impl Magazine {
                 // SAFETY: owned by this thread.
                 let (live, from_cache) = unsafe {
                     c.drain_remote();
-                    (c.live(), c.from_cache())
+                    (c.live(), c.came_from_cache())
                 };
                 if live != 0 {
                     continue;
