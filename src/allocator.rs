@@ -1,14 +1,23 @@
 //! The allocator: [`AdaptiveAllocator`], [`global()`], routing between pooled and unpooled
-//! buffers, the memory limit, `trim()`, and the rollback of `allocate_with`.
+//! regions, the memory limit, `trim()`, the idle sweep, the close, and the rollback of
+//! `allocate_with`.
 //!
-//! Owns: the shared state of one allocator ([`Shared`]: settings, central queue, counters,
-//! life-cycle flags) and the release routing of a region (owner thread or remote). May import:
-//! `magazine`, `central`, `chunk`, `config`, `stats`, `error`, `size_class`, `sync`.
+//! Owns: the shared state of one allocator ([`Shared`]: settings, memory source, central
+//! queue, roster of magazines, counters, life cycle) and the release routing of a region
+//! (owner thread or remote). May import: `magazine`, `central`, `chunk`, `os`, `config`,
+//! `stats`, `error`, `size_class`, `sync`. It hands out [`Region`]s; buffers (module `buf`)
+//! wrap them, so nothing here knows a buffer.
 //!
-//! The data path: `allocate` → the thread's magazine → chunk carve → `PooledBuf`;
+//! The data path: `allocate` → the thread's magazine → chunk carve → a region;
 //! `drop` → [`release_region`] → the chunk's local free list (owner thread) or its remote
 //! stack (any other thread) → when the chunk is fully free and not in use → central queue or
 //! system.
+//!
+//! Idle memory goes back three ways, none of which needs the threads that hold it to act:
+//! `trim()` (now, everything), the idle sweep (chunks idle for `idle_release`, run by any
+//! thread's slow path at most every quarter of `idle_release`, or by the opt-in background
+//! thread), and the per-thread budget (at once, in the magazine). The first two reach other
+//! threads' magazines through the roster and the magazine gate.
 
 use std::any::Any;
 use std::fmt;
@@ -18,10 +27,13 @@ use crate::central::Central;
 use crate::chunk::{ChunkPtr, Home, RemoteFree};
 use crate::config::{Builder, Settings};
 use crate::error::AllocError;
-use crate::magazine::{self, ChunkSource};
+use crate::magazine::{self, ChunkSource, Reclaim, Roster};
+use crate::os::Memory;
 use crate::size_class::SizeClass;
 use crate::stats::{Counters, Stats};
-use crate::sync::{self, fence, AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+#[cfg(not(loom))]
+use crate::sync::Mutex;
+use crate::sync::{self, AtomicU64, AtomicUsize, Ordering::*};
 
 /// An adaptive pooling allocator of byte buffers.
 ///
@@ -43,6 +55,14 @@ use crate::sync::{self, fence, AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 /// drop(frame);
 /// assert_eq!(pool.stats().live_buffers, 0);
 /// ```
+///
+/// # Closing
+/// When the last handle drops, the allocator *closes* for good: every thread's magazine
+/// gives up its chunks, the cache is emptied, and live buffers stay valid; their memory goes
+/// back to the system as they drop, on whatever thread. A handle obtained afterwards from a
+/// buffer ([`PooledBuf::allocator`](crate::PooledBuf::allocator)) still works, but every
+/// allocation through it (and every growth or clone of the old buffers) is served unpooled,
+/// so that memory, too, goes back when it is dropped.
 pub struct AdaptiveAllocator {
     shared: Arc<Shared>,
 }
@@ -62,13 +82,17 @@ pub(crate) struct Region {
 pub(crate) struct Shared {
     id: usize,
     settings: Settings,
+    memory: Memory,
     central: Central,
+    roster: Roster,
     counters: Counters,
     /// Number of `AdaptiveAllocator` handles alive.
     handles: AtomicUsize,
-    /// Set when the last handle drops: chunks are no longer cached.
-    closed: AtomicBool,
-    trim_epoch: AtomicU64,
+    /// When the next idle sweep is due (nanoseconds of `sync::now_ns`).
+    next_sweep: AtomicU64,
+    /// The background reclaimer, if one runs (woken at close).
+    #[cfg(not(loom))]
+    reclaimer: Mutex<Option<std::thread::Thread>>,
 }
 
 impl fmt::Debug for Shared {
@@ -109,15 +133,11 @@ fn give_id(id: usize) {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        // Nothing refers to this allocator any more: no handle, no magazine, no chunk in use.
-        // Only cached chunks can remain (their headers refer to us only weakly in effect,
-        // since the close path drains them); free any that are left.
-        let mut idle = Vec::new();
-        self.central.drain(&self.counters, &mut idle);
-        for c in idle {
-            // SAFETY: drained from the queue, so held exclusively, with nothing live.
-            unsafe { c.free_to_system() };
-        }
+        // Nothing refers to this allocator any more: no handle, no magazine, no chunk (each
+        // chunk's header holds an `Arc` to us, cached ones included, and the close empties
+        // the cache), so there is nothing left to free but the spans kept empty, which
+        // `Memory` unmaps as it drops.
+        debug_assert_eq!(self.counters.cached_bytes.load(Relaxed), 0);
         give_id(self.id);
     }
 }
@@ -133,6 +153,11 @@ impl Shared {
         bytes
     }
 
+    /// `true` once the last handle has dropped.
+    fn is_closed(&self) -> bool {
+        self.central.is_closed()
+    }
+
     /// Frees every cached chunk; answers the bytes freed.
     fn evict_cached(&self) -> usize {
         let mut idle = Vec::new();
@@ -140,10 +165,66 @@ impl Shared {
         Self::free_all(idle)
     }
 
-    fn sweep_idle(&self) {
+    /// Gives back every chunk that holds no live region, in every magazine and the cache,
+    /// and unmaps the spans kept empty; answers the bytes of chunks freed. Must not run
+    /// inside a magazine operation of this allocator on the calling thread (it claims every
+    /// magazine, the caller's too).
+    fn reclaim_everything(&self) -> usize {
         let mut idle = Vec::new();
-        self.central.take_expired(&self.counters, &mut idle);
+        self.roster.reclaim(Reclaim::All, true, &mut idle);
+        let freed = Self::free_all(idle) + self.evict_cached();
+        self.memory.release_empty();
+        freed
+    }
+
+    /// Runs the idle sweep if it is due. Called on the slow paths of any thread, outside
+    /// every magazine operation.
+    fn maybe_sweep(&self) {
+        let now = sync::now_ns();
+        let due = self.next_sweep.load(Relaxed);
+        if now < due
+            || self
+                .next_sweep
+                .compare_exchange(
+                    due,
+                    now.saturating_add(self.settings.sweep_period_ns()),
+                    Relaxed,
+                    Relaxed,
+                )
+                .is_err()
+        {
+            return;
+        }
+        self.sweep(now);
+    }
+
+    /// The idle sweep: gives back what has been idle for `idle_release` (cached chunks, and
+    /// empty chunks in any magazine: stamped at one sweep, taken at a later one) and the spans
+    /// kept empty. Skipped if another thread is sweeping or trimming.
+    fn sweep(&self, now: u64) {
+        let idle_ns = self.settings.idle_release_ns();
+        let mut idle = Vec::new();
+        self.roster
+            .reclaim(Reclaim::Expired { now, idle_ns }, false, &mut idle);
+        self.central
+            .take_expired(now, idle_ns, &self.counters, &mut idle);
         Self::free_all(idle);
+        self.memory.release_empty();
+    }
+
+    /// Closes the allocator (its last handle dropped): every magazine gives up its chunks and
+    /// dies, the cache is emptied and refuses chunks from now on, the spans kept empty are
+    /// unmapped. Idempotent.
+    fn close(&self) {
+        self.roster.close();
+        let mut idle = Vec::new();
+        self.central.close(&self.counters, &mut idle);
+        Self::free_all(idle);
+        self.memory.release_empty();
+        #[cfg(not(loom))]
+        if let Some(t) = self.reclaimer.with(Option::take) {
+            t.unpark();
+        }
     }
 
     /// Creates a chunk, evicting cached chunks once if the memory limit is in the way.
@@ -197,20 +278,39 @@ impl Shared {
     }
 
     /// Everything but the fast path: magazine creation, chunk acquisition, unpooled sizes,
-    /// thread exit.
+    /// thread exit, a closed allocator, the memory limit.
     #[cold]
     #[inline(never)]
     fn try_allocate_slow(self: &Arc<Self>, capacity: usize) -> Result<Region, AllocError> {
+        let r = self.pooled_or_unpooled(capacity);
+        self.maybe_sweep();
+        r
+    }
+
+    fn pooled_or_unpooled(self: &Arc<Self>, capacity: usize) -> Result<Region, AllocError> {
         if capacity > self.settings.max_pooled {
             return self.allocate_unpooled(capacity);
         }
         let class = SizeClass::of(capacity);
-        let result = magazine::with_magazine(self.id, || self.clone(), |m| m.alloc(class));
-        match result {
-            Some(Ok((chunk, idx, cap))) => Ok(Region { chunk, idx, cap }),
-            Some(Err(e)) => Err(e),
-            // The thread is exiting and its registry is gone: serve the buffer unpooled.
-            None => self.allocate_unpooled(capacity),
+        let pooled = || magazine::with_magazine(self.id, || self.clone(), |m| m.alloc(class));
+        match pooled() {
+            Some(Some(Ok((chunk, idx, cap)))) => Ok(Region { chunk, idx, cap }),
+            Some(Some(Err(AllocError::MemoryLimit { .. }))) => {
+                // Make room everywhere, then try again: pooled, else a region of exactly
+                // this size (which fits where a chunk no longer does).
+                self.reclaim_everything();
+                match pooled() {
+                    Some(Some(Ok((chunk, idx, cap)))) => Ok(Region { chunk, idx, cap }),
+                    Some(Some(Err(AllocError::MemoryLimit { .. }))) | Some(None) | None => {
+                        self.allocate_unpooled(capacity)
+                    }
+                    Some(Some(Err(e))) => Err(e),
+                }
+            }
+            Some(Some(Err(e))) => Err(e),
+            // The thread is exiting (its registry is gone), or the allocator has closed:
+            // serve the buffer unpooled.
+            Some(None) | None => self.allocate_unpooled(capacity),
         }
     }
 
@@ -219,17 +319,19 @@ impl Shared {
         let overflow = AllocError::CapacityOverflow {
             requested: capacity,
         };
-        if capacity > isize::MAX as usize - 4096 {
+        if capacity > isize::MAX as usize - (1 << 20) {
             return Err(overflow);
         }
-        // Unpooled buffers are at least one minimum segment, rounded to 16 bytes.
-        let bytes = capacity.max(32).checked_add(15).ok_or(overflow)? & !15;
+        // Unpooled buffers are at least one minimum segment, rounded to 16 bytes (to the page
+        // when mapped on their own, so the whole mapping is the buffer's and is counted).
+        let bytes = self
+            .memory
+            .unpooled_size(capacity.max(32).checked_add(15).ok_or(overflow)? & !15);
         let home: Arc<dyn Home> = self.clone();
         let chunk = match self.create(&home, bytes, true) {
             Err(AllocError::MemoryLimit { .. }) => {
-                // Give back the calling thread's idle chunks, then try once more.
-                let idle = magazine::with_existing(self.id, |m| m.take_idle()).unwrap_or_default();
-                Shared::free_all(idle);
+                // Give back idle memory everywhere, then try once more.
+                self.reclaim_everything();
                 self.create(&home, bytes, true)?
             }
             other => other?,
@@ -248,28 +350,24 @@ impl Home for Shared {
         &self.counters
     }
 
+    fn memory(&self) -> &Memory {
+        &self.memory
+    }
+
     fn id(&self) -> usize {
         self.id
     }
 
     fn recycle(&self, chunk: ChunkPtr) {
-        if chunk.is_unpooled() || self.closed.load(Relaxed) {
-            // SAFETY: recycling hands over a chunk held exclusively with nothing live.
-            unsafe { chunk.free_to_system() };
-            return;
-        }
-        if let Err(chunk) = self.central.offer(chunk, &self.counters) {
-            // SAFETY: as above; the queue refused it.
-            unsafe { chunk.free_to_system() };
+        let mut free = Vec::new();
+        if chunk.is_unpooled() {
+            free.push(chunk);
         } else {
-            // Pairs with the fence in `close`: either `close` sees this chunk in the queue and
-            // frees it, or we see `closed` here and free it ourselves.
-            fence(SeqCst);
-            if self.closed.load(Relaxed) {
-                self.evict_cached();
-            }
+            // Refused (over budget, or closed): back to the system, with whatever the close
+            // handshake drained.
+            self.central.offer(chunk, &self.counters, &mut free);
         }
-        self.sweep_idle();
+        Self::free_all(free);
     }
 }
 
@@ -284,7 +382,6 @@ impl ChunkSource for Shared {
         bytes: usize,
         min_bytes: usize,
     ) -> Result<(ChunkPtr, bool), AllocError> {
-        self.sweep_idle();
         if let Some(c) = self.central.take(bytes, min_bytes, &self.counters) {
             return Ok((c, true));
         }
@@ -302,12 +399,8 @@ impl ChunkSource for Shared {
         self.central.take(bytes, min_bytes, &self.counters)
     }
 
-    fn trim_epoch(&self) -> u64 {
-        self.trim_epoch.load(Relaxed)
-    }
-
-    fn is_closed(&self) -> bool {
-        self.closed.load(Relaxed)
+    fn roster(&self) -> &Roster {
+        &self.roster
     }
 }
 
@@ -317,13 +410,14 @@ impl ChunkSource for Shared {
 /// The caller holds the last handle to that region and gives it up.
 #[inline(always)]
 pub(crate) unsafe fn release_region(chunk: ChunkPtr, idx: u32) {
-    if chunk.is_owned_by(sync::thread_token()) {
-        // SAFETY: this thread owns the chunk, and the caller gives up the region.
-        unsafe { magazine::free_owned(chunk, idx) }
-    } else {
-        // SAFETY: as the caller guarantees; this thread does not own the chunk.
-        unsafe { release_remote(chunk, idx) }
+    let token = sync::thread_token();
+    // SAFETY: this thread saw itself as the owner, and the caller gives up the region.
+    if chunk.is_owned_by(token) && unsafe { magazine::free_owned(chunk, idx, token) } {
+        return;
     }
+    // SAFETY: as the caller guarantees; this thread does not own the chunk (or no longer:
+    // the allocator closed and abandoned it).
+    unsafe { release_remote(chunk, idx) }
 }
 
 #[cold]
@@ -344,9 +438,11 @@ unsafe fn release_remote(chunk: ChunkPtr, idx: u32) {
     }
     // SAFETY: the caller holds the last handle and is not the owner.
     if unsafe { chunk.free_remote(idx) } == RemoteFree::Recycle {
-        // Keep the home alive across `recycle`, which may free the chunk header holding it.
-        let home = chunk.home().clone();
-        home.recycle(chunk);
+        // Keep the allocator alive across `recycle`, which may free the chunk header holding
+        // it; a chunk recycled is activity that may run the idle sweep.
+        let shared = shared_of(chunk);
+        shared.recycle(chunk);
+        shared.maybe_sweep();
     }
 }
 
@@ -453,24 +549,31 @@ impl AdaptiveAllocator {
             settings.min_chunk,
             settings.max_chunk,
             settings.max_cached_bytes,
-            settings.idle_release,
         );
+        let first_sweep = sync::now_ns().saturating_add(settings.sweep_period_ns());
         let shared = Arc::new(Shared {
             id: take_id(),
+            memory: Memory::new(settings.memory_source),
             settings,
             central,
+            roster: Roster::new(),
             counters: Counters::default(),
             handles: AtomicUsize::new(0),
-            closed: AtomicBool::new(false),
-            trim_epoch: AtomicU64::new(0),
+            next_sweep: AtomicU64::new(first_sweep),
+            #[cfg(not(loom))]
+            reclaimer: Mutex::new(None),
         });
+        #[cfg(not(loom))]
+        if shared.settings.background_reclaim {
+            spawn_reclaimer(&shared);
+        }
         Self::from_shared(shared)
     }
 
+    /// A new handle. Handles made after the allocator closed (from a buffer) do not reopen
+    /// it: closing is for good.
     fn from_shared(shared: Arc<Shared>) -> Self {
-        if shared.handles.fetch_add(1, Relaxed) == 0 {
-            shared.closed.store(false, Relaxed);
-        }
+        shared.handles.fetch_add(1, Relaxed);
         AdaptiveAllocator { shared }
     }
 
@@ -489,19 +592,31 @@ impl AdaptiveAllocator {
     }
 
     /// A snapshot of this allocator's statistics: cheap, exact when no other thread is
-    /// allocating or releasing at the same moment.
+    /// allocating or releasing at the same moment. Reading them counts as activity: if the
+    /// idle sweep is due, it runs first.
     pub fn stats(&self) -> Stats {
-        self.shared.counters.snapshot()
+        self.shared.maybe_sweep();
+        self.snapshot()
     }
 
-    /// Gives idle memory back to the system now: every cached chunk, and every fully free
-    /// chunk of the calling thread's magazine. Other threads' magazines release their idle
-    /// chunks the next time they take a chunk. Returns the bytes freed now.
+    fn snapshot(&self) -> Stats {
+        let mut s = self.shared.counters.snapshot();
+        s.mapped_bytes = self.shared.memory.mapped();
+        s
+    }
+
+    /// Gives idle memory back to the system now, from every thread: every chunk that holds
+    /// no live region, in every thread's magazine (threads that are idle, or will never
+    /// allocate again, included) and in the central cache, and the spans kept empty. Those
+    /// threads do nothing for it: their magazines are reached through the allocator's roster
+    /// (see the `magazine` module's gate). Afterwards `allocated_bytes` counts only chunks
+    /// that hold live regions (and unpooled buffers). Returns the bytes of chunks freed.
+    ///
+    /// It costs a process-wide memory barrier and a short pause of any thread that allocates
+    /// or releases into its own chunks while its magazine is being trimmed; it is meant for
+    /// the moments after load, not for every request.
     pub fn trim(&self) -> usize {
-        let shared = &self.shared;
-        shared.trim_epoch.fetch_add(1, Relaxed);
-        let local = magazine::with_existing(shared.id, |m| m.take_idle()).unwrap_or_default();
-        Shared::free_all(local) + shared.evict_cached()
+        self.shared.reclaim_everything()
     }
 
     /// Hands the calling thread's idle chunks (fully free ones, its current chunks included)
@@ -509,10 +624,9 @@ impl AdaptiveAllocator {
     /// the system. Unlike [`trim`](Self::trim) it keeps the cache and touches no other thread.
     /// Returns the bytes handed back.
     ///
-    /// For threads that go idle while their magazine still holds chunks, such as a runtime's
-    /// worker threads after a burst: call it when such a thread has nothing to do (for
-    /// example from a periodic task, or a park hook with a rate limit; every call gives up
-    /// chunks the thread would otherwise reuse at once).
+    /// Rarely needed: the per-thread budget (`max_thread_idle_bytes`), the idle sweep and
+    /// `trim()` already bound and return what idle threads keep. It remains for a thread that
+    /// wants to give up its chunks now.
     ///
     /// ```
     /// let pool = adaptive_pool::AdaptiveAllocator::new();
@@ -533,6 +647,7 @@ impl AdaptiveAllocator {
             // `recycle` takes.
             shared.recycle(chunk);
         }
+        shared.maybe_sweep();
         bytes
     }
 
@@ -549,20 +664,17 @@ impl Clone for AdaptiveAllocator {
 }
 
 impl Drop for AdaptiveAllocator {
-    /// When the last handle goes, the allocator closes: the calling thread's magazine and the
-    /// cached chunks are given back now, other threads' magazines when those threads exit
-    /// (or first create a magazine for another allocator). Live buffers stay valid; their
-    /// memory is given back when the last one drops.
+    /// When the last handle goes, the allocator closes for good: every thread's magazine
+    /// gives up its chunks (the calling thread's husk is dropped now, other threads' when
+    /// they next allocate or exit), and the cache is emptied. Live buffers stay valid; their
+    /// memory is given back when the last one drops, on any thread.
     fn drop(&mut self) {
         let shared = &self.shared;
         if shared.handles.fetch_sub(1, AcqRel) != 1 {
             return;
         }
-        shared.closed.store(true, Relaxed);
-        // Pairs with the fence in `recycle`.
-        fence(SeqCst);
+        shared.close();
         magazine::remove(shared.id);
-        shared.evict_cached();
     }
 }
 
@@ -572,6 +684,12 @@ impl Default for AdaptiveAllocator {
     }
 }
 
+// A panic inside the allocator leaves it consistent (every multi-step change is guarded and
+// the magazine gate is left on unwind), so a handle may cross `catch_unwind`, as
+// `BytesMut`'s users expect of anything they allocate with.
+impl std::panic::UnwindSafe for AdaptiveAllocator {}
+impl std::panic::RefUnwindSafe for AdaptiveAllocator {}
+
 impl fmt::Debug for AdaptiveAllocator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.settings();
@@ -579,13 +697,43 @@ impl fmt::Debug for AdaptiveAllocator {
             .field("id", &self.shared.id)
             .field("max_memory", &s.max_memory)
             .field("max_cached_bytes", &s.max_cached_bytes)
+            .field("max_thread_idle_bytes", &s.max_thread_idle_bytes)
             .field("chunk_sizes", &(s.min_chunk..=s.max_chunk))
-            .field("stats", &self.stats())
+            .field("memory_source", &s.memory_source)
+            .field("closed", &self.shared.is_closed())
+            .field("stats", &self.snapshot())
             .finish()
     }
 }
 
-/// The process-wide default allocator, used by [`PooledBuf::with_capacity`]. Created with
+/// Starts the opt-in background reclaimer: a thread that runs the idle sweep every quarter
+/// of `idle_release` and stops when the allocator closes. It holds the allocator only weakly
+/// (between sweeps), so it never keeps it open.
+#[cfg(not(loom))]
+fn spawn_reclaimer(shared: &Arc<Shared>) {
+    let weak: std::sync::Weak<Shared> = Arc::downgrade(shared);
+    let period = std::time::Duration::from_nanos(shared.settings.sweep_period_ns());
+    let spawned = std::thread::Builder::new()
+        .name(format!("adaptive-pool-reclaim-{}", shared.id))
+        .spawn(move || loop {
+            std::thread::park_timeout(period);
+            let Some(shared) = weak.upgrade() else { return };
+            if shared.is_closed() {
+                return;
+            }
+            shared.sweep(sync::now_ns());
+        });
+    // A thread that cannot be spawned leaves the allocator without it (the slow paths still
+    // sweep); the builder documents the setting as best effort.
+    if let Ok(handle) = spawned {
+        shared
+            .reclaimer
+            .with(|r| *r = Some(handle.thread().clone()));
+    }
+}
+
+/// The process-wide default allocator, used by
+/// [`PooledBuf::with_capacity`](crate::PooledBuf::with_capacity). Created with
 /// the default settings on first use, never dropped.
 pub fn global() -> &'static AdaptiveAllocator {
     static GLOBAL: OnceLock<AdaptiveAllocator> = OnceLock::new();

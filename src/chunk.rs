@@ -55,22 +55,19 @@
 //! freer) recycles the chunk. `AcqRel` on every step makes all writes into the chunk happen
 //! before the recycler touches it.
 
-use std::alloc::Layout;
 use std::any::Any;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::error::AllocError;
+use crate::os::{Block, Memory};
 use crate::stats::Counters;
-use crate::sync::{self, fence, AtomicI64, AtomicU64, AtomicUsize, Ordering::*, UnsafeCell};
+use crate::sync::{fence, AtomicI64, AtomicU64, AtomicUsize, Ordering::*, UnsafeCell};
 
 /// "No segment": the end of a free list.
 pub(crate) const NONE: u32 = u32::MAX;
 /// Flag in `remote`: the chunk has no owner; frees count down `abandoned_live`.
 const ABANDONED: u64 = 1 << 32;
-/// Alignment of chunk memory.
-const CHUNK_ALIGN: usize = 64;
 /// The byte freed regions are filled with when poisoning is on.
 pub(crate) const POISON: u8 = 0xA5;
 /// Bytes at the start of a free segment that hold its free-list link.
@@ -80,6 +77,9 @@ const LINK: usize = 4;
 pub(crate) trait Home: Any + Send + Sync {
     /// The counters that account for this chunk.
     fn counters(&self) -> &Counters;
+
+    /// Where the chunk's memory comes from and goes back to.
+    fn memory(&self) -> &Memory;
 
     /// Takes a chunk with no live region and no owner: cache it or give it to the system.
     fn recycle(&self, chunk: ChunkPtr);
@@ -108,8 +108,8 @@ impl<T> std::ops::Deref for CacheLines<T> {
 /// and writes the third) never contends for the line the owner writes on every allocation
 /// (the second).
 pub(crate) struct Chunk {
-    base: NonNull<u8>,
-    bytes: usize,
+    /// The memory: `block.bytes()` bytes at `block.ptr()`.
+    block: Block,
     unpooled: bool,
     poison: bool,
     /// Released regions are filled (with `POISON` if `poison`, else zeros): one test on the
@@ -144,7 +144,8 @@ struct OwnerFields {
     /// Whether the owner took the chunk from the central queue (else from the system).
     from_cache: UnsafeCell<bool>,
     slot: UnsafeCell<usize>,
-    idle_since: UnsafeCell<Option<Instant>>,
+    /// When the chunk was last seen idle (nanoseconds of `sync::now_ns`; 0: not idle).
+    idle_since: UnsafeCell<u64>,
 }
 
 /// The fields of a [`Chunk`] that remote releases write.
@@ -177,28 +178,29 @@ pub(crate) enum RemoteFree {
     Recycle,
 }
 
-/// Rolls back a chunk creation: the byte reservation and, once made, the system allocation.
+/// Rolls back a chunk creation: the byte reservation and, once made, the memory.
 struct CreationGuard<'a> {
     counters: &'a Counters,
+    memory: &'a Memory,
     bytes: usize,
-    memory: Option<(NonNull<u8>, Layout)>,
+    block: Option<Block>,
 }
 
 impl Drop for CreationGuard<'_> {
     fn drop(&mut self) {
-        if let Some((ptr, layout)) = self.memory.take() {
-            // SAFETY: `ptr` was returned by `sync::alloc(layout)` in `Chunk::create` and has not
-            // been handed to anyone: creation failed before the header took it.
-            unsafe { sync::dealloc(ptr.as_ptr(), layout) };
+        if let Some(block) = self.block.take() {
+            // SAFETY: `block` came from `self.memory` in `Chunk::create` and has not been
+            // handed to anyone: creation failed before the header took it.
+            unsafe { self.memory.free(block) };
         }
         self.counters.unreserve(self.bytes);
     }
 }
 
 impl ChunkPtr {
-    /// Allocates a chunk of `bytes` from the system, under `limit`, accounted in `home`'s
-    /// counters. The caller holds the new chunk exclusively. Every step is rolled back if a
-    /// later one fails or panics.
+    /// Allocates a chunk of `bytes` (or, `unpooled`, the memory of one buffer) from the
+    /// home's memory, under `limit`, accounted in the home's counters. The caller holds the
+    /// new chunk exclusively. Every step is rolled back if a later one fails or panics.
     pub(crate) fn create(
         home: &Arc<dyn Home>,
         bytes: usize,
@@ -207,22 +209,22 @@ impl ChunkPtr {
         poison: bool,
         zero: bool,
     ) -> Result<ChunkPtr, AllocError> {
-        let layout = Layout::from_size_align(bytes.max(1), CHUNK_ALIGN)
-            .map_err(|_| AllocError::CapacityOverflow { requested: bytes })?;
         let counters = home.counters();
+        let memory = home.memory();
         counters.reserve(bytes, limit)?;
         let mut guard = CreationGuard {
             counters,
+            memory,
             bytes,
-            memory: None,
+            block: None,
         };
-        // SAFETY: `layout` has a non-zero size.
-        let raw = unsafe { sync::alloc(layout) };
-        let base = NonNull::new(raw).ok_or(AllocError::System { size: bytes })?;
-        guard.memory = Some((base, layout));
+        guard.block = Some(if unpooled {
+            memory.alloc_unpooled(bytes)?
+        } else {
+            memory.alloc_chunk(bytes)?
+        });
         let header = Box::new(Chunk {
-            base,
-            bytes,
+            block: guard.block.take().expect("set just above"),
             unpooled,
             poison,
             scrub: poison || zero,
@@ -240,14 +242,13 @@ impl ChunkPtr {
                 seq: UnsafeCell::new(0),
                 from_cache: UnsafeCell::new(false),
                 slot: UnsafeCell::new(0),
-                idle_since: UnsafeCell::new(None),
+                idle_since: UnsafeCell::new(0),
             }),
             shared: CacheLines(RemoteFields {
                 remote: AtomicU64::new(NONE as u64),
                 abandoned_live: AtomicI64::new(0),
             }),
         });
-        guard.memory = None;
         std::mem::forget(guard);
         counters.on_system_alloc(unpooled);
         Ok(ChunkPtr(NonNull::from(Box::leak(header))))
@@ -285,16 +286,17 @@ impl ChunkPtr {
         // SAFETY: the header was leaked from a `Box` in `create` and, by the caller's
         // guarantee, nobody else refers to it any more.
         let header = unsafe { Box::from_raw(self.0.as_ptr()) };
-        let layout = Layout::from_size_align(header.bytes.max(1), CHUNK_ALIGN)
-            .expect("layout was valid at creation");
-        // SAFETY: `base` came from `sync::alloc(layout)` with this same layout, and no region
-        // of it is live.
-        unsafe { sync::dealloc(header.base.as_ptr(), layout) };
-        header
-            .home
-            .counters()
-            .on_system_free(header.bytes, header.unpooled);
-        drop(header);
+        let Chunk {
+            block,
+            unpooled,
+            home,
+            ..
+        } = *header;
+        let bytes = block.bytes();
+        // SAFETY: the block came from the home's memory in `create`, and no region of it is
+        // live.
+        unsafe { home.memory().free(block) };
+        home.counters().on_system_free(bytes, unpooled);
     }
 
     #[inline(always)]
@@ -306,7 +308,7 @@ impl ChunkPtr {
 
     /// The chunk's size in bytes.
     pub(crate) fn bytes(self) -> usize {
-        self.header().bytes
+        self.header().block.bytes()
     }
 
     /// `true` for the one-segment chunk of an unpooled buffer.
@@ -332,8 +334,9 @@ impl ChunkPtr {
     /// The caller holds the chunk exclusively and no region of it is live.
     pub(crate) unsafe fn format(self, class: u16, seg_size: usize) {
         let h = self.header();
-        debug_assert!(seg_size >= 32 && seg_size <= h.bytes && seg_size % 16 == 0);
-        let count = (h.bytes / seg_size).min(NONE as usize - 1) as u32;
+        let bytes = h.block.bytes();
+        debug_assert!(seg_size >= 32 && seg_size <= bytes && seg_size % 16 == 0);
+        let count = (bytes / seg_size).min(NONE as usize - 1) as u32;
         // SAFETY: exclusive, by the caller's guarantee.
         unsafe {
             h.class.set(class);
@@ -342,6 +345,7 @@ impl ChunkPtr {
             h.own.cursor.set(0);
             h.own.local_head.set(NONE);
             h.own.live.set(0);
+            h.own.idle_since.set(0);
         }
         h.owner.store(0, Relaxed);
         h.shared.remote.store(NONE as u64, Relaxed);
@@ -383,9 +387,9 @@ impl ChunkPtr {
         let h = self.header();
         // SAFETY: by the caller's guarantee the format is stable.
         let offset = idx as usize * unsafe { h.seg_size.get() };
-        debug_assert!(offset < h.bytes);
-        // SAFETY: `offset` is inside the chunk's allocation of `bytes` bytes at `base`.
-        unsafe { NonNull::new_unchecked(h.base.as_ptr().add(offset)) }
+        debug_assert!(offset < h.block.bytes().max(1));
+        // SAFETY: `offset` is inside the chunk's memory (`block`).
+        unsafe { NonNull::new_unchecked(h.block.ptr().as_ptr().add(offset)) }
     }
 
     /// The segment size (the capacity of every region of this chunk).
@@ -703,21 +707,22 @@ impl ChunkPtr {
         unsafe { self.header().own.slot.set(slot) }
     }
 
-    /// When the chunk went idle (set by the central queue).
+    /// When the chunk was first seen idle (nanoseconds of `sync::now_ns`), 0 if not since it
+    /// was last in use.
     ///
     /// # Safety
-    /// The caller holds the chunk exclusively.
-    pub(crate) unsafe fn idle_since(self) -> Option<Instant> {
-        // SAFETY: exclusive, by the caller's guarantee.
+    /// The caller owns the chunk or holds it exclusively.
+    pub(crate) unsafe fn idle_since(self) -> u64 {
+        // SAFETY: by the caller's guarantee.
         unsafe { self.header().own.idle_since.get() }
     }
 
-    /// Records when the chunk went idle.
+    /// Records when the chunk was first seen idle (0: it is in use).
     ///
     /// # Safety
-    /// The caller holds the chunk exclusively.
-    pub(crate) unsafe fn set_idle_since(self, at: Option<Instant>) {
-        // SAFETY: exclusive, by the caller's guarantee.
+    /// The caller owns the chunk or holds it exclusively.
+    pub(crate) unsafe fn set_idle_since(self, at: u64) {
+        // SAFETY: by the caller's guarantee.
         unsafe { self.header().own.idle_since.set(at) }
     }
 }
@@ -727,14 +732,26 @@ mod tests {
     use super::*;
     use crate::stats::Counters;
 
-    #[derive(Default)]
     struct TestHome {
         counters: Counters,
+        memory: Memory,
         recycled: crate::sync::Mutex<Vec<ChunkPtr>>,
+    }
+    impl Default for TestHome {
+        fn default() -> Self {
+            TestHome {
+                counters: Counters::default(),
+                memory: Memory::new(crate::os::MemorySource::GlobalAllocator),
+                recycled: Default::default(),
+            }
+        }
     }
     impl Home for TestHome {
         fn counters(&self) -> &Counters {
             &self.counters
+        }
+        fn memory(&self) -> &Memory {
+            &self.memory
         }
         fn recycle(&self, chunk: ChunkPtr) {
             self.recycled.with(|v| v.push(chunk));
@@ -817,7 +834,7 @@ mod tests {
             }
         );
         let err =
-            ChunkPtr::create(&h, usize::MAX - 10, usize::MAX, false, false, false).unwrap_err();
+            ChunkPtr::create(&h, usize::MAX - 10, usize::MAX, true, false, false).unwrap_err();
         assert!(matches!(err, AllocError::CapacityOverflow { .. }));
         let s = th.counters.snapshot();
         assert_eq!(

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::os::MemorySource;
 use crate::size_class::SizeClass;
 
 /// Default for [`Builder::min_chunk_size`]: 16 KiB.
@@ -15,6 +16,8 @@ pub const DEFAULT_MIN_CHUNK_SIZE: usize = 16 << 10;
 pub const DEFAULT_MAX_CHUNK_SIZE: usize = 4 << 20;
 /// Default for [`Builder::max_cached_bytes`]: 8 MiB, whatever the number of cores.
 pub const DEFAULT_MAX_CACHED_BYTES: usize = 8 << 20;
+/// Default for [`Builder::max_thread_idle_bytes`]: 1 MiB per thread.
+pub const DEFAULT_MAX_THREAD_IDLE_BYTES: usize = 1 << 20;
 /// Default for [`Builder::idle_release`]: 10 seconds.
 pub const DEFAULT_IDLE_RELEASE: Duration = Duration::from_secs(10);
 /// The smallest chunk size accepted: 4 KiB.
@@ -85,6 +88,9 @@ pub struct Builder {
     idle_release: Option<Duration>,
     zero_on_release: bool,
     poison: Option<bool>,
+    max_thread_idle_bytes: Option<usize>,
+    memory_source: Option<MemorySource>,
+    background_reclaim: bool,
 }
 
 impl Builder {
@@ -97,8 +103,15 @@ impl Builder {
     /// plus unpooled buffers. Past it, allocation fails with
     /// [`AllocError::MemoryLimit`](crate::AllocError::MemoryLimit). Default: no limit.
     ///
-    /// When the chunk sizes or the cache budget are left at their defaults they shrink to fit
-    /// under this limit; when set explicitly they must fit, or `build` refuses them.
+    /// A request that meets the limit first frees idle memory everywhere (the central cache
+    /// and every thread's empty chunks), then tries smaller chunks down to one segment, then a
+    /// region of its own exact size; it fails only when the memory held for live buffers
+    /// leaves no room for that. Since each size class carves from chunks of its own, the
+    /// limit must hold one minimum-size chunk for every pooled class (`class count x
+    /// min_chunk_size`, for example 944 KiB with the default chunk sizes): when the chunk
+    /// sizes or the cache budget are left at their defaults they shrink to fit under the
+    /// limit, and when set explicitly they must fit, or `build` refuses them, naming
+    /// `max_memory` and the least it would accept.
     pub fn max_memory(mut self, bytes: usize) -> Self {
         self.max_memory = Some(bytes);
         self
@@ -139,6 +152,39 @@ impl Builder {
     /// pool. Costs a memset of the buffer's capacity per release. Default: off.
     pub fn zero_on_release(mut self, yes: bool) -> Self {
         self.zero_on_release = yes;
+        self
+    }
+
+    /// Per-thread budget of idle chunks: the bytes of chunks holding no live buffer that one
+    /// thread's magazine may keep, summed over all its size classes (its current chunks
+    /// included). A chunk whose last buffer is released beyond the budget goes back at once
+    /// (to the central cache, or to the system), oldest idle chunk first, so memory kept
+    /// after a burst is at most `max_cached_bytes + threads x max_thread_idle_bytes`, never
+    /// threads x size classes x chunk size. `0` keeps no idle chunk at all (every buffer that
+    /// empties its chunk sends the chunk through the central cache). Default: 1 MiB.
+    pub fn max_thread_idle_bytes(mut self, bytes: usize) -> Self {
+        self.max_thread_idle_bytes = Some(bytes);
+        self
+    }
+
+    /// Where chunk memory comes from. [`MemorySource::Os`] (the default where supported:
+    /// Linux and Android) maps it from the kernel, so memory the pool gives back leaves the
+    /// process at once; [`MemorySource::GlobalAllocator`] takes it from the global
+    /// allocator. `build` refuses a source the platform does not support.
+    pub fn memory_source(mut self, source: MemorySource) -> Self {
+        self.memory_source = Some(source);
+        self
+    }
+
+    /// Run a background thread that gives idle memory back every quarter of
+    /// [`idle_release`](Self::idle_release) even when the allocator sees no activity at all.
+    /// Without it (the default), idle memory is swept by the allocator's own slow paths on
+    /// any thread (a chunk refill, a chunk recycled, a magazine made, `stats()`), which a
+    /// server under any load reaches often; a process that goes completely quiet keeps its
+    /// idle memory until then, or until `trim()`. The thread holds no handle: it stops when
+    /// the allocator closes. Default: off (the crate spawns no thread unless asked).
+    pub fn background_reclaim(mut self, yes: bool) -> Self {
+        self.background_reclaim = yes;
         self
     }
 
@@ -240,6 +286,32 @@ impl Builder {
                 ),
             ));
         }
+        // Room for one minimum chunk per pooled class: shrink what was left at its default
+        // (the minimum chunk first, then the largest), else refuse.
+        let (mut min_chunk, mut max_chunk) = (min_chunk, max_chunk);
+        loop {
+            let need = floor_for(min_chunk, max_chunk);
+            if need <= max_memory {
+                break;
+            }
+            if explicit_min.is_none() && min_chunk > MIN_CHUNK_SIZE_FLOOR {
+                min_chunk /= 2;
+            } else if explicit_max.is_none() && max_chunk / 2 >= min_chunk.max(MIN_CHUNK_SIZE_FLOOR)
+            {
+                max_chunk /= 2;
+            } else {
+                return Err(ConfigError::new(
+                    "max_memory",
+                    format!(
+                        "{max_memory} bytes cannot give each of the {} size classes up to {} \
+                         bytes a chunk of {min_chunk} bytes: at least {need} bytes are needed \
+                         with these chunk sizes",
+                        SizeClass::count_up_to(max_chunk / 4),
+                        max_chunk / 4
+                    ),
+                ));
+            }
+        }
         let max_cached_bytes = match self.max_cached_bytes {
             Some(c) if self.max_memory.is_some() && c > max_memory => {
                 return Err(ConfigError::new(
@@ -266,6 +338,32 @@ impl Builder {
             Some(d) => d,
             None => DEFAULT_IDLE_RELEASE,
         };
+        let max_thread_idle_bytes = match self.max_thread_idle_bytes {
+            Some(b) if b > isize::MAX as usize => {
+                return Err(ConfigError::new(
+                    "max_thread_idle_bytes",
+                    "must not exceed isize::MAX",
+                ))
+            }
+            Some(b) => b,
+            None => DEFAULT_MAX_THREAD_IDLE_BYTES.min(max_memory / 4),
+        };
+        let memory_source = match self.memory_source {
+            Some(s) if !s.is_supported() => {
+                return Err(ConfigError::new(
+                    "memory_source",
+                    format!("{s:?} is not supported on this platform"),
+                ))
+            }
+            Some(s) => s,
+            None => MemorySource::default_for_platform(),
+        };
+        if self.background_reclaim && cfg!(loom) {
+            return Err(ConfigError::new(
+                "background_reclaim",
+                "is not available under loom",
+            ));
+        }
         let max_pooled = max_chunk / 4;
         Ok(Settings {
             max_memory,
@@ -277,6 +375,9 @@ impl Builder {
             idle_release,
             zero_on_release: self.zero_on_release,
             poison: self.poison.unwrap_or(cfg!(debug_assertions)),
+            max_thread_idle_bytes,
+            memory_source,
+            background_reclaim: self.background_reclaim,
         })
     }
 }
@@ -302,6 +403,31 @@ pub(crate) struct Settings {
     pub(crate) zero_on_release: bool,
     /// Poison released regions and check on reuse.
     pub(crate) poison: bool,
+    /// Bytes of empty chunks one magazine may keep, over all its classes.
+    pub(crate) max_thread_idle_bytes: usize,
+    /// Where chunk memory comes from.
+    pub(crate) memory_source: MemorySource,
+    /// Sweep idle memory from a thread of its own.
+    pub(crate) background_reclaim: bool,
+}
+
+impl Settings {
+    /// How often idle memory is swept: a quarter of `idle_release`, in nanoseconds (at least
+    /// one; saturating for durations past `u64::MAX` nanoseconds).
+    pub(crate) fn sweep_period_ns(&self) -> u64 {
+        (self.idle_release.as_nanos() / 4).clamp(1, u64::MAX as u128) as u64
+    }
+
+    /// `idle_release` in nanoseconds, saturating.
+    pub(crate) fn idle_release_ns(&self) -> u64 {
+        self.idle_release.as_nanos().clamp(1, u64::MAX as u128) as u64
+    }
+}
+
+/// The least `max_memory` that gives one chunk of `min_chunk` to every class pooled with
+/// chunks up to `max_chunk` (requests up to a quarter of it are pooled).
+fn floor_for(min_chunk: usize, max_chunk: usize) -> usize {
+    SizeClass::count_up_to(max_chunk / 4).saturating_mul(min_chunk)
 }
 
 #[cfg(test)]
@@ -392,8 +518,25 @@ mod tests {
         let s = Builder::new().max_memory(3 << 20).validate().unwrap();
         assert_eq!(s.max_chunk, 2 << 20);
         assert_eq!(s.max_cached_bytes, (3 << 20) / 2);
-        let s = Builder::new().max_memory(8 << 10).validate().unwrap();
-        assert_eq!((s.min_chunk, s.max_chunk), (8 << 10, 8 << 10));
+        // 128 KiB holds one 4 KiB chunk for each of the 31 classes up to 8 KiB: the minimum
+        // chunk shrinks to the floor, then the largest until the classes fit.
+        let s = Builder::new().max_memory(128 << 10).validate().unwrap();
+        assert_eq!((s.min_chunk, s.max_chunk), (4 << 10, 32 << 10));
+        assert!(floor_for(s.min_chunk, s.max_chunk) <= 128 << 10);
+        // Below the least that one 4 KiB chunk per class needs (19 classes up to 1 KiB), the
+        // limit is refused, naming what it would take.
+        let e = Builder::new().max_memory(64 << 10).validate().unwrap_err();
+        assert_eq!(e.setting(), "max_memory");
+        assert!(e.reason().contains("77824"), "{e}");
+        assert!(Builder::new().max_memory(76 << 10).validate().is_ok());
+        // Explicit chunk sizes are not shrunk.
+        let e = Builder::new()
+            .max_memory(1 << 20)
+            .min_chunk_size(64 << 10)
+            .max_chunk_size(64 << 10)
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.setting(), "max_memory");
         let s = Builder::new().max_cached_bytes(0).validate().unwrap();
         assert_eq!(s.max_cached_bytes, 0);
         let s = Builder::new().min_chunk_size(8 << 20).validate().unwrap();

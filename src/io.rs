@@ -336,8 +336,10 @@ mod tests {
 
     #[test]
     fn pool_refusal_is_an_out_of_memory_io_error() {
+        // The least limit `build()` accepts is about 76 KiB (one 4 KiB chunk per small class):
+        // 128 KiB is far below the 1 MiB read.
         let pool = AdaptiveAllocator::builder()
-            .max_memory(64 << 10)
+            .max_memory(128 << 10)
             .build()
             .unwrap();
         let mut p = RecvPredictor::with_bounds(1 << 20, 1 << 20, 1 << 20).unwrap();

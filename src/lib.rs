@@ -63,6 +63,7 @@ mod error;
 #[cfg(feature = "tokio")]
 pub mod io;
 mod magazine;
+mod os;
 mod recv;
 mod size_class;
 mod stats;
@@ -72,9 +73,11 @@ pub use allocator::{global, AdaptiveAllocator};
 pub use buf::PooledBuf;
 pub use config::{
     Builder, ConfigError, DEFAULT_IDLE_RELEASE, DEFAULT_MAX_CACHED_BYTES, DEFAULT_MAX_CHUNK_SIZE,
-    DEFAULT_MIN_CHUNK_SIZE, MAX_CHUNK_SIZE_CEILING, MIN_CHUNK_SIZE_FLOOR,
+    DEFAULT_MAX_THREAD_IDLE_BYTES, DEFAULT_MIN_CHUNK_SIZE, MAX_CHUNK_SIZE_CEILING,
+    MIN_CHUNK_SIZE_FLOOR,
 };
 pub use error::{AllocError, InitError};
+pub use os::{mapped_bytes, MemorySource};
 pub use recv::RecvPredictor;
 pub use stats::Stats;
 

@@ -1,10 +1,13 @@
-//! Magazines: one thread's cache of chunks for one allocator, and the thread-local registry
-//! that finds it in O(1).
+//! Magazines: one thread's cache of chunks for one allocator, the thread-local registry that
+//! finds it in O(1), the gate that lets another thread reclaim its idle chunks, and the
+//! roster through which the allocator reaches every magazine.
 //!
 //! Owns: [`Magazine`] (the current chunk and the partly used chunks of every size class, the
-//! drain of remote frees, the hand-back on thread exit), the registry, the registration
-//! guard. May import: `chunk`, `size_class`, `config`, `sync`, `stats`, `error`. It reaches the
-//! allocator only through the [`ChunkSource`] trait, which the allocator implements.
+//! per-thread budget of idle chunks, the drain of remote frees, the hand-back on thread
+//! exit), its [`Gate`], the [`Roster`], the registry, the registration guard. May import:
+//! `chunk`, `size_class`, `config`, `sync`, `stats`, `error`, and `os` for the process-wide
+//! barrier. It reaches the allocator only through the [`ChunkSource`] trait, which the
+//! allocator implements.
 //!
 //! # Allocation order
 //! Each class has one *current* chunk that allocations carve from, and two lists of the other
@@ -12,34 +15,65 @@
 //! frees may have arrived since) and *spacious* ones (a region was freed into them locally
 //! since). A local free moves a chunk from the full list to the spacious list, in O(1), with
 //! no work at all while it stays spacious; if that chunk is older than the current one it
-//! becomes current instead (the younger one is listed, or retired if empty). When the current chunk runs out, the oldest of the
-//! last few spacious chunks becomes current; if there is none (and every 16th time anyway),
-//! the full chunks' remote frees are drained first, which makes some spacious and retires the
-//! fully free. Only then is a new chunk taken. Allocations therefore lean toward older
-//! chunks: long-lived survivors collect there, younger chunks empty out and are retired, and
-//! one small survivor does not pin a chunk for long. No step scans a list on every refill,
-//! so a class with thousands of live buffers costs the same per allocation as one with ten.
+//! becomes current instead (the younger one is listed, or retired if empty). When the current
+//! chunk runs out, the oldest of the last few spacious chunks becomes current; if there is
+//! none (and every 16th time anyway), the full chunks' remote frees are drained first, which
+//! makes some spacious and retires the fully free. Only then is a new chunk taken.
+//! Allocations therefore lean toward older chunks: long-lived survivors collect there,
+//! younger chunks empty out and are retired, and one small survivor does not pin a chunk for
+//! long. No step scans a list on every refill.
 //!
-//! # Retirement
+//! # Retirement and the per-thread budget
 //! A chunk that is not current and has no live region is retired at once: handed to the
 //! allocator, which caches it in the central queue if the byte budget allows and otherwise
-//! gives it to the system. The current chunk stays even when empty, so an allocate/free loop
-//! never touches the central queue.
+//! gives it to the system. A current chunk that empties stays, so an allocate/free loop
+//! never touches the central queue, but only within the magazine's budget of idle bytes
+//! (`max_thread_idle_bytes`, summed over every class): the first time it empties it is
+//! tagged *idle* and counted; past the budget the oldest idle chunks are retired (the one
+//! that just emptied last). The count is kept lazily: a tagged chunk that is in use again
+//! keeps its tag (the fast path writes nothing for it) and is found and untagged the next
+//! time the budget is checked. So a thread keeps at most `max_thread_idle_bytes` of empty
+//! chunks whatever the number of classes it touched.
 //!
-//! # Thread exit
-//! The registry's destructor drops every magazine of the thread. Each chunk is drained and
-//! abandoned: a fully free one is recycled at once; one with live regions is recycled by
-//! whichever thread releases its last region (see `chunk`).
+//! # The gate: reclaiming another thread's chunks
+//! Every operation of the owner on its magazine (allocate, free into an owned chunk, the slow
+//! paths) runs inside the gate: it stores `active = 1`, passes the light barrier, and loads
+//! `claim`; at the end it stores `active = 0` (`Release`). A reclaimer (`trim()`, the idle
+//! sweep, the close) sets `claim`, runs the heavy barrier once for all the magazines it
+//! claimed, and waits for `active == 0` (`Acquire`): from then until it clears `claim`
+//! (`Release`) it has the magazine to itself and runs the owner's own code on it. An owner
+//! that finds `claim` set steps out (`active = 0`) and waits for it to clear. This is the
+//! store-buffering (Dekker) pattern with asymmetric barriers: the light side is a compiler
+//! fence, the heavy side the kernel's `membarrier`, which makes every running thread pass a
+//! full barrier; where that is not available both sides are `fence(SeqCst)` (the claim word
+//! then carries a flag that sends the owner through the fence). Either the owner's load sees
+//! the claim, or the reclaimer's load sees the owner active; the data itself passes by the
+//! `Release`/`Acquire` pairs. The owner's fast path stays free of read-modify-writes: two
+//! stores and a load. DESIGN.md has the full argument and the loom models.
+//!
+//! No reclaimer ever waits on a gate while holding anything an owner might wait for inside
+//! its gate: it holds only the roster's lock, which no gated code takes.
+//!
+//! # Thread exit and close
+//! The registry's destructor leaves the roster (waiting for a reclaim in progress), then
+//! drops the magazine, which drains and abandons all its chunks: fully free ones are recycled
+//! at once, others by whichever thread releases their last region (see `chunk`). When the
+//! allocator closes, the closer claims every magazine and abandons all its chunks, live or
+//! not, and marks it dead: its thread keeps only the small husk until it next touches its
+//! registry or exits, and every byte of chunk memory comes back when the last buffer goes.
 
 use std::ptr;
+use std::sync::Arc;
 
 use crate::chunk::{ChunkPtr, Home, RemoteFree};
-use crate::config::Settings;
+use crate::config::{Settings, MIN_CHUNK_SIZE_FLOOR};
 use crate::error::AllocError;
+use crate::os;
 use crate::size_class::{next_pow2, SizeClass};
 use crate::stats::Shard;
-use crate::sync::{self, thread_local, UnsafeCell};
-use std::sync::Arc;
+use crate::sync::{
+    self, fence, thread_local, AtomicBool, AtomicU32, Mutex, Ordering::*, UnsafeCell,
+};
 
 /// What a magazine needs from its allocator. Implemented by the allocator's shared state.
 pub(crate) trait ChunkSource: Home {
@@ -58,19 +92,18 @@ pub(crate) trait ChunkSource: Home {
     /// An idle chunk from the central queue, if one of a usable size waits (see `acquire`).
     fn take_cached(&self, bytes: usize, min_bytes: usize) -> Option<ChunkPtr>;
 
-    /// Bumped by every `trim()`; a magazine that sees it change releases its idle chunks.
-    fn trim_epoch(&self) -> u64;
-
-    /// `true` once the allocator's last handle is gone.
-    fn is_closed(&self) -> bool;
+    /// The roster of the allocator's magazines.
+    fn roster(&self) -> &Roster;
 }
 
 /// Which of its class's lists holds an owned chunk: the low two bits of the chunk's slot
 /// word (the rest is its index in that list). `FULL` and `SPACIOUS` index
-/// [`ClassState::lists`].
+/// [`ClassState::lists`]; `CURRENT` and `IDLE` mark the class's current chunk, `IDLE` when it
+/// is counted against the idle budget.
 const FULL: usize = 0;
 const SPACIOUS: usize = 1;
 const CURRENT: usize = 2;
+const IDLE: usize = 3;
 const TAG_BITS: u32 = 2;
 const TAG_MASK: usize = (1 << TAG_BITS) - 1;
 
@@ -107,9 +140,12 @@ struct ClassState {
     /// Refills since the last full reclaim.
     refills: u32,
     /// How far this class's chunk size has grown (a doubling each): the most the class has
-    /// needed so far, so the size does not swing with each burst and the chunks it gives
-    /// back to the central queue fit its next request.
+    /// needed lately, so the size does not swing with each burst and the chunks it gives
+    /// back to the central queue fit its next request. It decays one step per idle sweep in
+    /// which the class took no new chunk.
     grade: u32,
+    /// Chunks taken from the allocator since the last idle sweep.
+    acquired: u32,
 }
 
 impl ClassState {
@@ -120,37 +156,36 @@ impl ClassState {
             lists: [Vec::new(), Vec::new()],
             refills: 0,
             grade: 0,
+            acquired: 0,
         }
     }
 
     fn push(&mut self, c: ChunkPtr, list: usize) {
         let l = &mut self.lists[list];
-        // SAFETY: the magazine's thread owns every chunk of its classes.
+        // SAFETY: the magazine's thread (or its claimer) owns every chunk of its classes.
         unsafe { c.set_slot(l.len() << TAG_BITS | list) };
         l.push(c);
     }
 
     /// Takes `c` out of the list that holds it.
     fn remove(&mut self, c: ChunkPtr) -> ChunkPtr {
-        // SAFETY: owned by this magazine's thread.
+        // SAFETY: owned by this magazine.
         let slot = unsafe { c.slot() };
         let (list, i) = (slot & TAG_MASK, slot >> TAG_BITS);
         let l = &mut self.lists[list];
         debug_assert_eq!(l.get(i), Some(&c));
         let c = l.swap_remove(i);
         if let Some(&moved) = l.get(i) {
-            // SAFETY: owned by this magazine's thread.
+            // SAFETY: owned by this magazine.
             unsafe { moved.set_slot(i << TAG_BITS | list) };
         }
         c
     }
 
-    fn set_current(&mut self, c: Option<ChunkPtr>) {
-        self.current = c;
-        if let Some(c) = c {
-            // SAFETY: owned by this magazine's thread.
-            unsafe { c.set_slot(CURRENT) };
-        }
+    fn set_current(&mut self, c: ChunkPtr) {
+        self.current = Some(c);
+        // SAFETY: owned by this magazine.
+        unsafe { c.set_slot(CURRENT) };
     }
 
     /// Owned chunks besides the current one.
@@ -165,117 +200,272 @@ impl ClassState {
     }
 }
 
-/// The registration guard: owns a new, registered magazine until the registry holds it, and
-/// on error or panic before that drops it, which unregisters its stats shard.
-struct PendingMagazine(*mut Magazine);
+/// The claim word's bits.
+const CLAIMED: u32 = 1;
+/// The owner must pass a `fence(SeqCst)` before trusting its load of the claim word (the
+/// heavy barrier is not the kernel's membarrier). Set for the magazine's life.
+const FENCE: u32 = 2;
 
-impl PendingMagazine {
-    fn into_registered(self) -> *mut Magazine {
-        let m = self.0;
-        std::mem::forget(self);
-        m
-    }
+/// The two words of the reclaim protocol (see the module documentation).
+struct Gate {
+    /// 1 while the owner runs an operation on the magazine. Written by the owner only.
+    active: AtomicU32,
+    /// `CLAIMED` while a reclaimer holds the magazine (set and cleared by reclaimers, one at a
+    /// time under the roster's lock), plus the constant `FENCE` flag.
+    claim: AtomicU32,
 }
 
-impl Drop for PendingMagazine {
+/// An operation of the owner in progress: leaving the gate on drop, also when a poison check
+/// panics inside, so a reclaimer never waits for a thread that unwound.
+struct Entered<'a>(&'a Magazine);
+
+impl Drop for Entered<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
-        // SAFETY: the guard owns the magazine made by `Magazine::create`, not yet registered.
-        drop(unsafe { Box::from_raw(self.0) });
+        self.0.gate.active.store(0, Release);
     }
 }
 
 /// One thread's cache for one allocator.
 pub(crate) struct Magazine {
+    gate: Gate,
+    /// Set by the closer (while it holds the claim) when it has emptied the magazine for good.
+    dead: AtomicBool,
+    /// Everything else: touched by the owner inside the gate, or by a reclaimer while it
+    /// holds the claim and has seen the owner outside.
+    state: UnsafeCell<State>,
+}
+
+// SAFETY: `state` is only ever accessed by one thread at a time, by the gate protocol (the
+// owner inside `enter`/`Entered`, a reclaimer between its claim and release, or whoever holds
+// the last `Arc` in `Drop`); its raw pointers (chunks, the magazine's own address) follow the
+// same rule.
+unsafe impl Send for Magazine {}
+// SAFETY: as above.
+unsafe impl Sync for Magazine {}
+
+struct State {
     /// The owning thread's token.
     token: usize,
-    /// This magazine's own address, as the registry holds it (the chunks' owner context).
-    this: *mut Magazine,
-    src: Arc<dyn ChunkSource>,
-    home: Arc<dyn Home>,
+    /// This magazine's own address (the chunks' owner context).
+    this: *const Magazine,
+    /// `None` once the magazine is dead (its allocator closed) or being dropped.
+    src: Option<Arc<dyn ChunkSource>>,
+    home: Option<Arc<dyn Home>>,
     shard: Arc<Shard>,
+    /// Empty once the magazine is dead, so the fast path finds nothing.
     classes: Box<[ClassState]>,
     min_chunk: usize,
     max_chunk: usize,
     /// The sequence number the next adopted chunk gets (lower is older).
     next_seq: u64,
-    seen_trim: u64,
+    /// Current chunks tagged `IDLE`, oldest first, and their bytes.
+    idle: Vec<ChunkPtr>,
+    idle_bytes: usize,
+    idle_budget: usize,
+}
+
+/// What a reclaim takes from a magazine.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Reclaim {
+    /// Every chunk with no live region (`trim()`).
+    All,
+    /// Chunks with no live region that were already idle at a sweep at least `idle_ns` before
+    /// `now` (the idle sweep); the others are stamped. Chunks emptied by remote frees that are
+    /// not current are taken at once.
+    Expired { now: u64, idle_ns: u64 },
 }
 
 impl Magazine {
-    /// Creates and registers a magazine for the calling thread; the returned pointer is owned
-    /// by the caller (the registry) and freed with `Box::from_raw`.
-    fn create(src: Arc<dyn ChunkSource>) -> *mut Magazine {
+    /// Creates a magazine for the calling thread, its stats shard registered.
+    fn create(src: Arc<dyn ChunkSource>) -> Arc<Magazine> {
         let settings = src.settings();
         let classes = (0..settings.class_count)
             .map(|i| ClassState::new(SizeClass(i as u16)))
             .collect();
         let shard = Arc::new(Shard::default());
+        src.counters().register(shard.clone());
         let home: Arc<dyn Home> = src.clone();
-        let mag = Box::new(Magazine {
-            token: sync::thread_token(),
-            this: ptr::null_mut(),
-            min_chunk: settings.min_chunk,
-            max_chunk: settings.max_chunk,
-            seen_trim: src.trim_epoch(),
-            src,
-            home,
-            shard,
-            classes,
-            next_seq: 0,
+        let m = Arc::new(Magazine {
+            gate: Gate {
+                active: AtomicU32::new(0),
+                claim: AtomicU32::new(if os::asymmetric() { 0 } else { FENCE }),
+            },
+            dead: AtomicBool::new(false),
+            state: UnsafeCell::new(State {
+                token: sync::thread_token(),
+                this: ptr::null(),
+                min_chunk: settings.min_chunk,
+                max_chunk: settings.max_chunk,
+                idle_budget: settings.max_thread_idle_bytes,
+                src: Some(src),
+                home: Some(home),
+                shard,
+                classes,
+                next_seq: 0,
+                idle: Vec::new(),
+                idle_bytes: 0,
+            }),
         });
-        let raw = Box::into_raw(mag);
-        // SAFETY: `raw` is the unique, valid pointer just made by `Box::into_raw`.
-        unsafe {
-            (*raw).this = raw;
-            (*raw).src.counters().register((*raw).shard.clone());
-        }
-        raw
+        let this = Arc::as_ptr(&m);
+        // SAFETY: nobody else can reach the new magazine yet.
+        m.state.with_mut(|s| unsafe { (*s).this = this });
+        m
     }
 
+    /// Enters the gate: from here until the returned guard drops, no reclaimer touches the
+    /// magazine. Only the owning thread may call it.
+    #[inline(always)]
+    fn enter(&self) -> Entered<'_> {
+        self.gate.active.store(1, Relaxed);
+        sync::light_barrier();
+        let c = self.gate.claim.load(Acquire);
+        if c != 0 {
+            self.enter_slow(c);
+        }
+        Entered(self)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn enter_slow(&self, mut c: u32) {
+        loop {
+            if c & FENCE != 0 {
+                fence(SeqCst);
+                c = self.gate.claim.load(Acquire);
+            }
+            if c & CLAIMED == 0 {
+                return;
+            }
+            // A reclaimer holds the magazine: step out, wait, and try again.
+            self.gate.active.store(0, Release);
+            let mut round = 0;
+            while self.gate.claim.load(Acquire) & CLAIMED != 0 {
+                sync::spin_wait(&mut round);
+            }
+            self.gate.active.store(1, Relaxed);
+            sync::light_barrier();
+            c = self.gate.claim.load(Acquire);
+        }
+    }
+
+    /// Runs an operation of the owner inside the gate.
+    #[inline(always)]
+    fn run<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let _entered = self.enter();
+        // SAFETY: inside the gate, the owner is the only thread touching `state`.
+        self.state.with_mut(|s| f(unsafe { &mut *s }))
+    }
+
+    /// Allocates one region of `class` (a pooled class): the fast path, else the slow path,
+    /// which may take or create a chunk. `MemoryLimit` means the allocator should make room
+    /// (a reclaim everywhere) and try again. `None` if the magazine died (its allocator
+    /// closed) since the caller found it: the request is then served unpooled.
+    pub(crate) fn alloc(
+        &self,
+        class: SizeClass,
+    ) -> Option<Result<(ChunkPtr, u32, usize), AllocError>> {
+        self.run(|s| match s.alloc_fast(class) {
+            Some(region) => Some(Ok(region)),
+            None => s.alloc_slow(class),
+        })
+    }
+
+    /// The mark of an initialisation that may have to be rolled back: chunks adopted from
+    /// now on have a sequence number at least this.
+    pub(crate) fn mark(&self) -> u64 {
+        self.run(|s| s.next_seq)
+    }
+
+    /// See [`State::take_back_since`].
+    pub(crate) fn take_back_since(&self, mark: u64) -> Vec<(ChunkPtr, bool)> {
+        self.run(|s| s.take_back_since(mark))
+    }
+
+    /// The owner gives back every chunk of its magazine that holds no live region (its
+    /// current chunks included), abandoned and held exclusively by the caller.
+    pub(crate) fn take_idle(&self) -> Vec<ChunkPtr> {
+        let mut out = Vec::new();
+        self.run(|s| s.take_idle(Reclaim::All, &mut out));
+        out
+    }
+
+    fn is_dead(&self) -> bool {
+        self.dead.load(Acquire)
+    }
+
+    /// Claims the magazine for a reclaimer (the caller then runs the heavy barrier and
+    /// [`Magazine::with_claimed`]).
+    fn claim(&self) {
+        self.gate.claim.fetch_or(CLAIMED, Relaxed);
+    }
+
+    /// Waits for the owner to be outside the gate, runs `f` on the state, and releases the
+    /// claim. The caller claimed the magazine and ran the heavy barrier since.
+    fn with_claimed<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut round = 0;
+        while self.gate.active.load(Acquire) != 0 {
+            sync::spin_wait(&mut round);
+        }
+        // SAFETY: claimed, and the owner is outside the gate (it will wait for the release).
+        let r = self.state.with_mut(|s| f(unsafe { &mut *s }));
+        self.gate.claim.fetch_and(!CLAIMED, Release);
+        r
+    }
+}
+
+impl Drop for Magazine {
+    /// Thread exit (or a magazine that never got registered): hand every chunk back. The
+    /// last `Arc` is going, so nothing else can reach the magazine.
+    fn drop(&mut self) {
+        // SAFETY: `&mut self`: exclusive.
+        self.state.with_mut(|s| unsafe { &mut *s }.give_up());
+    }
+}
+
+impl State {
     /// The fast path: carves one region of `class` from the class's current chunk, with plain
     /// loads and stores only. `None` when the class is not pooled here (its index is past the
-    /// pooled classes), has no current chunk, or the current chunk is full.
+    /// pooled classes, or the magazine is dead), has no current chunk, or the current chunk
+    /// is full.
     #[inline(always)]
     fn alloc_fast(&mut self, class: SizeClass) -> Option<(ChunkPtr, u32, usize)> {
         let cs = self.classes.get(class.index())?;
         let c = cs.current?;
-        // SAFETY: this magazine's thread (the caller) owns its current chunks.
+        // SAFETY: this magazine owns its current chunks, and we are inside its gate.
         let idx = unsafe { c.carve() }?;
         let seg = cs.seg_size;
         self.shard.add_owned(seg as i64, 1);
         Some((c, idx, seg))
     }
 
-    /// Allocates one region of `class` (a pooled class): the fast path, else the slow path,
-    /// which may take or create a chunk.
-    pub(crate) fn alloc(&mut self, class: SizeClass) -> Result<(ChunkPtr, u32, usize), AllocError> {
-        match self.alloc_fast(class) {
-            Some(region) => Ok(region),
-            None => self.alloc_slow(class),
-        }
-    }
-
     #[cold]
     #[inline(never)]
-    fn alloc_slow(&mut self, class: SizeClass) -> Result<(ChunkPtr, u32, usize), AllocError> {
-        let epoch = self.src.trim_epoch();
-        if epoch != self.seen_trim {
-            self.seen_trim = epoch;
-            for c in self.take_idle() {
-                // SAFETY: `take_idle` hands over fully free chunks held exclusively.
-                unsafe { c.free_to_system() };
-            }
-        }
+    fn alloc_slow(
+        &mut self,
+        class: SizeClass,
+    ) -> Option<Result<(ChunkPtr, u32, usize), AllocError>> {
+        let (Some(src), Some(home)) = (self.src.clone(), self.home.clone()) else {
+            return None;
+        };
+        Some(self.refill(class, &src, &home))
+    }
+
+    fn refill(
+        &mut self,
+        class: SizeClass,
+        src: &Arc<dyn ChunkSource>,
+        home: &Arc<dyn Home>,
+    ) -> Result<(ChunkPtr, u32, usize), AllocError> {
         let idx = class.index();
         // 1. The current chunk, once remote frees are drained.
         if let Some(c) = self.classes[idx].current {
-            // SAFETY: owned by this thread.
+            // SAFETY: owned by this magazine.
             if unsafe { c.drain_remote() } > 0 {
                 return Ok(self.carve_from(c, class));
             }
-            let cs = &mut self.classes[idx];
-            cs.set_current(None);
-            cs.push(c, FULL);
+            let c = self.take_current(idx).expect("checked above");
+            self.classes[idx].push(c, FULL);
         }
         // 2. A chunk with space: first one a local free made spacious (the oldest of the
         //    last few, so allocations pack into older chunks and younger ones empty out);
@@ -287,17 +477,16 @@ impl Magazine {
             self.reclaim(idx);
         }
         let cs = &mut self.classes[idx];
-        let spacious = &cs.lists[SPACIOUS];
-        let oldest = spacious
+        let oldest = cs.lists[SPACIOUS]
             .iter()
             .rev()
             .take(SPACIOUS_CANDIDATES)
-            // SAFETY: owned by this thread.
+            // SAFETY: owned by this magazine.
             .min_by_key(|c| unsafe { c.seq() })
             .copied();
         if let Some(c) = oldest {
             let c = cs.remove(c);
-            cs.set_current(Some(c));
+            cs.set_current(c);
             return Ok(self.carve_from(c, class));
         }
         // 3. A chunk from the allocator (central queue or system).
@@ -305,16 +494,18 @@ impl Magazine {
         let grade = grow(cs.listed()).max(cs.grade);
         cs.grade = grade;
         let want = self.chunk_size_for(seg, grade);
+        // Under memory pressure the size halves down to one segment's power of two (below
+        // `min_chunk_size` if need be, down to the 4 KiB floor).
         let least = next_pow2(seg)
             .unwrap_or(usize::MAX)
-            .max(self.min_chunk)
+            .max(MIN_CHUNK_SIZE_FLOOR)
             .min(want);
         // Before a chunk is made, the full chunks of every class give up their remote frees:
         // the fully free ones go to the central queue, where this request may find one (and
         // this class may find one of its own with space). This keeps memory that other
         // threads freed from waiting in a class that has not refilled, while a new chunk is
         // made for another. It costs a load per full chunk, only on this path.
-        let cached = self.src.take_cached(want, least);
+        let cached = src.take_cached(want, least);
         if cached.is_none() {
             for i in 0..self.classes.len() {
                 self.reclaim(i);
@@ -322,19 +513,20 @@ impl Magazine {
             if let Some(c) = self.classes[idx].lists[SPACIOUS].last().copied() {
                 let cs = &mut self.classes[idx];
                 let c = cs.remove(c);
-                cs.set_current(Some(c));
+                cs.set_current(c);
                 return Ok(self.carve_from(c, class));
             }
         }
         let acquired = match cached {
             Some(c) => Ok((c, true)),
-            None => self.src.acquire(&self.home, want, least),
+            None => src.acquire(home, want, least),
         };
         let (c, from_cache) = match acquired {
             Err(e @ AllocError::MemoryLimit { .. }) => {
-                // Under the limit, this thread's own idle chunks (empty current chunks of
-                // other classes) are given back before the request is refused.
-                let idle = self.take_idle();
+                // This thread's own idle chunks (empty current chunks of other classes) go
+                // first; the allocator reclaims everywhere if that is not enough.
+                let mut idle = Vec::new();
+                self.take_idle(Reclaim::All, &mut idle);
                 if idle.is_empty() {
                     return Err(e);
                 }
@@ -342,23 +534,30 @@ impl Magazine {
                     // SAFETY: `take_idle` hands over fully free chunks held exclusively.
                     unsafe { c.free_to_system() };
                 }
-                self.src.acquire(&self.home, want, least)?
+                src.acquire(home, want, least)?
             }
             other => other?,
         };
-        // SAFETY: `acquire` hands over a chunk held exclusively with nothing live; this thread
-        // becomes its owner.
+        // SAFETY: `acquire` hands over a chunk held exclusively with nothing live; this
+        // magazine's thread becomes its owner.
         unsafe {
             c.format(class.0, seg);
-            c.adopt(self.token, self.this.cast(), self.next_seq, from_cache);
+            c.adopt(
+                self.token,
+                self.this.cast_mut().cast(),
+                self.next_seq,
+                from_cache,
+            );
         }
         self.next_seq += 1;
-        self.classes[idx].set_current(Some(c));
+        let cs = &mut self.classes[idx];
+        cs.acquired = cs.acquired.saturating_add(1);
+        cs.set_current(c);
         Ok(self.carve_from(c, class))
     }
 
     fn carve_from(&mut self, c: ChunkPtr, class: SizeClass) -> (ChunkPtr, u32, usize) {
-        // SAFETY: owned by this thread, and the callers checked that it has space.
+        // SAFETY: owned by this magazine, and the callers checked that it has space.
         let idx = unsafe { c.carve() }.expect("chunk chosen for its free space has none");
         let seg = class.size();
         self.shard.add_owned(seg as i64, 1);
@@ -366,16 +565,19 @@ impl Magazine {
     }
 
     /// The chunk size for a class with `seg`-byte segments at growth `grade`: about 16
-    /// segments for classes up to 1 KiB, 4 up to 16 KiB and 2 above, doubled `grade` times,
-    /// within the bounds. Starting small keeps a class that holds few buffers from holding a
-    /// large chunk; growing keeps a busy class from refilling often.
+    /// segments for classes up to 1 KiB, 4 up to 16 KiB, 2 up to 256 KiB and 1 above,
+    /// doubled `grade` times, within the bounds. Starting small keeps a class that holds few
+    /// buffers from holding a large chunk (and the largest classes' chunks within the
+    /// per-thread idle budget); growing keeps a busy class from refilling often.
     fn chunk_size_for(&self, seg: usize, grade: u32) -> usize {
         let target = if seg <= 1 << 10 {
             16
         } else if seg <= 16 << 10 {
             4
-        } else {
+        } else if seg <= 256 << 10 {
             2
+        } else {
+            1
         };
         let base = next_pow2(seg.saturating_mul(target)).unwrap_or(self.max_chunk);
         base.checked_shl(grade)
@@ -383,44 +585,125 @@ impl Magazine {
             .clamp(self.min_chunk, self.max_chunk)
     }
 
-    /// Gives up a chunk with nothing live that is not current.
+    /// Gives up a chunk with nothing live that is not current (any more).
     fn retire(home: &Arc<dyn Home>, c: ChunkPtr) {
-        // SAFETY: owned by this thread, which gives it up here and never touches it again.
+        // SAFETY: owned by this magazine, which gives it up here and never touches it again.
         if unsafe { c.abandon() } == RemoteFree::Recycle {
             home.recycle(c);
         }
     }
 
-    /// Called after the owner freed a region into `c`, which is not the current chunk and is
-    /// either now fully free (it is retired) or was on the full list: then it becomes current
-    /// if it is older than the current chunk (which is listed, or retired if empty), and
-    /// spacious otherwise. This happens once per chunk each time it fills, never per free.
+    /// Takes the current chunk of class `class` out, removing its idle tag and count.
+    fn take_current(&mut self, class: usize) -> Option<ChunkPtr> {
+        let c = self.classes[class].current.take()?;
+        // SAFETY: owned by this magazine.
+        if unsafe { c.slot() } & TAG_MASK == IDLE {
+            let i = self
+                .idle
+                .iter()
+                .position(|&x| x == c)
+                .expect("an idle-tagged chunk is in the idle list");
+            self.idle.remove(i);
+            self.idle_bytes -= c.bytes();
+        }
+        Some(c)
+    }
+
+    /// Releases a region into an owned chunk: plain loads and stores, unless the chunk is
+    /// not current and just became fully free or was on its class's full list, or is current
+    /// and just emptied for the first time since it was counted.
+    ///
+    /// # Safety
+    /// This magazine owns `chunk` and the caller gives up the last handle to region `idx`.
+    #[inline(always)]
+    unsafe fn free(&mut self, chunk: ChunkPtr, idx: u32) {
+        // SAFETY (whole block): owned, inside the gate; the region is the caller's.
+        unsafe {
+            let live = chunk.free_local(idx);
+            self.shard.add_owned(-(chunk.seg_size() as i64), -1);
+            let tag = chunk.slot() & TAG_MASK;
+            if tag != IDLE && (live == 0 || tag == FULL) {
+                self.after_free_slow(chunk, live, tag);
+            }
+        }
+    }
+
+    /// Called after the owner freed a region into `c` (see [`State::free`]). A current chunk
+    /// that emptied is counted against the idle budget. A listed chunk that is now fully free
+    /// is retired. One that was on the full list becomes current if it is older than the
+    /// current chunk (which is listed, or retired if empty), and spacious otherwise. This
+    /// happens once per chunk each time it fills, never per free.
     #[cold]
     #[inline(never)]
-    fn after_free_slow(&mut self, c: ChunkPtr, live: u32) {
-        // SAFETY: owned by this thread.
-        let class = unsafe { c.class() as usize };
-        let cs = &mut self.classes[class];
-        let c = cs.remove(c);
-        if live == 0 {
-            Self::retire(&self.home, c);
+    fn after_free_slow(&mut self, c: ChunkPtr, live: u32, tag: usize) {
+        let Some(home) = self.home.clone() else {
+            return;
+        };
+        if tag == CURRENT {
+            self.note_idle(c, &home);
             return;
         }
-        match cs.current {
-            // SAFETY: owned by this thread.
+        // SAFETY: owned by this magazine.
+        let class = unsafe { c.class() as usize };
+        let c = self.classes[class].remove(c);
+        if live == 0 {
+            Self::retire(&home, c);
+            return;
+        }
+        match self.classes[class].current {
+            // SAFETY: owned by this magazine.
             Some(cur) if unsafe { c.seq() < cur.seq() } => {
                 // The older chunk takes over, so allocations fill its holes before the
                 // younger one's (this is what packs survivors together).
-                cs.set_current(Some(c));
-                // SAFETY: owned by this thread.
+                let cur = self.take_current(class).expect("checked above");
+                self.classes[class].set_current(c);
+                // SAFETY: owned by this magazine.
                 let (cur_live, cur_space) = unsafe { (cur.live(), cur.has_local_space()) };
                 if cur_live == 0 {
-                    Self::retire(&self.home, cur);
+                    Self::retire(&home, cur);
                 } else {
-                    cs.push(cur, if cur_space { SPACIOUS } else { FULL });
+                    self.classes[class].push(cur, if cur_space { SPACIOUS } else { FULL });
                 }
             }
-            _ => cs.push(c, SPACIOUS),
+            _ => self.classes[class].push(c, SPACIOUS),
+        }
+    }
+
+    /// The current chunk `c` just emptied: tag it idle and count it; past the budget, give
+    /// back idle chunks, oldest first and `c` last.
+    fn note_idle(&mut self, c: ChunkPtr, home: &Arc<dyn Home>) {
+        // SAFETY: owned by this magazine.
+        unsafe { c.set_slot(IDLE) };
+        self.idle.push(c);
+        self.idle_bytes += c.bytes();
+        if self.idle_bytes <= self.idle_budget {
+            return;
+        }
+        // Untag the chunks that are in use again (the count is lazy).
+        let mut i = 0;
+        while i < self.idle.len() {
+            let x = self.idle[i];
+            // SAFETY: owned by this magazine.
+            let live = unsafe {
+                x.drain_remote();
+                x.live()
+            };
+            if live > 0 {
+                // SAFETY: owned by this magazine.
+                unsafe { x.set_slot(CURRENT) };
+                self.idle.remove(i);
+                self.idle_bytes -= x.bytes();
+            } else {
+                i += 1;
+            }
+        }
+        while self.idle_bytes > self.idle_budget && !self.idle.is_empty() {
+            let victim = self.idle.iter().copied().find(|&x| x != c).unwrap_or(c);
+            // SAFETY: owned by this magazine.
+            let class = unsafe { victim.class() as usize };
+            let taken = self.take_current(class);
+            debug_assert_eq!(taken, Some(victim));
+            Self::retire(home, victim);
         }
     }
 
@@ -428,6 +711,9 @@ impl Magazine {
     /// retired (chunks emptied by other threads are given back), full ones with space become
     /// spacious.
     fn reclaim(&mut self, class: usize) {
+        let Some(home) = self.home.clone() else {
+            return;
+        };
         let cs = &mut self.classes[class];
         for list in [FULL, SPACIOUS] {
             let mut i = cs.lists[list].len();
@@ -437,13 +723,13 @@ impl Magazine {
                 if !p.has_remote() {
                     continue;
                 }
-                // SAFETY: owned by this thread.
+                // SAFETY: owned by this magazine.
                 let live = unsafe {
                     p.drain_remote();
                     p.live()
                 };
                 if live == 0 {
-                    Self::retire(&self.home, cs.remove(p));
+                    Self::retire(&home, cs.remove(p));
                 } else if list == FULL {
                     let p = cs.remove(p);
                     cs.push(p, SPACIOUS);
@@ -452,31 +738,46 @@ impl Magazine {
         }
     }
 
-    /// Takes every chunk of this magazine that has nothing live (current ones included) out
-    /// of it, abandoned and held exclusively by the caller.
-    pub(crate) fn take_idle(&mut self) -> Vec<ChunkPtr> {
-        let mut out = Vec::new();
-        for cs in self.classes.iter_mut() {
-            if let Some(c) = cs.current {
-                // SAFETY: owned by this thread.
-                if unsafe {
+    /// Takes the chunks of this magazine that hold no live region, as `how` says, out of it,
+    /// abandoned and held exclusively by the caller (into `out`), and lets chunk sizes decay.
+    /// Run by the owner, or by a reclaimer holding the claim.
+    fn take_idle(&mut self, how: Reclaim, out: &mut Vec<ChunkPtr>) {
+        for class in 0..self.classes.len() {
+            if let Some(c) = self.classes[class].current {
+                // SAFETY (whole block): owned by this magazine (we are its owner or claimer).
+                let take = unsafe {
                     c.drain_remote();
-                    c.live()
-                } == 0
-                {
-                    cs.set_current(None);
-                    // SAFETY: nothing live: abandoning hands it over at once.
+                    if c.live() != 0 {
+                        c.set_idle_since(0);
+                        false
+                    } else {
+                        match how {
+                            Reclaim::All => true,
+                            Reclaim::Expired { now, idle_ns } => match c.idle_since() {
+                                0 => {
+                                    c.set_idle_since(now);
+                                    false
+                                }
+                                since => now.saturating_sub(since) >= idle_ns,
+                            },
+                        }
+                    }
+                };
+                if take {
+                    let c = self.take_current(class).expect("checked above");
+                    // SAFETY: owned, nothing live: abandoning hands it over at once.
                     if unsafe { c.abandon() } == RemoteFree::Recycle {
                         out.push(c);
                     }
                 }
             }
+            let cs = &mut self.classes[class];
             for list in [FULL, SPACIOUS] {
                 let mut i = cs.lists[list].len();
                 while i > 0 {
                     i -= 1;
                     let p = cs.lists[list][i];
-                    // SAFETY: owned by this thread.
+                    // SAFETY: owned by this magazine.
                     if unsafe {
                         p.drain_remote();
                         p.live()
@@ -490,14 +791,16 @@ impl Magazine {
                     }
                 }
             }
+            match how {
+                Reclaim::All => cs.grade = grow(cs.listed()),
+                Reclaim::Expired { .. } => {
+                    if cs.acquired == 0 {
+                        cs.grade = cs.grade.saturating_sub(1).max(grow(cs.listed()));
+                    }
+                    cs.acquired = 0;
+                }
+            }
         }
-        out
-    }
-
-    /// The mark of an initialisation that may have to be rolled back: chunks adopted from
-    /// now on have a sequence number at least this.
-    pub(crate) fn mark(&self) -> u64 {
-        self.next_seq
     }
 
     /// Rolls back an initialisation: takes every chunk adopted since `mark` that now has
@@ -507,16 +810,16 @@ impl Magazine {
     /// It looks only at the chunks the magazine holds now, so a chunk that left it meanwhile
     /// (trimmed, retired, freed under the memory limit) is not touched: no pointer to a chunk
     /// is kept across the initialisation.
-    pub(crate) fn take_back_since(&mut self, mark: u64) -> Vec<(ChunkPtr, bool)> {
+    fn take_back_since(&mut self, mark: u64) -> Vec<(ChunkPtr, bool)> {
         let mut out = Vec::new();
-        for cs in self.classes.iter_mut() {
-            let young: Vec<ChunkPtr> = cs
+        for class in 0..self.classes.len() {
+            let young: Vec<ChunkPtr> = self.classes[class]
                 .owned()
-                // SAFETY: owned by this thread.
+                // SAFETY: owned by this magazine.
                 .filter(|c| unsafe { c.seq() } >= mark)
                 .collect();
             for c in young {
-                // SAFETY: owned by this thread.
+                // SAFETY: owned by this magazine.
                 let (live, from_cache) = unsafe {
                     c.drain_remote();
                     (c.live(), c.came_from_cache())
@@ -524,10 +827,10 @@ impl Magazine {
                 if live != 0 {
                     continue;
                 }
-                if cs.current == Some(c) {
-                    cs.set_current(None);
+                if self.classes[class].current == Some(c) {
+                    self.take_current(class);
                 } else {
-                    cs.remove(c);
+                    self.classes[class].remove(c);
                 }
                 // SAFETY: owned, nothing live: abandoning hands it over at once.
                 if unsafe { c.abandon() } == RemoteFree::Recycle {
@@ -537,63 +840,189 @@ impl Magazine {
         }
         out
     }
-}
 
-impl Drop for Magazine {
-    /// Thread exit (or the allocator's close): hand every chunk back.
-    fn drop(&mut self) {
-        for cs in self.classes.iter_mut() {
-            let chunks: Vec<ChunkPtr> = cs.owned().collect();
-            cs.set_current(None);
-            cs.lists.iter_mut().for_each(Vec::clear);
-            for c in chunks {
-                // SAFETY: owned by this thread, which gives it up here.
+    /// Gives up every chunk for good (thread exit, or the allocator's close): each is drained
+    /// and abandoned, the fully free ones recycled now, the others by their last release. The
+    /// stats shard is folded into the shared one. Afterwards the magazine holds nothing and
+    /// no reference to its allocator; the returned handle is the last thing it held.
+    fn give_up(&mut self) -> Option<Arc<dyn ChunkSource>> {
+        let src = self.src.take()?;
+        let home = self.home.take().expect("set with src");
+        self.idle.clear();
+        self.idle_bytes = 0;
+        let classes = std::mem::take(&mut self.classes);
+        for cs in classes.iter() {
+            for c in cs.owned() {
+                // SAFETY: owned by this magazine, which gives it up here.
                 unsafe { c.drain_remote() };
-                Self::retire(&self.home, c);
+                Self::retire(&home, c);
             }
         }
-        self.src.counters().unregister(&self.shard);
+        src.counters().unregister(&self.shard);
+        Some(src)
     }
 }
 
-/// Releases a region from the thread that owns its chunk: plain loads and stores, unless the
-/// chunk is not current and just became fully free or was on its class's full list.
+/// Releases a region from the thread that owns its chunk: plain loads and stores inside the
+/// magazine's gate. `false` if, once inside, the chunk turns out not to be owned any more
+/// (the allocator closed meanwhile and abandoned it): the caller then releases it as a
+/// remote free.
 ///
 /// # Safety
-/// The calling thread owns `chunk` (`chunk.is_owned_by(thread_token())`) and is releasing the
-/// last handle to region `idx`.
+/// The calling thread is the one with `token`, saw `chunk.is_owned_by(token)`, and is
+/// releasing the last handle to region `idx`.
 #[inline(always)]
-pub(crate) unsafe fn free_owned(chunk: ChunkPtr, idx: u32) {
-    // SAFETY (whole block): the owner context of an owned chunk is the owning magazine's
-    // registry pointer; the magazine lives as long as it owns chunks (its drop abandons them
-    // all first), and on its own thread nothing else borrows it while a buffer is dropped.
-    unsafe {
-        let mag = &mut *chunk.ctx().cast::<Magazine>();
-        let live = chunk.free_local(idx);
-        mag.shard.add_owned(-(chunk.seg_size() as i64), -1);
-        let list = chunk.slot() & TAG_MASK;
-        if list != CURRENT && (live == 0 || list == FULL) {
-            mag.after_free_slow(chunk, live);
+pub(crate) unsafe fn free_owned(chunk: ChunkPtr, idx: u32, token: usize) -> bool {
+    // SAFETY: the owner context of an owned chunk is its magazine, which lives at least as
+    // long as this thread's registry holds it; a chunk stays owned only while the magazine is
+    // registered here (its drop and its death abandon every chunk first), and we are on the
+    // owning thread.
+    let mag = unsafe { &*chunk.ctx().cast::<Magazine>() };
+    let _entered = mag.enter();
+    if !chunk.is_owned_by(token) {
+        return false;
+    }
+    // SAFETY: inside the gate; owned (checked inside it, so no closer can take it now), and
+    // the caller gives up the region.
+    mag.state.with_mut(|s| unsafe { (*s).free(chunk, idx) });
+    true
+}
+
+/// The magazines of one allocator: how a reclaimer reaches every thread's chunks.
+///
+/// Its lock is held by a reclaimer (trim, idle sweep, close) for its whole run, by a thread
+/// registering a magazine, and by a thread leaving at exit. No code inside a magazine's gate
+/// ever takes it, so a reclaimer holding it may wait on any gate.
+pub(crate) struct Roster {
+    inner: Mutex<RosterInner>,
+}
+
+#[derive(Default)]
+struct RosterInner {
+    mags: Vec<Arc<Magazine>>,
+    /// Set by the close: no magazine may be registered afterwards.
+    closed: bool,
+}
+
+impl std::fmt::Debug for Roster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Roster").finish_non_exhaustive()
+    }
+}
+
+impl Roster {
+    pub(crate) fn new() -> Roster {
+        Roster {
+            inner: Mutex::new(RosterInner::default()),
         }
+    }
+
+    /// Adds a magazine; `false` if the allocator has closed.
+    fn register(&self, m: &Arc<Magazine>) -> bool {
+        self.inner.with(|r| {
+            if r.closed {
+                return false;
+            }
+            r.mags.push(m.clone());
+            true
+        })
+    }
+
+    /// Removes a magazine (thread exit); waits for a reclaim in progress.
+    fn unregister(&self, m: &Magazine) {
+        let gone = self.inner.with(|r| {
+            let i = r.mags.iter().position(|x| ptr::eq(&**x, m))?;
+            Some(r.mags.swap_remove(i))
+        });
+        drop(gone);
+    }
+
+    /// Claims every magazine, runs the heavy barrier once, and runs `f` on each in turn with
+    /// the magazine to itself, releasing each claim as soon as it is done. With `wait`, waits
+    /// for the roster's lock; otherwise gives up (answering `false`) if it is taken.
+    fn for_each_claimed(&self, wait: bool, mut f: impl FnMut(&Magazine, &mut State)) -> bool {
+        let run = |r: &mut RosterInner| {
+            if r.mags.is_empty() {
+                return;
+            }
+            for m in &r.mags {
+                m.claim();
+            }
+            os::heavy_barrier();
+            for m in &r.mags {
+                m.with_claimed(|s| f(m, s));
+            }
+        };
+        if wait {
+            self.inner.with(run);
+            true
+        } else {
+            self.inner.try_with(run).is_some()
+        }
+    }
+
+    /// Reclaims idle chunks from every magazine, as `how` says, into `out` (abandoned, held
+    /// exclusively). `false` if `wait` is off and another reclaim (or a registration) holds
+    /// the roster.
+    pub(crate) fn reclaim(&self, how: Reclaim, wait: bool, out: &mut Vec<ChunkPtr>) -> bool {
+        self.for_each_claimed(wait, |_, s| s.take_idle(how, out))
+    }
+
+    /// The allocator closes: no magazine is registered from now on, and every registered one
+    /// gives up all its chunks (live or not) and dies. Their threads drop the husks later.
+    pub(crate) fn close(&self) {
+        let mut handles = Vec::new();
+        let mags = self.inner.with(|r| {
+            r.closed = true;
+            for m in &r.mags {
+                m.claim();
+            }
+            os::heavy_barrier();
+            for m in &r.mags {
+                m.with_claimed(|s| {
+                    handles.extend(s.give_up());
+                    m.dead.store(true, Release);
+                });
+            }
+            std::mem::take(&mut r.mags)
+        });
+        // Dropped outside the lock: the husks (their threads hold them too) and the
+        // allocator handles they held.
+        drop(mags);
+        drop(handles);
+    }
+
+    /// `true` once [`close`](Roster::close) has run.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner.with(|r| r.closed)
     }
 }
 
 /// The magazines of one thread, indexed by allocator id.
 struct Registry {
-    magazines: Vec<*mut Magazine>,
+    magazines: Vec<Option<Arc<Magazine>>>,
 }
 
 impl Drop for Registry {
     fn drop(&mut self) {
         forget_last(usize::MAX);
-        for m in self.magazines.drain(..) {
-            if !m.is_null() {
-                // SAFETY: the registry owns every non-null pointer it holds (from
-                // `Magazine::create`), and takes each out before freeing it.
-                drop(unsafe { Box::from_raw(m) });
-            }
+        for m in self.magazines.drain(..).flatten() {
+            leave(m);
         }
     }
+}
+
+/// A thread lets go of one of its magazines (exit, or its allocator closed): out of the
+/// roster first, so no reclaimer can be working on it, then dropped (which gives its chunks
+/// up, unless the close already did).
+fn leave(m: Arc<Magazine>) {
+    if !m.is_dead() {
+        let src = m.run(|s| s.src.clone());
+        if let Some(src) = src {
+            src.roster().unregister(&m);
+        }
+    }
+    drop(m);
 }
 
 #[cfg(not(loom))]
@@ -614,8 +1043,8 @@ thread_local! {
     /// Every path that drops a registered magazine clears it first (`forget_last`). Not kept
     /// under loom, whose thread-locals cannot be const (the registry lookup is the whole path
     /// there).
-    static LAST: std::cell::Cell<(usize, *mut Magazine)> =
-        const { std::cell::Cell::new((usize::MAX, ptr::null_mut())) };
+    static LAST: std::cell::Cell<(usize, *const Magazine)> =
+        const { std::cell::Cell::new((usize::MAX, ptr::null())) };
 }
 
 /// Forgets the fast path's cached magazine if it is allocator `id`'s (`usize::MAX`: any).
@@ -624,42 +1053,45 @@ fn forget_last(id: usize) {
     #[cfg(not(loom))]
     LAST.with(|last| {
         if id == usize::MAX || last.get().0 == id {
-            last.set((usize::MAX, ptr::null_mut()));
+            last.set((usize::MAX, ptr::null()));
         }
     });
     #[cfg(loom)]
     let _ = id;
 }
 
-/// Runs `f` with the calling thread's magazine for allocator `id`, creating it (from `src`)
-/// on first use. `None` when the thread's registry is already destroyed (thread exit).
+/// Runs `f` with the calling thread's magazine for allocator `id`, creating and registering
+/// it (from `src`) on first use. `None` when there is none and none may be made: the thread's
+/// registry is already destroyed (thread exit), or the allocator has closed.
 #[inline(always)]
 pub(crate) fn with_magazine<R>(
     id: usize,
     src: impl FnOnce() -> Arc<dyn ChunkSource>,
-    f: impl FnOnce(&mut Magazine) -> R,
+    f: impl FnOnce(&Magazine) -> R,
 ) -> Option<R> {
-    REGISTRY
+    let m = REGISTRY
         .try_with(|reg| {
             reg.with_mut(|reg| {
                 // SAFETY: the registry is this thread's alone, and nothing called below
-                // (magazine code, chunk acquisition and recycling) re-enters it.
+                // (magazine creation and registration) re-enters it.
                 let reg = unsafe { &mut *reg };
-                let mut m = reg.magazines.get(id).copied().unwrap_or(ptr::null_mut());
-                if m.is_null() {
-                    m = install(reg, id, src());
+                match reg.magazines.get(id) {
+                    Some(Some(m)) if !m.is_dead() => Some(Arc::as_ptr(m)),
+                    _ => install(reg, id, src()),
                 }
-                // SAFETY: a non-null registry entry is a live magazine of this thread.
-                f(unsafe { &mut *m })
             })
         })
         .ok()
+        .flatten()?;
+    // SAFETY: a registered magazine of this thread, held by its registry for at least as long
+    // as this call (nothing here drops it).
+    Some(f(unsafe { &*m }))
 }
 
 /// The allocation fast path for allocator `id`: the calling thread's magazine, if it has one,
 /// carves a region of `class` from the class's current chunk. `None` sends the caller to the
-/// slow path (no magazine yet, a class that is not pooled, a full chunk, thread exit), which
-/// is [`with_magazine`] and [`Magazine::alloc`].
+/// slow path (no magazine yet, a class that is not pooled, a full chunk, thread exit, a dead
+/// magazine), which is [`with_magazine`] and [`Magazine::alloc`].
 #[inline(always)]
 pub(crate) fn alloc_fast(id: usize, class: SizeClass) -> Option<(ChunkPtr, u32, usize)> {
     #[cfg(not(loom))]
@@ -667,27 +1099,31 @@ pub(crate) fn alloc_fast(id: usize, class: SizeClass) -> Option<(ChunkPtr, u32, 
         let (last_id, m) = LAST.with(|last| last.get());
         if last_id == id {
             // SAFETY: `LAST` holds a live, registered magazine of this thread (it is cleared
-            // before any registered magazine is dropped), and nothing else on this thread
-            // borrows a magazine while a buffer is being allocated.
-            return unsafe { &mut *m }.alloc_fast(class);
+            // before any registered magazine is dropped).
+            return unsafe { &*m }.run(|s| s.alloc_fast(class));
         }
     }
     alloc_fast_lookup(id, class)
 }
 
 /// Records the release of a `size`-byte region of allocator `id` in the calling thread's own
-/// stats shard, if the thread has a magazine of that allocator; `false` if it has none (the
-/// caller then uses the shared shard). Never creates a magazine.
+/// stats shard, if the thread has a live magazine of that allocator; `false` if it has none
+/// (the caller then uses the shared shard). Never creates a magazine.
 #[inline]
 pub(crate) fn account_release(id: usize, size: usize) -> bool {
+    let add = |s: &mut State| {
+        if s.src.is_none() {
+            return false;
+        }
+        s.shard.add_owned(-(size as i64), -1);
+        true
+    };
     #[cfg(not(loom))]
     {
         let (last_id, m) = LAST.with(|last| last.get());
         if last_id == id {
-            // SAFETY: as in `alloc_fast`: `LAST` holds a live, registered magazine of this
-            // thread, and its shard is written only by this thread.
-            unsafe { &*m }.shard.add_owned(-(size as i64), -1);
-            return true;
+            // SAFETY: as in `alloc_fast`.
+            return unsafe { &*m }.run(add);
         }
         if last_id == usize::MAX {
             // The thread has not allocated since its last magazine change (a thread that only
@@ -695,67 +1131,72 @@ pub(crate) fn account_release(id: usize, size: usize) -> bool {
             return false;
         }
     }
-    with_existing(id, |m| m.shard.add_owned(-(size as i64), -1)).is_some()
+    with_existing(id, |m| m.run(add)).unwrap_or(false)
 }
 
 /// [`alloc_fast`] through the registry, remembering the magazine found in `LAST`.
 #[inline(never)]
 fn alloc_fast_lookup(id: usize, class: SizeClass) -> Option<(ChunkPtr, u32, usize)> {
-    REGISTRY
+    let m = REGISTRY
         .try_with(|reg| {
             reg.with_mut(|reg| {
                 // SAFETY: as in `with_magazine`.
-                let reg = unsafe { &mut *reg };
-                let m = *reg.magazines.get(id)?;
-                if m.is_null() {
-                    return None;
-                }
-                #[cfg(not(loom))]
-                LAST.with(|last| last.set((id, m)));
-                // SAFETY: a non-null registry entry is a live magazine of this thread.
-                unsafe { &mut *m }.alloc_fast(class)
+                let reg = unsafe { &*reg };
+                reg.magazines.get(id)?.as_ref().map(Arc::as_ptr)
             })
         })
         .ok()
-        .flatten()
+        .flatten()?;
+    #[cfg(not(loom))]
+    LAST.with(|last| last.set((id, m)));
+    // SAFETY: a registered magazine of this thread.
+    unsafe { &*m }.run(|s| s.alloc_fast(class))
 }
 
 /// Runs `f` with the calling thread's magazine for allocator `id` if it has one.
-pub(crate) fn with_existing<R>(id: usize, f: impl FnOnce(&mut Magazine) -> R) -> Option<R> {
-    REGISTRY
+pub(crate) fn with_existing<R>(id: usize, f: impl FnOnce(&Magazine) -> R) -> Option<R> {
+    let m = REGISTRY
         .try_with(|reg| {
             reg.with_mut(|reg| {
                 // SAFETY: as in `with_magazine`.
-                let reg = unsafe { &mut *reg };
-                let m = reg.magazines.get(id).copied().unwrap_or(ptr::null_mut());
-                // SAFETY: a non-null registry entry is a live magazine of this thread.
-                (!m.is_null()).then(|| f(unsafe { &mut *m }))
+                let reg = unsafe { &*reg };
+                reg.magazines.get(id)?.as_ref().map(Arc::as_ptr)
             })
         })
         .ok()
-        .flatten()
+        .flatten()?;
+    // SAFETY: a registered magazine of this thread, held by its registry during this call.
+    Some(f(unsafe { &*m }))
 }
 
 #[cold]
-fn install(reg: &mut Registry, id: usize, src: Arc<dyn ChunkSource>) -> *mut Magazine {
-    // Magazines of allocators whose handles are all gone are dropped here, so a long-lived
-    // thread that moves on to a new allocator does not keep the old one's chunks.
+fn install(reg: &mut Registry, id: usize, src: Arc<dyn ChunkSource>) -> Option<*const Magazine> {
+    // Husks of closed allocators are dropped here, so a long-lived thread that moves on to a
+    // new allocator keeps nothing of the old ones.
     for slot in reg.magazines.iter_mut() {
-        // SAFETY: non-null entries are live magazines of this thread.
-        if !slot.is_null() && unsafe { (**slot).src.is_closed() } {
+        if slot.as_ref().is_some_and(|m| m.is_dead()) {
             forget_last(usize::MAX);
-            let m = std::mem::replace(slot, ptr::null_mut());
-            // SAFETY: taken out of the registry, which owned it.
-            drop(unsafe { Box::from_raw(m) });
+            drop(slot.take());
         }
     }
-    let pending = PendingMagazine(Magazine::create(src));
-    if reg.magazines.len() <= id {
-        reg.magazines.resize(id + 1, ptr::null_mut());
+    if src.roster().is_closed() {
+        return None;
     }
-    let m = pending.into_registered();
-    reg.magazines[id] = m;
-    m
+    let m = Magazine::create(src.clone());
+    // The registration guard: if the allocator closed (or anything below panics) the new
+    // magazine is simply dropped, which unregisters its stats shard.
+    if !src.roster().register(&m) {
+        return None;
+    }
+    if reg.magazines.len() <= id {
+        reg.magazines.resize_with(id + 1, || None);
+    }
+    let p = Arc::as_ptr(&m);
+    if let Some(old) = reg.magazines[id].replace(m) {
+        forget_last(id);
+        leave(old);
+    }
+    Some(p)
 }
 
 /// Drops the calling thread's magazine for allocator `id`, if any (the allocator closed).
@@ -765,16 +1206,13 @@ pub(crate) fn remove(id: usize) {
             reg.with_mut(|reg| {
                 // SAFETY: as in `with_magazine`.
                 let reg = unsafe { &mut *reg };
-                reg.magazines
-                    .get_mut(id)
-                    .map(|slot| std::mem::replace(slot, ptr::null_mut()))
+                reg.magazines.get_mut(id).and_then(Option::take)
             })
         })
         .ok()
         .flatten();
-    if let Some(m) = taken.filter(|m| !m.is_null()) {
+    if let Some(m) = taken {
         forget_last(id);
-        // SAFETY: taken out of the registry, which owned it.
-        drop(unsafe { Box::from_raw(m) });
+        leave(m);
     }
 }

@@ -50,6 +50,12 @@ pub struct Stats {
     /// Per-thread magazines currently alive for this allocator. A magazine lives from its
     /// thread's first allocation until the thread exits (or the allocator is dropped).
     pub magazines: usize,
+    /// Bytes of address space mapped from the operating system for this allocator
+    /// ([`MemorySource::Os`](crate::MemorySource::Os)): the spans chunks are carved from (a
+    /// few kept empty and decommitted) and buffers mapped on their own. Address space, not
+    /// resident memory: free slots of a span are decommitted. Zero with
+    /// [`MemorySource::GlobalAllocator`](crate::MemorySource::GlobalAllocator).
+    pub mapped_bytes: usize,
 }
 
 impl Stats {
@@ -71,7 +77,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "allocated {} B in {} chunks ({} B cached), {} live buffers of {} B, {} magazines; \
-             chunks allocated/released {}/{}, unpooled {}",
+             chunks allocated/released {}/{}, unpooled {}, mapped {} B",
             self.allocated_bytes,
             self.chunks,
             self.cached_bytes,
@@ -80,7 +86,8 @@ impl fmt::Display for Stats {
             self.magazines,
             self.chunk_allocations,
             self.chunk_releases,
-            self.unpooled_allocations
+            self.unpooled_allocations,
+            self.mapped_bytes
         )
     }
 }
@@ -224,6 +231,7 @@ impl Counters {
             chunk_releases: self.chunk_releases.load(Relaxed),
             unpooled_allocations: self.unpooled_allocations.load(Relaxed),
             magazines,
+            mapped_bytes: 0,
         }
     }
 }

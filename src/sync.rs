@@ -20,13 +20,63 @@
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{
-    fence, AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering,
+    fence, AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{
-    fence, AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering,
+    fence, AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
+
+/// The light side of the magazine gate's asymmetric barrier: keeps the compiler from moving
+/// the gate's store past its load. The processor's reordering is undone by the other side
+/// (`os::heavy_barrier`), or, where that is not the kernel's membarrier (and under loom),
+/// by a `fence(SeqCst)` the gate adds itself.
+#[inline(always)]
+pub(crate) fn light_barrier() {
+    std::sync::atomic::compiler_fence(Ordering::SeqCst);
+}
+
+/// One step of a wait for another thread: a spin hint, then a yield (loom's under loom, so
+/// the model lets the other thread run).
+#[inline]
+pub(crate) fn spin_wait(round: &mut u32) {
+    #[cfg(not(loom))]
+    {
+        if *round < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+        *round = round.saturating_add(1);
+    }
+    #[cfg(loom)]
+    {
+        let _ = round;
+        loom::thread::yield_now();
+    }
+}
+
+/// A monotonic clock in nanoseconds, never 0, for idle ages. Under loom a logical clock
+/// that advances a millisecond per reading, so the same schedule always takes the same
+/// branches (models that exercise the idle sweep set `idle_release` to a few milliseconds;
+/// with the default of 10 s no sweep falls due inside a model).
+pub(crate) fn now_ns() -> u64 {
+    #[cfg(not(loom))]
+    {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+        (epoch.elapsed().as_nanos().min(u64::MAX as u128 / 2) as u64).saturating_add(1)
+    }
+    #[cfg(loom)]
+    {
+        // A plain std atomic even under loom: not part of any modelled protocol, and loom
+        // runs one thread at a time, so each schedule reads the same sequence of values
+        // relative to its start.
+        static CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        CLOCK.fetch_add(1_000_000, std::sync::atomic::Ordering::Relaxed)
+    }
+}
 
 #[cfg(not(loom))]
 pub(crate) use std::thread_local;
@@ -137,6 +187,22 @@ impl<T> Mutex<T> {
         #[cfg(loom)]
         {
             Self(loom::sync::Mutex::new(value))
+        }
+    }
+
+    /// Locks if the lock is free, runs `f`, unlocks; `None` if another thread holds it.
+    pub(crate) fn try_with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        #[cfg(all(not(loom), not(miri)))]
+        {
+            self.0.try_lock().map(|mut g| f(&mut g))
+        }
+        #[cfg(any(loom, miri))]
+        {
+            match self.0.try_lock() {
+                Ok(mut g) => Some(f(&mut g)),
+                Err(std::sync::TryLockError::Poisoned(e)) => Some(f(&mut e.into_inner())),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            }
         }
     }
 

@@ -8,16 +8,28 @@
 //! byte is left behind, not one, by the allocator, its chunks, its magazines, split handles,
 //! frozen `Bytes`, buffers dropped on other threads, or buffers that outlive their allocator.
 //!
+//! Chunk memory comes from the global allocator only with `MemorySource::GlobalAllocator`, so
+//! the workloads run with that source, where every chunk byte is counted here, and again with
+//! the default source (memory mapped from the OS on Linux), where this count sees headers,
+//! magazines and the rest, and `adaptive_pool::mapped_bytes()` must return to its baseline.
+//!
+//! Two regressions of the review of 2026-11-28 run here too, since they need the count:
+//! the close racing the idle sweep (in a loop), and growth after the close on a thread that
+//! stays alive (measured on the test's own thread, not a spawned one whose exit would hide a
+//! magazine left behind).
+//!
 //! The file holds a single `#[test]`, so nothing else in this process allocates while it
 //! counts, and it never touches `adaptive_pool::global()` (which lives forever by design).
 //! Nothing is printed between the two readings (printing allocates in the test harness).
 
-use adaptive_pool::{AdaptiveAllocator, PooledBuf};
+use adaptive_pool::{AdaptiveAllocator, Builder, MemorySource, PooledBuf};
 use bytes::{BufMut, Bytes};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::thread;
+use std::time::Duration;
 
 mod common;
-use common::{default_allocator, POISON};
+use common::POISON;
 
 #[path = "support/counting_global.rs"]
 mod counting_global;
@@ -47,12 +59,24 @@ fn scale() -> usize {
     }
 }
 
+/// Whether the workloads use the global allocator for chunk memory (else the default).
+static ON_HEAP: AtomicBool = AtomicBool::new(true);
+
+/// A builder with the memory source of the current phase.
+fn builder() -> Builder {
+    let b = AdaptiveAllocator::builder().poison(POISON);
+    if ON_HEAP.load(SeqCst) {
+        b.memory_source(MemorySource::GlobalAllocator)
+    } else {
+        b
+    }
+}
+
 /// A varied workload on its own allocator; everything, the allocator included, is dropped.
 fn workload() {
-    let pool = AdaptiveAllocator::builder()
+    let pool = builder()
         .max_memory(256 << 20)
         .max_cached_bytes(4 << 20)
-        .poison(POISON)
         .build()
         .expect("valid settings");
 
@@ -174,7 +198,7 @@ fn workload() {
 /// The allocator is dropped while buffers still live; they are used, then dropped (some on
 /// another thread), and their memory must come back with the rest.
 fn allocator_dropped_first() {
-    let pool = default_allocator();
+    let pool = builder().build().unwrap();
     let mut bufs: Vec<PooledBuf> = [0usize, 100, 5000, 100_000, 900_000, 3 << 20]
         .iter()
         .map(|&n| {
@@ -231,6 +255,68 @@ fn create_parking_lot_table() {
     }
 }
 
+/// Review finding 2: the idle sweep popped cached chunks and pushed the unexpired ones back
+/// without the close handshake; a close in between left a chunk in a closed allocator's
+/// queue, whose `Arc` to the allocator kept both alive for good. Here a thread that holds
+/// only a buffer keeps cloning it (unpooled sizes: slow paths, which run the sweep every
+/// quarter of `idle_release`) while this thread drops the last handle at a different moment
+/// each round; the cache holds a thousand unexpired chunks for each sweep to push back.
+fn close_races_the_sweep() {
+    let rounds = if cfg!(miri) { 2 } else { 150 };
+    for i in 0..rounds {
+        let pool = builder()
+            .min_chunk_size(4 << 10)
+            .max_chunk_size(4 << 10)
+            .max_cached_bytes(4 << 20)
+            .idle_release(Duration::from_millis(8))
+            .build()
+            .unwrap();
+        // Chunks into the cache: made on a thread that exits.
+        let p = pool.clone();
+        let n = if cfg!(miri) { 16 } else { 4096 };
+        thread::spawn(move || drop((0..n).map(|_| p.allocate(1024)).collect::<Vec<_>>()))
+            .join()
+            .unwrap();
+        let mut buf = pool.allocate(2000);
+        buf.put_bytes(1, 2000);
+        let closed = std::sync::Arc::new(AtomicBool::new(false));
+        let c = closed.clone();
+        let t = thread::spawn(move || {
+            while !c.load(SeqCst) {
+                buf = buf.clone();
+            }
+            buf
+        });
+        thread::sleep(Duration::from_micros(100 * (i % 60)));
+        drop(pool);
+        closed.store(true, SeqCst);
+        drop(t.join().unwrap());
+    }
+}
+
+/// Review finding 5: growing or cloning a buffer after its allocator was dropped installed a
+/// magazine for the closed allocator on the growing thread, which kept a chunk and the
+/// allocator's state until that thread exited. Measured on the calling thread, which stays.
+fn grow_after_close_here() {
+    let pool = builder().build().unwrap();
+    let mut a = pool.allocate(100);
+    a.put_bytes(1, 100);
+    let b = pool.allocate(5000);
+    let handle = a.allocator();
+    drop(pool);
+    drop(handle);
+    a.reserve(10_000);
+    let c = b.clone();
+    drop((a, b, c));
+}
+
+/// Runs `f` on this thread and answers the change in allocated bytes.
+fn net_bytes_here(f: fn()) -> isize {
+    let before = current();
+    f();
+    current() - before
+}
+
 #[test]
 fn every_byte_comes_back() {
     // Under Miri the crate locks with std's `Mutex` (see `sync`), which allocates nothing, and
@@ -238,15 +324,37 @@ fn every_byte_comes_back() {
     if !cfg!(miri) {
         create_parking_lot_table();
     }
+    // This thread's magazine registry, made once and kept for the thread's life.
+    drop(builder().build().unwrap().allocate(1));
+    let mapped = adaptive_pool::mapped_bytes();
     // Each phase is measured on its own; all results are reported together.
     let first = net_bytes(workload);
     let dropped_first = net_bytes(allocator_dropped_first);
     let again = net_bytes(workload);
+    let race = net_bytes(close_races_the_sweep);
+    let here = net_bytes_here(grow_after_close_here);
+    // The default source (mapped from the OS on Linux): everything else comes back, and
+    // every span is unmapped.
+    ON_HEAP.store(false, SeqCst);
+    let os = net_bytes(workload);
+    let os_dropped_first = net_bytes(allocator_dropped_first);
+    let os_here = net_bytes_here(grow_after_close_here);
+    let mapped_after = adaptive_pool::mapped_bytes();
     assert!(
-        first == 0 && dropped_first == 0 && again == 0,
+        first == 0
+            && dropped_first == 0
+            && again == 0
+            && race == 0
+            && here == 0
+            && os == 0
+            && os_dropped_first == 0
+            && os_here == 0,
         "bytes not given back: workload {first}, allocator dropped before its buffers \
-         {dropped_first}, workload again {again} (a difference only in the first run is \
-         memory kept for the whole process, e.g. a static registry; one in every run is a \
-         leak)"
+         {dropped_first}, workload again {again}, close racing the sweep {race}, growth after \
+         the close on a live thread {here}; with the default memory source: workload {os}, \
+         allocator dropped first {os_dropped_first}, growth after the close {os_here} (a \
+         difference only in the first run is memory kept for the whole process, e.g. a static \
+         registry; one in every run is a leak)"
     );
+    assert_eq!(mapped_after, mapped, "mappings left behind");
 }

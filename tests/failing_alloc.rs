@@ -19,7 +19,7 @@ use std::alloc::Layout;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::thread;
 
-use adaptive_pool::{AdaptiveAllocator, AllocError, InitError, PooledBuf, Stats};
+use adaptive_pool::{AdaptiveAllocator, AllocError, InitError, MemorySource, PooledBuf, Stats};
 use bytes::BufMut;
 
 mod common;
@@ -69,6 +69,7 @@ fn disarm() {
 
 fn pool() -> AdaptiveAllocator {
     AdaptiveAllocator::builder()
+        .memory_source(MemorySource::GlobalAllocator)
         .max_memory(64 << 20)
         .max_cached_bytes(1 << 20)
         .poison(POISON)
@@ -215,6 +216,7 @@ fn rounds() -> usize {
 /// counts always match the buffers held, and at the end everything comes back.
 fn every_third_chunk_fails() {
     let pool = AdaptiveAllocator::builder()
+        .memory_source(MemorySource::GlobalAllocator)
         .min_chunk_size(4 << 10)
         .max_chunk_size(256 << 10)
         .max_cached_bytes(64 << 10)

@@ -3,7 +3,7 @@
 //! Random sequences of allocate (sizes from 0 to 4 MiB and past `isize::MAX`), write a
 //! distinct pattern, reserve, split_to, split_off, freeze, clone, drop (here or on another
 //! thread) and trim run on each corner configuration of `support/ops.rs` (tiny chunks, no
-//! cache, a roomy pool, a memory limit just above one chunk, zero on release). After every
+//! cache, a roomy pool, a memory limit near the least `build()` accepts, zero on release). After every
 //! step the model checks every live handle's bytes and `stats()` (live regions and bytes
 //! exactly, the memory limit, the cache bound); at the end everything is dropped and `trim()`
 //! must give every byte back. A failure shrinks to a short sequence (proptest removes and

@@ -98,8 +98,9 @@ impl Setup {
             1 => (4 << 10, 64 << 10, 0, 1 << 20, false),
             // Roomy: chunks up to 1 MiB, a cache of 1 MiB, 8 MiB in all.
             2 => (64 << 10, 1 << 20, 1 << 20, 8 << 20, false),
-            // A memory limit just above one chunk.
-            3 => (64 << 10, 64 << 10, 64 << 10, (64 << 10) + (4 << 10), false),
+            // A memory limit just above the least `build()` accepts for 4 KiB chunks (one
+            // chunk for each of the 19 classes up to 1 KiB): most requests meet the limit.
+            3 => (4 << 10, 4 << 10, 4 << 10, 80 << 10, false),
             // Zero on release, mid-sized chunks.
             _ => (16 << 10, 256 << 10, 256 << 10, 4 << 20, true),
         };

@@ -1,0 +1,630 @@
+//! Memory and barriers from the operating system: the only room that makes system calls.
+//!
+//! Owns: [`Memory`] (where chunk and unpooled memory comes from, and where it goes back),
+//! [`Block`] (one piece of it, as a chunk header keeps it), the spans that small chunks are
+//! carved from, and the process-wide memory barrier of the magazine protocol
+//! ([`heavy_barrier`]). May import: `sync`, `error`.
+//!
+//! # Two sources
+//! * [`MemorySource::Os`] (the default on Linux): memory is mapped from the kernel with
+//!   `mmap`, so what the pool gives back lowers the process's resident memory whatever the
+//!   global allocator is. Chunks smaller than a span ([`SPAN_BYTES`], 4 MiB) are carved from
+//!   spans of chunks of one size, as mimalloc carves pages from segments, so the number of
+//!   mappings stays far below the kernel's `vm.max_map_count` (65,530 by default): at most
+//!   one mapping per 4 MiB held. A chunk given back is decommitted at once
+//!   (`madvise(MADV_DONTNEED)`): its span then costs address space, not resident memory.
+//!   A span whose chunks are all free is unmapped, except one per chunk size kept (empty and
+//!   decommitted) to absorb churn until [`Memory::release_empty`] (trim, idle sweep, drop).
+//!   Chunks of a span or larger, and unpooled buffers of [`DIRECT_MIN`] (1 MiB) or more, get
+//!   a mapping of their own; smaller unpooled buffers come from the global allocator.
+//! * [`MemorySource::GlobalAllocator`]: every chunk and unpooled buffer is one allocation of
+//!   the global allocator (64-byte aligned). Used under Miri and loom (whose models check
+//!   every allocation for leaks), on platforms without the calls above, and by choice.
+//!
+//! # Who may touch what
+//! The span table is behind one lock, taken only when a chunk is created or given back (the
+//! slow paths). A [`Block`] is owned by the chunk header that holds it; the span it points to
+//! lives at least as long as any of its chunks is allocated, since a span is unmapped only
+//! when none is, so that pointer never outlives its span.
+
+use std::alloc::Layout;
+use std::ptr::NonNull;
+
+use crate::error::AllocError;
+use crate::sync::{self, AtomicUsize, Mutex, Ordering::*};
+
+/// The size of a span: the mapping small chunks are carved from.
+pub(crate) const SPAN_BYTES: usize = 4 << 20;
+/// Unpooled buffers of at least this size get a mapping of their own (smaller ones come from
+/// the global allocator, so that a few-KiB buffer does not cost a mapping).
+pub(crate) const DIRECT_MIN: usize = 1 << 20;
+/// Alignment of heap-backed chunk memory (mapped memory is page aligned).
+pub(crate) const HEAP_ALIGN: usize = 64;
+/// The smallest chunk (and so span slot) size: `MIN_CHUNK_SIZE_FLOOR`.
+const MIN_SLOT_SHIFT: u32 = 12;
+/// Slots of the smallest chunks in one span.
+const MAX_SLOTS: usize = SPAN_BYTES >> MIN_SLOT_SHIFT;
+
+/// Where an allocator's chunk memory comes from. See
+/// [`Builder::memory_source`](crate::Builder::memory_source).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MemorySource {
+    /// Mapped from the operating system (`mmap`), carved into chunks from 4 MiB spans and
+    /// decommitted when given back: memory the pool frees leaves the process's resident set
+    /// at once, under any global allocator. Linux and Android only.
+    Os,
+    /// The global allocator (`#[global_allocator]`): one allocation per chunk. What it does
+    /// with memory the pool gives back is its own affair (glibc, for one, keeps much of it).
+    GlobalAllocator,
+}
+
+impl MemorySource {
+    /// The default: [`Os`](MemorySource::Os) where it is supported (Linux and Android, not
+    /// under Miri), else [`GlobalAllocator`](MemorySource::GlobalAllocator).
+    pub const fn default_for_platform() -> MemorySource {
+        if OS_SUPPORTED {
+            MemorySource::Os
+        } else {
+            MemorySource::GlobalAllocator
+        }
+    }
+
+    /// `true` if this source can be used on this platform.
+    pub const fn is_supported(self) -> bool {
+        match self {
+            MemorySource::Os => OS_SUPPORTED,
+            MemorySource::GlobalAllocator => true,
+        }
+    }
+}
+
+/// Whether mapping memory from the OS is compiled in.
+const OS_SUPPORTED: bool = cfg!(all(
+    any(target_os = "linux", target_os = "android"),
+    not(loom),
+    not(miri)
+));
+
+/// One piece of memory handed out by a [`Memory`]: `bytes` bytes at `ptr`.
+#[derive(Debug)]
+pub(crate) struct Block {
+    ptr: NonNull<u8>,
+    bytes: usize,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// From the global allocator, with `HEAP_ALIGN`.
+    Heap,
+    /// A mapping of its own, `len` bytes (page-rounded).
+    Mapped { len: usize },
+    /// A slot of a span.
+    InSpan { span: NonNull<Span>, slot: u32 },
+}
+
+// SAFETY: a block is a plain description of memory its owner (a chunk header) holds; the span
+// it may point to is only touched under the span table's lock.
+unsafe impl Send for Block {}
+// SAFETY: as above; shared access reads only the immutable `ptr` and `bytes`.
+unsafe impl Sync for Block {}
+
+impl Block {
+    /// The start of the memory.
+    #[inline(always)]
+    pub(crate) fn ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// The usable size.
+    #[inline(always)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// One span: `SPAN_BYTES` of address space carved into equal slots of `slot_bytes`.
+#[derive(Debug)]
+struct Span {
+    base: NonNull<u8>,
+    slot_bytes: usize,
+    slots: u32,
+    used: u32,
+    /// Bit `i` set: slot `i` is free.
+    free: [u64; MAX_SLOTS / 64],
+}
+
+// SAFETY: a span describes address space its `Memory` owns; it is only read or written
+// under the span table's lock.
+unsafe impl Send for Span {}
+
+/// The spans of each slot size (`sizes[k]`: slots of `1 << (MIN_SLOT_SHIFT + k)` bytes).
+#[derive(Debug, Default)]
+struct SpanTable {
+    /// Boxed so a span stays put while the list around it changes: blocks point to it.
+    #[allow(clippy::vec_box)]
+    sizes: Vec<Vec<Box<Span>>>,
+}
+
+/// Where one allocator's memory comes from and goes back to.
+#[derive(Debug)]
+pub(crate) struct Memory {
+    source: MemorySource,
+    spans: Mutex<SpanTable>,
+    /// Bytes of address space mapped now (spans, empty ones included, and direct mappings).
+    mapped: AtomicUsize,
+}
+
+/// Bytes mapped from the OS by every [`Memory`] of the process, now.
+static PROCESS_MAPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Bytes of address space the crate holds mapped from the operating system now, over every
+/// allocator of the process (spans, including the few kept empty and decommitted, and
+/// buffers mapped on their own). Zero when every allocator using
+/// [`MemorySource::Os`] has been dropped and its buffers released.
+pub fn mapped_bytes() -> usize {
+    PROCESS_MAPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Memory {
+    /// A source of memory. `source` must be supported on this platform (checked by the
+    /// builder).
+    pub(crate) fn new(source: MemorySource) -> Memory {
+        debug_assert!(source.is_supported());
+        Memory {
+            source,
+            spans: Mutex::new(SpanTable::default()),
+            mapped: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes of address space this memory holds mapped now.
+    pub(crate) fn mapped(&self) -> usize {
+        self.mapped.load(Relaxed)
+    }
+
+    /// The size an unpooled buffer asking for `bytes` (a multiple of 16) gets: rounded up to
+    /// the page when it will be mapped on its own, so the whole mapping is the buffer's.
+    pub(crate) fn unpooled_size(&self, bytes: usize) -> usize {
+        match self.source {
+            MemorySource::Os if bytes >= DIRECT_MIN => bytes
+                .checked_next_multiple_of(sys::page_size())
+                .unwrap_or(bytes),
+            _ => bytes,
+        }
+    }
+
+    /// Memory for a chunk of `bytes` (a power of two of at least 4 KiB).
+    pub(crate) fn alloc_chunk(&self, bytes: usize) -> Result<Block, AllocError> {
+        debug_assert!(bytes.is_power_of_two() && bytes >= 1 << MIN_SLOT_SHIFT);
+        match self.source {
+            MemorySource::GlobalAllocator => heap_alloc(bytes),
+            MemorySource::Os if bytes >= SPAN_BYTES => self.map_direct(bytes),
+            MemorySource::Os => self.span_alloc(bytes),
+        }
+    }
+
+    /// Memory for an unpooled buffer of `bytes` (a multiple of 16, non-zero).
+    pub(crate) fn alloc_unpooled(&self, bytes: usize) -> Result<Block, AllocError> {
+        match self.source {
+            MemorySource::Os if bytes >= DIRECT_MIN => self.map_direct(bytes),
+            _ => heap_alloc(bytes),
+        }
+    }
+
+    /// Gives a block back: decommitted and its span slot freed, unmapped, or freed to the
+    /// global allocator.
+    ///
+    /// # Safety
+    /// `block` came from this `Memory` and nothing refers to its memory any more.
+    pub(crate) unsafe fn free(&self, block: Block) {
+        match block.kind {
+            Kind::Heap => {
+                let layout = heap_layout(block.bytes).expect("layout was valid when allocated");
+                // SAFETY: allocated by `heap_alloc` with this layout, and unused now.
+                unsafe { sync::dealloc(block.ptr.as_ptr(), layout) };
+            }
+            Kind::Mapped { len } => {
+                // SAFETY: a mapping of `len` bytes made by `map_direct`, unused now.
+                unsafe { sys::unmap(block.ptr, len) };
+                self.unaccount(len);
+            }
+            Kind::InSpan { span, slot } => {
+                // Decommit before the slot is marked free: once it is, another thread may
+                // take it and write into it.
+                // SAFETY: the slot's memory is ours and unused.
+                unsafe { sys::decommit(block.ptr, block.bytes) };
+                let empty = self.spans.with(|t| {
+                    // SAFETY: the span outlives its allocated slots, and this is one; the
+                    // table's lock is held.
+                    let s = unsafe { &mut *span.as_ptr() };
+                    s.free[slot as usize / 64] |= 1 << (slot % 64);
+                    s.used -= 1;
+                    if s.used != 0 {
+                        return None;
+                    }
+                    // Keep one empty span per size (the first one found), unmap the others.
+                    let list = &mut t.sizes[size_index(s.slot_bytes)];
+                    let empties = list.iter().filter(|x| x.used == 0).count();
+                    if empties <= 1 {
+                        return None;
+                    }
+                    let i = list
+                        .iter()
+                        .position(|x| std::ptr::eq(&**x, s))
+                        .expect("a span is listed while it lives");
+                    Some(list.swap_remove(i))
+                });
+                if let Some(span) = empty {
+                    self.unmap_span(&span);
+                }
+            }
+        }
+    }
+
+    /// Unmaps the spans kept empty; answers the bytes of address space released.
+    pub(crate) fn release_empty(&self) -> usize {
+        let empties: Vec<Box<Span>> = self.spans.with(|t| {
+            let mut out = Vec::new();
+            for list in t.sizes.iter_mut() {
+                let mut i = 0;
+                while i < list.len() {
+                    if list[i].used == 0 {
+                        out.push(list.swap_remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            out
+        });
+        let n = empties.len() * SPAN_BYTES;
+        for span in empties {
+            self.unmap_span(&span);
+        }
+        n
+    }
+
+    fn span_alloc(&self, bytes: usize) -> Result<Block, AllocError> {
+        let k = size_index(bytes);
+        // First, a slot of an existing span (the oldest spans first, so chunks pack low and
+        // later spans empty out).
+        let found = self.spans.with(|t| {
+            if t.sizes.len() <= k {
+                t.sizes.resize_with(k + 1, Vec::new);
+            }
+            t.sizes[k].iter_mut().find_map(|s| s.take_slot())
+        });
+        if let Some(block) = found {
+            return Ok(block);
+        }
+        // Map a new span outside the lock, then take its first slot and list it.
+        let base = sys::map(SPAN_BYTES).ok_or(AllocError::System { size: bytes })?;
+        self.account(SPAN_BYTES);
+        let slots = (SPAN_BYTES / bytes) as u32;
+        let mut span = Box::new(Span {
+            base,
+            slot_bytes: bytes,
+            slots,
+            used: 0,
+            free: [0; MAX_SLOTS / 64],
+        });
+        for i in 0..slots {
+            span.free[i as usize / 64] |= 1 << (i % 64);
+        }
+        let block = span.take_slot().expect("a new span has free slots");
+        self.spans.with(|t| t.sizes[k].push(span));
+        Ok(block)
+    }
+
+    fn map_direct(&self, bytes: usize) -> Result<Block, AllocError> {
+        let len = bytes
+            .checked_next_multiple_of(sys::page_size())
+            .ok_or(AllocError::CapacityOverflow { requested: bytes })?;
+        let ptr = sys::map(len).ok_or(AllocError::System { size: bytes })?;
+        self.account(len);
+        Ok(Block {
+            ptr,
+            bytes,
+            kind: Kind::Mapped { len },
+        })
+    }
+
+    fn unmap_span(&self, span: &Span) {
+        debug_assert_eq!(span.used, 0);
+        // SAFETY: a span with no slot in use: nothing refers to its memory.
+        unsafe { sys::unmap(span.base, SPAN_BYTES) };
+        self.unaccount(SPAN_BYTES);
+    }
+
+    fn account(&self, len: usize) {
+        self.mapped.fetch_add(len, Relaxed);
+        PROCESS_MAPPED.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn unaccount(&self, len: usize) {
+        self.mapped.fetch_sub(len, Relaxed);
+        PROCESS_MAPPED.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Memory {
+    /// Every chunk has been given back by now (chunks keep their allocator alive): unmap the
+    /// spans kept empty.
+    fn drop(&mut self) {
+        self.release_empty();
+        debug_assert_eq!(self.mapped(), 0, "a span outlived its allocator");
+    }
+}
+
+impl Span {
+    /// Takes the lowest free slot, if any.
+    fn take_slot(&mut self) -> Option<Block> {
+        if self.used == self.slots {
+            return None;
+        }
+        let (w, word) = self.free.iter().enumerate().find(|(_, w)| **w != 0)?;
+        let bit = word.trailing_zeros();
+        let slot = (w * 64) as u32 + bit;
+        self.free[w] &= !(1 << bit);
+        self.used += 1;
+        // SAFETY: `slot < slots`, so the slot lies inside the span's mapping.
+        let ptr = unsafe {
+            NonNull::new_unchecked(self.base.as_ptr().add(slot as usize * self.slot_bytes))
+        };
+        Some(Block {
+            ptr,
+            bytes: self.slot_bytes,
+            kind: Kind::InSpan {
+                span: NonNull::from(&*self),
+                slot,
+            },
+        })
+    }
+}
+
+fn size_index(bytes: usize) -> usize {
+    (bytes.trailing_zeros() - MIN_SLOT_SHIFT) as usize
+}
+
+fn heap_layout(bytes: usize) -> Option<Layout> {
+    Layout::from_size_align(bytes.max(1), HEAP_ALIGN).ok()
+}
+
+fn heap_alloc(bytes: usize) -> Result<Block, AllocError> {
+    let layout = heap_layout(bytes).ok_or(AllocError::CapacityOverflow { requested: bytes })?;
+    // SAFETY: `layout` has a non-zero size.
+    let raw = unsafe { sync::alloc(layout) };
+    let ptr = NonNull::new(raw).ok_or(AllocError::System { size: bytes })?;
+    Ok(Block {
+        ptr,
+        bytes,
+        kind: Kind::Heap,
+    })
+}
+
+/// The heavy side of the asymmetric barrier that the magazine gate relies on (see
+/// `magazine`): when it returns, every thread of the process has passed a full memory
+/// barrier since it was called, so a store a thread made before that point is visible, and
+/// stores made before the call are visible to the thread's later loads. With
+/// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` available the light side is only a
+/// compiler fence; otherwise both sides are `fence(SeqCst)`.
+pub(crate) fn heavy_barrier() {
+    if asymmetric() {
+        sys::membarrier();
+    } else {
+        sync::fence(sync::Ordering::SeqCst);
+    }
+}
+
+/// `true` when [`heavy_barrier`] is the kernel's expedited membarrier, so the light side may
+/// be a compiler fence. Decided once per process (the registration is made on first use).
+pub(crate) fn asymmetric() -> bool {
+    static STATE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STATE.get_or_init(sys::register_membarrier)
+}
+
+#[cfg(all(any(target_os = "linux", target_os = "android"), not(loom), not(miri)))]
+mod sys {
+    //! The system calls, Linux.
+    use std::ptr::NonNull;
+
+    const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+    const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+
+    pub(super) fn page_size() -> usize {
+        static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *PAGE.get_or_init(|| {
+            // SAFETY: `sysconf` has no preconditions.
+            let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            if p > 0 {
+                p as usize
+            } else {
+                4096
+            }
+        })
+    }
+
+    /// Maps `len` bytes (a multiple of the page size) of zeroed, private memory.
+    pub(super) fn map(len: usize) -> Option<NonNull<u8>> {
+        // SAFETY: an anonymous private mapping at an address of the kernel's choice touches
+        // no existing memory.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            None
+        } else {
+            NonNull::new(p.cast())
+        }
+    }
+
+    /// # Safety
+    /// `ptr..ptr + len` is a whole mapping made by [`map`] that nothing refers to.
+    pub(super) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
+        // SAFETY: by the caller's guarantee.
+        let r = unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+        debug_assert_eq!(r, 0, "munmap failed");
+    }
+
+    /// Gives the pages wholly inside `ptr..ptr + len` back to the kernel; they read as zeros
+    /// afterwards.
+    ///
+    /// # Safety
+    /// The range is mapped, and nothing refers to its contents.
+    pub(super) unsafe fn decommit(ptr: NonNull<u8>, len: usize) {
+        let page = page_size();
+        let start = (ptr.as_ptr() as usize).next_multiple_of(page);
+        let end = (ptr.as_ptr() as usize + len) & !(page - 1);
+        if end > start {
+            // SAFETY: a page-aligned range inside a mapping whose contents are unused.
+            let r = unsafe {
+                libc::madvise(
+                    ptr.as_ptr().add(start - ptr.as_ptr() as usize).cast(),
+                    end - start,
+                    libc::MADV_DONTNEED,
+                )
+            };
+            debug_assert_eq!(r, 0, "madvise failed");
+        }
+    }
+
+    pub(super) fn register_membarrier() -> bool {
+        // SAFETY: the registration command takes no pointers.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                0,
+            )
+        };
+        r == 0
+    }
+
+    pub(super) fn membarrier() {
+        // SAFETY: as above.
+        let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) };
+        // Registered successfully, so this cannot fail; if it ever did, going on would break
+        // the magazine protocol.
+        assert_eq!(r, 0, "adaptive-pool: membarrier failed after registration");
+    }
+}
+
+#[cfg(not(all(any(target_os = "linux", target_os = "android"), not(loom), not(miri))))]
+mod sys {
+    //! No system calls: the global allocator and `fence(SeqCst)` serve (`MemorySource::Os` is
+    //! refused by the builder).
+    use std::ptr::NonNull;
+
+    pub(super) fn page_size() -> usize {
+        4096
+    }
+
+    pub(super) fn map(_len: usize) -> Option<NonNull<u8>> {
+        unreachable!("MemorySource::Os is refused on this platform")
+    }
+
+    pub(super) unsafe fn unmap(_ptr: NonNull<u8>, _len: usize) {
+        unreachable!("MemorySource::Os is refused on this platform")
+    }
+
+    pub(super) unsafe fn decommit(_ptr: NonNull<u8>, _len: usize) {}
+
+    pub(super) fn register_membarrier() -> bool {
+        false
+    }
+
+    pub(super) fn membarrier() {
+        unreachable!("no membarrier registered")
+    }
+}
+
+#[cfg(all(
+    test,
+    not(loom),
+    not(miri),
+    any(target_os = "linux", target_os = "android")
+))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_carve_chunks_and_unmap_when_empty() {
+        let m = Memory::new(MemorySource::Os);
+        let blocks: Vec<Block> = (0..300).map(|_| m.alloc_chunk(16 << 10).unwrap()).collect();
+        // 256 chunks of 16 KiB per span: two spans.
+        assert_eq!(m.mapped(), 2 * SPAN_BYTES);
+        for b in &blocks {
+            // SAFETY: each block is ours; write its first and last byte.
+            unsafe {
+                b.ptr().as_ptr().write(1);
+                b.ptr().as_ptr().add(b.bytes() - 1).write(2);
+            }
+        }
+        let mut addrs: Vec<usize> = blocks.iter().map(|b| b.ptr().as_ptr() as usize).collect();
+        addrs.sort_unstable();
+        assert!(
+            addrs.windows(2).all(|w| w[1] - w[0] >= 16 << 10),
+            "no overlap"
+        );
+        for b in blocks {
+            // SAFETY: from `m`, unused.
+            unsafe { m.free(b) };
+        }
+        // One empty span per size is kept, decommitted.
+        assert_eq!(m.mapped(), SPAN_BYTES);
+        assert_eq!(m.release_empty(), SPAN_BYTES);
+        assert_eq!(m.mapped(), 0);
+    }
+
+    #[test]
+    fn freed_slots_read_as_zero_and_are_reused() {
+        let m = Memory::new(MemorySource::Os);
+        let a = m.alloc_chunk(64 << 10).unwrap();
+        let p = a.ptr();
+        // SAFETY: ours.
+        unsafe { p.as_ptr().write_bytes(0xEE, 64 << 10) };
+        // SAFETY: from `m`, unused.
+        unsafe { m.free(a) };
+        let b = m.alloc_chunk(64 << 10).unwrap();
+        assert_eq!(b.ptr(), p, "the lowest free slot is reused");
+        // SAFETY: ours; the decommitted pages read as zeros.
+        let bytes = unsafe { std::slice::from_raw_parts(b.ptr().as_ptr(), 64 << 10) };
+        assert!(bytes.iter().all(|&x| x == 0));
+        // SAFETY: from `m`, unused.
+        unsafe { m.free(b) };
+    }
+
+    #[test]
+    fn large_chunks_and_unpooled_buffers_map_directly() {
+        let m = Memory::new(MemorySource::Os);
+        let big = m.alloc_chunk(SPAN_BYTES).unwrap();
+        let unpooled = m.alloc_unpooled((DIRECT_MIN) + 16).unwrap();
+        let small = m.alloc_unpooled(4096).unwrap();
+        assert_eq!(
+            m.mapped(),
+            SPAN_BYTES + (DIRECT_MIN + 16).next_multiple_of(sys::page_size())
+        );
+        // SAFETY: from `m`, unused.
+        unsafe {
+            m.free(big);
+            m.free(unpooled);
+            m.free(small);
+        }
+        assert_eq!(m.mapped(), 0);
+    }
+
+    #[test]
+    fn the_barrier_can_be_called() {
+        heavy_barrier();
+        heavy_barrier();
+    }
+}
