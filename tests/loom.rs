@@ -23,6 +23,12 @@
 //!
 //! and 7. the two handles of a split region dropped on two threads (the share count).
 //!
+//! The reclaim protocol of the memory issue (the magazine gate, the roster) and the review's
+//! races: 8. `trim()` racing the owner's allocate and free; 9. `trim()` racing a remote free
+//! into the same chunk; 10. `trim()` racing thread exit; 11. `trim()` racing an
+//! `allocate_with` whose `init` allocates (review finding 1); 12. the close racing the idle
+//! sweep (finding 2); 13. the idle sweep racing allocation.
+//!
 //! Each model runs with a preemption bound of 3, except model 2 (three threads, about 240,000
 //! executions at 2); `LOOM_MAX_PREEMPTIONS` overrides the bound of every model. The
 //! configurations are tiny (4 KiB chunks of four 1 KiB segments, a cache of one chunk), so the
@@ -331,5 +337,210 @@ fn split_handles_dropped_on_two_threads() {
         let s = pool.stats();
         assert!(s.is_quiet(), "{s}");
         assert_eq!(s.chunks, 1, "{s}");
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reclaim protocol (the magazine gate, the roster) and the close handshake: models of the
+// memory issue and of the review's findings 1 and 2. In each, a reclaimer (`trim()`, the idle
+// sweep or the close) works on another thread's magazine while that thread allocates, frees,
+// exits, or another thread frees into the same chunk. loom checks every access to a
+// magazine's state (a loom `UnsafeCell`: two threads inside at once fail the execution), the
+// chunk memory (leaks and double frees), and the assertions below.
+
+/// A pool whose idle sweep falls due at every reading of loom's logical clock (a millisecond
+/// per reading): an `idle_release` of `idle_ms` milliseconds, swept every quarter of it. With
+/// 1 ms, a chunk stamped idle at one sweep is taken at the next; with 4 ms, a chunk cached a
+/// moment ago is not yet expired.
+fn sweeping_pool(idle_ms: u64) -> AdaptiveAllocator {
+    AdaptiveAllocator::builder()
+        .min_chunk_size(CHUNK)
+        .max_chunk_size(CHUNK)
+        .max_cached_bytes(CHUNK)
+        .idle_release(std::time::Duration::from_millis(idle_ms))
+        .poison(true)
+        .build()
+        .unwrap()
+}
+
+/// Model 8. The owner allocates and frees (the Netty loop: its current chunk empties and
+/// fills again on the fast path) while another thread calls `trim()`, which claims the
+/// owner's magazine and takes its current chunk whenever it is empty. The owner's buffers
+/// keep their contents, the counters are exact, and once both are done and the owner has
+/// exited, a last `trim()` leaves nothing allocated (loom checks no chunk leaks or is freed
+/// twice).
+#[test]
+fn trim_races_owner_allocate_and_free() {
+    model("trim_races_owner_allocate_and_free", 2, || {
+        let pool = tiny_pool();
+        let p = pool.clone();
+        let owner = thread::spawn(move || {
+            for i in 0..2 {
+                let b = filled(&p, i + 1);
+                check(&b, i + 1);
+                drop(b);
+            }
+            let kept = filled(&p, 7);
+            check(&kept, 7);
+            kept
+        });
+        race();
+        pool.trim();
+        let kept = owner.join().unwrap();
+        check(&kept, 7);
+        let s = pool.stats();
+        assert_eq!((s.live_buffers, s.live_bytes), (1, SEG), "{s}");
+        drop(kept);
+        wait_for_magazines(&pool);
+        pool.trim();
+        let s = pool.stats();
+        assert_eq!((s.allocated_bytes, s.chunks), (0, 0), "{s}");
+    });
+}
+
+/// Model 9. One region of the owner's chunk is freed remotely while a trim on a third
+/// thread claims the owner's magazine: the trim drains the remote stack as the owner would,
+/// and takes the chunk only if nothing is live in it. The owner, idle meanwhile, keeps its
+/// other buffer intact; the chunk is given back exactly once, whichever of the trim and the
+/// owner's last free comes last.
+#[test]
+fn trim_races_remote_free_into_the_same_chunk() {
+    model("trim_races_remote_free_into_the_same_chunk", 2, || {
+        let pool = tiny_pool();
+        let a = filled(&pool, 1);
+        let b = filled(&pool, 2);
+        let p = pool.clone();
+        let t = thread::spawn(move || {
+            check(&b, 2);
+            drop(b);
+        });
+        let trimmer = thread::spawn(move || p.trim());
+        race();
+        t.join().unwrap();
+        trimmer.join().unwrap();
+        check(&a, 1);
+        let s = pool.stats();
+        assert_eq!((s.live_buffers, s.live_bytes, s.chunks), (1, SEG, 1), "{s}");
+        drop(a);
+        pool.trim();
+        let s = pool.stats();
+        assert_eq!((s.allocated_bytes, s.chunks), (0, 0), "{s}");
+    });
+}
+
+/// Model 10. A thread exits (its registry leaves the roster and drops the magazine, which
+/// gives its chunks up) while another thread trims (claims every magazine on the roster):
+/// the exit waits for a trim in progress, a trim after the exit no longer sees the magazine,
+/// and the idle chunk is given back exactly once.
+#[test]
+fn trim_races_thread_exit() {
+    model("trim_races_thread_exit", 3, || {
+        let pool = tiny_pool();
+        let p = pool.clone();
+        let t = thread::spawn(move || {
+            let b = filled(&p, 4);
+            check(&b, 4);
+        });
+        race();
+        pool.trim();
+        t.join().unwrap();
+        wait_for_magazines(&pool);
+        pool.trim();
+        let s = pool.stats();
+        assert_eq!((s.allocated_bytes, s.chunks), (0, 0), "{s}");
+        assert!(s.is_quiet(), "{s}");
+    });
+}
+
+/// Model 11 (review finding 1). An `allocate_with` whose `init` allocates (its magazine
+/// adopts a second chunk), frees, and fails, while another thread trims: the trim may take
+/// the young chunk out of the magazine before the rollback runs. The rollback looks only at
+/// the chunks the magazine still holds, so it never touches one the trim freed (loom fails
+/// the execution on a use after free of a chunk's memory, and on the magazine state touched
+/// by two threads at once); afterwards nothing is live and a trim leaves nothing allocated.
+#[test]
+fn trim_races_allocate_with_whose_init_allocates() {
+    model("trim_races_allocate_with_whose_init_allocates", 2, || {
+        let pool = tiny_pool();
+        let p = pool.clone();
+        let t = thread::spawn(move || {
+            let q = p.clone();
+            let r = p.allocate_with(SEG, move |buf| {
+                buf.put_bytes(5, SEG);
+                // Four more fill the first chunk's remaining three segments and start a second.
+                let more: Vec<PooledBuf> = (0..4).map(|i| filled(&q, i)).collect();
+                drop(more);
+                Err("init failed")
+            });
+            assert!(r.is_err());
+        });
+        race();
+        pool.trim();
+        t.join().unwrap();
+        wait_for_magazines(&pool);
+        let s = pool.stats();
+        assert!(s.is_quiet(), "{s}");
+        pool.trim();
+        let s = pool.stats();
+        assert_eq!((s.allocated_bytes, s.chunks), (0, 0), "{s}");
+    });
+}
+
+/// Model 12 (review finding 2). The last handle is dropped (the close: every magazine gives
+/// up its chunks, the cache is drained and refuses chunks from then on) while a thread that
+/// holds only a buffer grows it, which runs the idle sweep: the sweep pops the cached chunk
+/// (not yet expired) and pushes it back. Every push goes through the close handshake and the
+/// sweep holds the lock the close drains under, so the chunk cannot be left in the closed
+/// queue, where its `Arc` to the allocator would keep both alive: loom fails the execution
+/// on the leaked chunk memory.
+#[test]
+fn close_races_the_idle_sweep() {
+    model("close_races_the_idle_sweep", 2, || {
+        let pool = sweeping_pool(4);
+        // One chunk into the cache: filled and emptied on a thread that exits.
+        let p = pool.clone();
+        thread::spawn(move || drop((0..4).map(|i| filled(&p, i)).collect::<Vec<_>>()))
+            .join()
+            .unwrap();
+        let mut buf = pool.allocate(SEG / 4);
+        buf.put_bytes(9, SEG / 4);
+        let t = thread::spawn(move || {
+            // Growth: a new region (from a new magazine on this thread, or unpooled once the
+            // allocator has closed), then the sweep, due at once.
+            buf.reserve(SEG);
+            check(&buf, 9);
+            buf
+        });
+        race();
+        drop(pool);
+        let buf = t.join().unwrap();
+        check(&buf, 9);
+        drop(buf);
+    });
+}
+
+/// Model 13. The idle sweep (run by another thread's activity: here `stats()`) stamps and
+/// then takes the owner's empty current chunk while the owner allocates from it again: the
+/// gate keeps the two apart, the owner's buffer is intact, and nothing leaks (the close at the
+/// end gives back whatever the sweep left; loom checks every chunk is freed exactly once).
+#[test]
+fn idle_sweep_races_allocation() {
+    model("idle_sweep_races_allocation", 2, || {
+        let pool = sweeping_pool(1);
+        let p = pool.clone();
+        let owner = thread::spawn(move || {
+            drop(filled(&p, 1));
+            let b = filled(&p, 2);
+            check(&b, 2);
+            b
+        });
+        race();
+        let _ = pool.stats();
+        let b = owner.join().unwrap();
+        check(&b, 2);
+        let s = pool.stats();
+        assert_eq!((s.live_buffers, s.live_bytes), (1, SEG), "{s}");
+        drop(b);
+        drop(pool);
     });
 }
