@@ -1,9 +1,13 @@
-//! A soak test: a realistic, mixed, network-like workload on the default allocator.
+//! A soak test: a realistic, mixed, network-like workload on the default settings.
 //!
 //! ```text
 //! cargo run --release --example soak                      # about 20 s: 10 s per run, 4 threads
 //! cargo run --release --example soak -- --duration 3 --threads 8 --plot /tmp/soak.svg
 //! ```
+//!
+//! The pool runs with the default settings but one: `idle_release` is 0.5 s (the default is
+//! 10 s; `--idle-release` sets it), so that the quiet phase, 30 % of the run, lasts several
+//! times past it and shows idle memory going back while the worker threads are still alive.
 //!
 //! Worker threads allocate buffers of mixed sizes (mostly 64 B .. 16 KiB, some 64 KiB, rarely
 //! 2 MiB, which is too large to pool) and fill them. Most buffers are dropped at once, some
@@ -48,20 +52,25 @@ const CHANNEL_BOUND: usize = 4096;
 struct Options {
     duration: Duration,
     threads: usize,
+    idle_release: Duration,
     compare: bool,
     plot: Option<PathBuf>,
 }
 
 const USAGE: &str = "\
-usage: soak [--duration SECS] [--threads N] [--plot FILE | --no-plot] [--no-compare] [--help]
+usage: soak [--duration SECS] [--threads N] [--idle-release SECS] [--plot FILE | --no-plot]
+            [--no-compare] [--help]
 
-Runs a mixed network-like workload on adaptive_pool's default allocator, printing a progress
-line once per second, then the same workload on bytes::BytesMut, then a summary table, the
-final statistics, and an SVG plot of memory over time for both runs.
+Runs a mixed network-like workload on an adaptive_pool allocator with the default settings
+(but a 0.5 s idle_release), printing a progress line once per second, then the same workload on
+bytes::BytesMut, then a summary table, the final statistics, and an SVG plot of memory over
+time for both runs.
 
 options:
   --duration SECS   length of each run in seconds, fractions allowed (default 10)
   --threads N       worker threads (default 4)
+  --idle-release SECS
+                    the pool's idle_release (default 0.5; the allocator's default is 10)
   --plot FILE       where to write the SVG plot (default target/soak.svg)
   --no-plot         do not write the plot
   --no-compare      skip the second run of the same workload with bytes::BytesMut
@@ -71,6 +80,7 @@ fn parse_args() -> Options {
     let mut opts = Options {
         duration: Duration::from_secs(10),
         threads: 4,
+        idle_release: Duration::from_millis(500),
         compare: true,
         plot: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/soak.svg")),
     };
@@ -99,6 +109,17 @@ fn parse_args() -> Options {
                 match v.parse::<usize>() {
                     Ok(n) if (1..=1024).contains(&n) => opts.threads = n,
                     _ => fail(&format!("--threads: not a number from 1 to 1024: {v}")),
+                }
+            }
+            "--idle-release" => {
+                let v = value("--idle-release");
+                match v.parse::<f64>() {
+                    Ok(s) if s.is_finite() && s > 0.0 && s < 1e6 => {
+                        opts.idle_release = Duration::from_secs_f64(s)
+                    }
+                    _ => fail(&format!(
+                        "--idle-release: not a positive number of seconds: {v}"
+                    )),
                 }
             }
             "--no-compare" => opts.compare = false,
@@ -130,7 +151,7 @@ trait Backend: Send + Sync + 'static {
     fn stats(&self) -> Option<Stats>;
 }
 
-struct Pool(&'static AdaptiveAllocator);
+struct Pool(AdaptiveAllocator);
 
 impl Backend for Pool {
     type Buf = adaptive_pool::PooledBuf;
@@ -341,11 +362,14 @@ struct Outcome {
     name: &'static str,
     ops: u64,
     burst_ops_per_s: f64,
-    ops_per_s: f64,
     peak_allocated: Option<usize>,
     peak_live: Option<usize>,
     peak_held: usize,
     peak_rss: Option<usize>,
+    /// The resident set before the run started.
+    start_rss: Option<usize>,
+    /// The last sample of the quiet phase, threads still alive.
+    end: Sample,
     samples: Vec<Sample>,
 }
 
@@ -356,6 +380,7 @@ fn mib(bytes: usize) -> String {
 fn run<B: Backend>(backend: B, opts: &Options) -> Outcome {
     let backend = Arc::new(backend);
     let shared = Arc::new(Shared::new(opts.threads));
+    let start_rss = rss();
     let start = Instant::now();
     let end = opts.duration;
     let burst_end = end.mul_f64(BURST_FRACTION);
@@ -460,22 +485,36 @@ fn run<B: Backend>(backend: B, opts: &Options) -> Outcome {
             }
         }
     }
+    // The end of the quiet phase: the last sample taken before the workers start to finish
+    // (they drop their rings as they end).
+    let quiet_end = end.as_secs_f64() - 0.15;
+    let end_sample = samples
+        .iter()
+        .rev()
+        .find(|s| s.secs <= quiet_end)
+        .copied()
+        .unwrap_or(Sample {
+            secs: 0.0,
+            allocated: None,
+            held: 0,
+            rss: None,
+        });
     for w in workers {
         w.join().expect("a worker thread panicked");
     }
     sink.join().expect("the sink thread panicked");
-    let elapsed = start.elapsed().as_secs_f64();
     let ops = shared.ops.load(Ordering::Relaxed);
     let burst_ops = shared.burst_ops.load(Ordering::Relaxed);
     Outcome {
         name: B::NAME,
         ops,
         burst_ops_per_s: burst_ops as f64 / burst_end.as_secs_f64(),
-        ops_per_s: ops as f64 / elapsed,
         peak_allocated: backend.stats().map(|_| peak_allocated),
         peak_live: backend.stats().map(|_| peak_live),
         peak_held,
         peak_rss,
+        start_rss,
+        end: end_sample,
         samples,
     }
 }
@@ -569,9 +608,18 @@ fn plot(path: &std::path::Path, runs: &[&Outcome]) -> Result<(), Box<dyn std::er
 
 fn main() {
     let opts = parse_args();
-    let pool = adaptive_pool::global();
+    let pool = AdaptiveAllocator::builder()
+        .idle_release(opts.idle_release)
+        .build()
+        .expect("valid settings");
+    println!(
+        "pool: default settings, idle_release {:.1} s (the default is 10 s: shorter here, so \
+         the quiet phase lasts past it), memory from {:?}",
+        opts.idle_release.as_secs_f64(),
+        adaptive_pool::MemorySource::default_for_platform()
+    );
 
-    let pooled = run(Pool(pool), &opts);
+    let pooled = run(Pool(pool.clone()), &opts);
     let before_trim = pool.stats();
     let trimmed = pool.trim();
     let after_trim = pool.stats();
@@ -579,37 +627,52 @@ fn main() {
 
     println!();
     println!(
-        "{:<14} {:>11} {:>12} {:>13} {:>11} {:>11} {:>11} {:>16}",
+        "{:<14} {:>11} {:>12} {:>11} {:>11} {:>11} {:>11} {:>13} {:>13} {:>13}",
         "allocator",
         "ops",
         "burst ops/s",
-        "overall ops/s",
         "peak held",
         "peak alloc",
+        "start rss",
         "peak rss",
-        "alloc after trim"
+        "held, quiet",
+        "alloc, quiet",
+        "rss, quiet"
     );
     let na = || "n/a".to_string();
-    let row = |o: &Outcome, final_alloc: String| {
+    let row = |o: &Outcome| {
         println!(
-            "{:<14} {:>11} {:>12.0} {:>13.0} {:>11} {:>11} {:>11} {:>16}",
+            "{:<14} {:>11} {:>12.0} {:>11} {:>11} {:>11} {:>11} {:>13} {:>13} {:>13}",
             o.name,
             o.ops,
             o.burst_ops_per_s,
-            o.ops_per_s,
             mib(o.peak_held),
             o.peak_allocated.map_or_else(na, mib),
+            o.start_rss.map_or_else(na, mib),
             o.peak_rss.map_or_else(na, mib),
-            final_alloc,
+            mib(o.end.held),
+            o.end.allocated.map_or_else(na, mib),
+            o.end.rss.map_or_else(na, mib),
         )
     };
-    row(&pooled, mib(after_trim.allocated_bytes));
+    row(&pooled);
     if let Some(plain) = &plain {
-        row(plain, na());
+        row(plain);
         println!(
             "burst throughput, pool / BytesMut: {:.2}x",
             pooled.burst_ops_per_s / plain.burst_ops_per_s
         );
+        if let (Some(p), Some(b)) = (pooled.peak_rss, plain.peak_rss) {
+            println!(
+                "peak RSS, pool / BytesMut: {:.2}x; RSS at the end of the quiet phase, pool / \
+                 BytesMut: {}",
+                p as f64 / b as f64,
+                match (pooled.end.rss, plain.end.rss) {
+                    (Some(p), Some(b)) => format!("{:.2}x", p as f64 / b as f64),
+                    _ => na(),
+                }
+            );
+        }
     }
     if let (Some(a), Some(l)) = (pooled.peak_allocated, pooled.peak_live) {
         println!(
@@ -620,7 +683,8 @@ fn main() {
     }
     println!(
         "(held: capacity of the buffers the workload keeps in rings or in flight; rss: the \
-         whole process, which for BytesMut is what the system allocator keeps)"
+         whole process, which for BytesMut is what the system allocator keeps; \"quiet\": the \
+         last sample of the quiet phase, the worker threads still alive)"
     );
     if let Some(path) = &opts.plot {
         let runs: Vec<&Outcome> = std::iter::once(&pooled).chain(plain.as_ref()).collect();
@@ -633,9 +697,9 @@ fn main() {
         }
     }
     println!();
-    println!("before trim: {before_trim}");
+    println!("after the run: {before_trim}");
     println!("trim() freed {trimmed} B");
-    println!("final:       {after_trim}");
+    println!("final:         {after_trim}");
 
     assert_eq!(
         after_trim.live_buffers, 0,
@@ -645,5 +709,9 @@ fn main() {
         after_trim.live_bytes, 0,
         "bytes still alive after the soak: {after_trim}"
     );
-    println!("ok: no live buffers left");
+    assert_eq!(
+        after_trim.allocated_bytes, 0,
+        "trim() left memory allocated: {after_trim}"
+    );
+    println!("ok: no live buffers left, nothing allocated after trim()");
 }

@@ -412,7 +412,8 @@ fn echo_server_on_the_pool_returns_every_byte_and_every_buffer() {
         decayed = pool.stats();
     }
     assert_eq!(
-        decayed.allocated_bytes, 0,
+        decayed.allocated_bytes,
+        0,
         "idle workers' memory did not decay within {:?} of light activity (after the round: \
          {busy}): {decayed}",
         IDLE_RELEASE * 10
