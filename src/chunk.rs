@@ -72,6 +72,12 @@ const ABANDONED: u64 = 1 << 32;
 pub(crate) const POISON: u8 = 0xA5;
 /// Bytes at the start of a free segment that hold its free-list link.
 const LINK: usize = 4;
+/// Flag on a segment index returned by [`ChunkPtr::carve`]: the segment came off a free list
+/// of a poisoning chunk, and its poison must be checked ([`ChunkPtr::check_carved`]) before
+/// use. Kept out of the carve itself so that nothing inside the magazine's gate can panic.
+pub(crate) const CHECK: u32 = 1 << 31;
+/// The most segments a chunk is formatted for (indices stay below [`CHECK`]).
+const MAX_SEGMENTS: usize = (CHECK - 1) as usize;
 
 /// Where a chunk goes when nobody holds it any more.
 pub(crate) trait Home: Any + Send + Sync {
@@ -336,7 +342,7 @@ impl ChunkPtr {
         let h = self.header();
         let bytes = h.block.bytes();
         debug_assert!(seg_size >= 32 && seg_size <= bytes && seg_size % 16 == 0);
-        let count = (bytes / seg_size).min(NONE as usize - 1) as u32;
+        let count = (bytes / seg_size).min(MAX_SEGMENTS) as u32;
         // SAFETY: exclusive, by the caller's guarantee.
         unsafe {
             h.class.set(class);
@@ -455,14 +461,19 @@ impl ChunkPtr {
         }
     }
 
-    /// Checks the poison of a segment taken off a free list.
+    /// Checks the poison of a segment [`carve`](ChunkPtr::carve) returned with the [`CHECK`]
+    /// flag, and answers its index without the flag. Panics, naming it, if the segment was
+    /// written after it was released.
     ///
     /// # Safety
-    /// The caller owns the chunk and has just taken segment `idx` off its free list.
-    unsafe fn check_poison(self, idx: u32) {
-        // SAFETY: the caller owns the chunk.
+    /// The caller holds region `idx & !CHECK`, just carved, which nobody has written yet.
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn check_carved(self, idx: u32) -> u32 {
+        let idx = idx & !CHECK;
+        // SAFETY: the caller holds the region, so the format is stable.
         let size = unsafe { self.seg_size() };
-        // SAFETY: the caller owns the free segment; its bytes lie inside the chunk.
+        // SAFETY: the caller holds the segment; its bytes lie inside the chunk.
         let bytes = unsafe {
             std::slice::from_raw_parts(self.segment(idx).as_ptr().add(LINK), size - LINK)
         };
@@ -485,11 +496,14 @@ impl ChunkPtr {
                 POISON
             );
         }
+        idx
     }
 
     /// Carves one segment: from the local free list if it has one, else from the remote
     /// frees (drained first, so space other threads gave back is reused before fresh space),
-    /// else at the cursor.
+    /// else at the cursor. A segment from a free list of a poisoning chunk comes back with
+    /// the [`CHECK`] flag: the caller checks it with [`check_carved`](ChunkPtr::check_carved)
+    /// once it has left the owner's critical section. Never panics.
     ///
     /// # Safety
     /// The calling thread owns the chunk.
@@ -506,9 +520,10 @@ impl ChunkPtr {
             let idx = if head != NONE {
                 h.own.local_head.set(self.link(head));
                 if h.poison {
-                    self.check_poison(head);
+                    head | CHECK
+                } else {
+                    head
                 }
-                head
             } else {
                 let c = h.own.cursor.get();
                 if c >= h.seg_count.get() {
@@ -780,9 +795,11 @@ mod tests {
             assert_eq!(c.carve(), None, "the cursor is at the end");
             assert_eq!(c.free_local(2), 3);
             assert_eq!(c.free_local(0), 2);
-            // Freed space is reused although the cursor stays at the end.
-            assert_eq!(c.carve(), Some(0));
-            assert_eq!(c.carve(), Some(2));
+            // Freed space is reused although the cursor stays at the end (poisoned: flagged
+            // for the check, which passes).
+            assert_eq!(c.carve(), Some(CHECK));
+            assert_eq!(c.check_carved(CHECK), 0);
+            assert_eq!(c.carve().map(|i| c.check_carved(i)), Some(2));
             assert_eq!(c.live(), 4);
             for i in 0..4 {
                 c.free_local(i);
@@ -857,9 +874,13 @@ mod tests {
             c.segment(s).as_ptr().add(100).write(1);
         }
         // SAFETY: as above.
-        let caught =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { c.carve() }))
-                .unwrap_err();
+        let idx = unsafe { c.carve() }.unwrap();
+        assert_eq!(idx, s | CHECK, "a poisoned segment off the free list is flagged");
+        // SAFETY: as above.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+            c.check_carved(idx)
+        }))
+        .unwrap_err();
         let msg = caught
             .downcast_ref::<String>()
             .expect("a formatted panic message");

@@ -65,7 +65,7 @@
 use std::ptr;
 use std::sync::Arc;
 
-use crate::chunk::{ChunkPtr, Home, RemoteFree};
+use crate::chunk::{ChunkPtr, Home, RemoteFree, CHECK};
 use crate::config::{Settings, MIN_CHUNK_SIZE_FLOOR};
 use crate::error::AllocError;
 use crate::os;
@@ -365,10 +365,14 @@ impl Magazine {
         &self,
         class: SizeClass,
     ) -> Option<Result<(ChunkPtr, u32, usize), AllocError>> {
-        self.run(|s| match s.alloc_fast(class) {
+        let r = self.run(|s| match s.alloc_fast(class) {
             Some(region) => Some(Ok(region)),
             None => s.alloc_slow(class),
-        })
+        });
+        match r {
+            Some(Ok(region)) => Some(Ok(checked(region))),
+            other => other,
+        }
     }
 
     /// The mark of an initialisation that may have to be rolled back: chunks adopted from
@@ -863,6 +867,17 @@ impl State {
     }
 }
 
+/// Checks the poison of a region carved from a free list of a poisoning chunk (flagged by
+/// `carve`), outside the gate: a panic there leaves the magazine consistent.
+#[inline(always)]
+fn checked((chunk, idx, cap): (ChunkPtr, u32, usize)) -> (ChunkPtr, u32, usize) {
+    if idx & CHECK == 0 {
+        return (chunk, idx, cap);
+    }
+    // SAFETY: the region was just carved for the caller, who holds it and has not written it.
+    (chunk, unsafe { chunk.check_carved(idx) }, cap)
+}
+
 /// Releases a region from the thread that owns its chunk: plain loads and stores inside the
 /// magazine's gate. `false` if, once inside, the chunk turns out not to be owned any more
 /// (the allocator closed meanwhile and abandoned it): the caller then releases it as a
@@ -1100,7 +1115,7 @@ pub(crate) fn alloc_fast(id: usize, class: SizeClass) -> Option<(ChunkPtr, u32, 
         if last_id == id {
             // SAFETY: `LAST` holds a live, registered magazine of this thread (it is cleared
             // before any registered magazine is dropped).
-            return unsafe { &*m }.run(|s| s.alloc_fast(class));
+            return unsafe { &*m }.run(|s| s.alloc_fast(class)).map(checked);
         }
     }
     alloc_fast_lookup(id, class)
@@ -1150,7 +1165,7 @@ fn alloc_fast_lookup(id: usize, class: SizeClass) -> Option<(ChunkPtr, u32, usiz
     #[cfg(not(loom))]
     LAST.with(|last| last.set((id, m)));
     // SAFETY: a registered magazine of this thread.
-    unsafe { &*m }.run(|s| s.alloc_fast(class))
+    unsafe { &*m }.run(|s| s.alloc_fast(class)).map(checked)
 }
 
 /// Runs `f` with the calling thread's magazine for allocator `id` if it has one.
