@@ -866,13 +866,14 @@ mod tests {
         let c = ChunkPtr::create(&h, 4096, usize::MAX, false, true, false).unwrap();
         // SAFETY: deliberately writes into a freed segment this thread owns, to trip the
         // check; the chunk is freed afterwards.
-        unsafe {
+        let s = unsafe {
             c.format(0, 1024);
             c.adopt(7, std::ptr::null_mut(), 0, false);
             let s = c.carve().unwrap();
             c.free_local(s);
             c.segment(s).as_ptr().add(100).write(1);
-        }
+            s
+        };
         // SAFETY: as above.
         let idx = unsafe { c.carve() }.unwrap();
         assert_eq!(idx, s | CHECK, "a poisoned segment off the free list is flagged");
@@ -888,8 +889,11 @@ mod tests {
             msg.contains("use after free") && msg.contains("byte 100"),
             "{msg}"
         );
-        // SAFETY: held by this thread; the panicked carve left no region live.
-        unsafe { c.free_to_system() };
+        // SAFETY: held by this thread; the carved region is released, so none is live.
+        unsafe {
+            c.free_local(s);
+            c.free_to_system()
+        };
         assert_eq!(th.counters.snapshot().allocated_bytes, 0);
     }
 }
