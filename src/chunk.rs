@@ -876,7 +876,11 @@ mod tests {
         };
         // SAFETY: as above.
         let idx = unsafe { c.carve() }.unwrap();
-        assert_eq!(idx, s | CHECK, "a poisoned segment off the free list is flagged");
+        assert_eq!(
+            idx,
+            s | CHECK,
+            "a poisoned segment off the free list is flagged"
+        );
         // SAFETY: as above.
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
             c.check_carved(idx)

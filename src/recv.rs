@@ -89,6 +89,11 @@ impl RecvPredictor {
     /// read cannot tell data from the end of the stream), `min_read > max_read`,
     /// `initial_read` outside `[min_read, max_read]`, or `max_read` above `isize::MAX`.
     ///
+    /// Keep `max_read` at or below the pool's largest pooled request, a quarter of its
+    /// `max_chunk_size` (1 MiB by default): larger reads are served *unpooled*, one region of
+    /// their own each, which is slower and is not cached. The predictor does not know the
+    /// pool, so this is not checked here.
+    ///
     /// ```
     /// use adaptive_pool::RecvPredictor;
     ///

@@ -158,3 +158,114 @@ fn zero_on_release_scrubs_regions_released_into_abandoned_chunks() {
         String::from_utf8_lossy(&bytes)
     );
 }
+
+/// Review of 2026-11-28, minor items: `try_reserve`'s overflow names the capacity that was
+/// asked for (`len + additional`), not `usize::MAX`; `io::Write` reports a pool refusal as
+/// `ErrorKind::OutOfMemory`, as the `io` module does; buffers and handles cross
+/// `catch_unwind`, as `BytesMut` does.
+#[test]
+fn review_minor_items() {
+    use adaptive_pool::AllocError;
+    use std::io::Write;
+    use std::panic::{catch_unwind, RefUnwindSafe, UnwindSafe};
+
+    let pool = AdaptiveAllocator::builder()
+        .max_memory(1 << 20)
+        .poison(POISON)
+        .build()
+        .unwrap();
+    let mut b = pool.allocate(16);
+    b.put_slice(b"12345");
+    let additional = isize::MAX as usize;
+    assert_eq!(
+        b.try_reserve(additional),
+        Err(AllocError::CapacityOverflow {
+            requested: 5 + additional
+        })
+    );
+    assert_eq!(&b[..], b"12345");
+
+    let err = b.write(&vec![0u8; 2 << 20]).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::OutOfMemory, "{err}");
+    assert!(matches!(
+        err.get_ref().and_then(|e| e.downcast_ref::<AllocError>()),
+        Some(AllocError::MemoryLimit { .. })
+    ));
+
+    fn unwind_safe<T: UnwindSafe + RefUnwindSafe>(_: &T) {}
+    unwind_safe(&pool);
+    unwind_safe(&b);
+    let r = catch_unwind(|| pool.allocate(64).capacity());
+    assert!(r.unwrap() >= 64);
+    let r = catch_unwind(|| {
+        let _held = pool.allocate(64);
+        panic!("while holding a buffer")
+    });
+    assert!(r.is_err());
+    drop(b);
+    assert!(pool.stats().is_quiet(), "{}", pool.stats());
+}
+
+/// Review of 2026-11-28, finding 6 (reproduced): a `max_memory` that passed validation refused
+/// tiny allocations while almost nothing was live (with `max_memory(8192)`, `allocate(40)`
+/// failed with one 16-byte buffer live; with 64 KiB, the fifth small class failed with 224 B
+/// live), since each size class needs a chunk of its own. Now `build()` refuses a limit that
+/// cannot hold one minimum chunk per pooled class, naming it, and at the least limit it
+/// accepts every small class is served with one buffer of each live; past that, a request
+/// falls back to an exact region and fails only when live buffers leave no room.
+#[test]
+fn small_limits_serve_every_class_or_are_refused() {
+    use adaptive_pool::{AllocError, ConfigError};
+    for limit in [8192, 64 << 10] {
+        let e: ConfigError = AdaptiveAllocator::builder()
+            .max_memory(limit)
+            .build()
+            .unwrap_err();
+        assert_eq!(e.setting(), "max_memory", "{e}");
+        assert!(e.reason().contains("size classes"), "{e}");
+    }
+    // The least accepted with 4 KiB chunks: 19 classes (up to 1 KiB) x 4 KiB.
+    let limit = 19 * 4096;
+    assert!(AdaptiveAllocator::builder()
+        .min_chunk_size(4096)
+        .max_chunk_size(4096)
+        .max_memory(limit - 1)
+        .build()
+        .is_err());
+    let pool = AdaptiveAllocator::builder()
+        .min_chunk_size(4096)
+        .max_chunk_size(4096)
+        .max_memory(limit)
+        .poison(POISON)
+        .build()
+        .unwrap();
+    // One buffer of every pooled class, all held: each class gets its chunk.
+    let sizes: Vec<usize> = (1..=1024).filter(|n| n % 16 == 0).collect();
+    let mut held = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for &n in &sizes {
+        let b = pool.allocate(n);
+        if seen.insert(b.capacity()) {
+            held.push(b);
+        }
+    }
+    assert_eq!(seen.len(), 19, "{seen:?}");
+    let s = pool.stats();
+    assert_eq!((s.live_buffers, s.chunks), (19, 19), "{s}");
+    assert_eq!(s.allocated_bytes, limit, "{s}");
+    // Tiny requests still fit: their classes' chunks have room.
+    let tiny: Vec<_> = (0..20).map(|_| pool.allocate(40)).collect();
+    // A class whose chunk is full: a new chunk does not fit, nor does an exact region, since
+    // live buffers pin the whole limit. After a drop, the request fits again.
+    let mut kilo: Vec<_> = (0..3).map(|_| pool.allocate(1024)).collect();
+    assert!(matches!(
+        pool.try_allocate(1024),
+        Err(AllocError::MemoryLimit { .. })
+    ));
+    kilo.pop();
+    kilo.push(pool.allocate(1024));
+    drop((held, tiny, kilo));
+    assert!(pool.stats().is_quiet(), "{}", pool.stats());
+    pool.trim();
+    assert_eq!(pool.stats().allocated_bytes, 0, "{}", pool.stats());
+}
