@@ -163,9 +163,8 @@ impl Decoder for LinesCodec {
             return Ok(Some(line));
         }
         self.searched = 0;
-        if buf.is_empty() || buf[..] == b"\r"[..] || self.discarding {
-            buf.clear();
-            self.discarding = false;
+        // A lone `\r` may be the start of a `\r\n` of a stream that resumes: keep it.
+        if buf.is_empty() || buf[..] == b"\r"[..] {
             return Ok(None);
         }
         // The last line, without a newline.
