@@ -22,9 +22,13 @@ fn decoder_takes_everything_buffered() {
 fn encoder_appends() {
     let mut codec = BytesCodec::new();
     let mut buf = PooledBuf::new();
-    codec.encode(Bytes::from_static(b"line 1"), &mut buf).unwrap();
+    codec
+        .encode(Bytes::from_static(b"line 1"), &mut buf)
+        .unwrap();
     assert_eq!(buf, "line 1");
-    codec.encode(BytesMut::from(&b"line 2"[..]), &mut buf).unwrap();
+    codec
+        .encode(BytesMut::from(&b"line 2"[..]), &mut buf)
+        .unwrap();
     codec.encode(&b"!"[..], &mut buf).unwrap();
     assert_eq!(buf, "line 1line 2!");
 }

@@ -127,7 +127,11 @@ fn writer_errors_pass_through() {
         std::task::Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::BrokenPipe),
         other => panic!("expected the writer's error, got {other:?}"),
     }
-    assert_eq!(framed.write_buffer().len(), 4, "the frame is still buffered");
+    assert_eq!(
+        framed.write_buffer().len(),
+        4,
+        "the frame is still buffered"
+    );
 }
 
 #[test]

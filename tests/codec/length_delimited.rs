@@ -48,7 +48,9 @@ fn byte_orders() {
 
 #[test]
 fn several_frames_in_one_read() {
-    let mut r = reader([data(b"\0\0\0\x09abcdefghi\0\0\0\x03123\0\0\0\x0bhello world")]);
+    let mut r = reader([data(
+        b"\0\0\0\x09abcdefghi\0\0\0\x03123\0\0\0\x0bhello world",
+    )]);
     assert_eq!(frame(&mut r), "abcdefghi");
     assert_eq!(frame(&mut r), "123");
     assert_eq!(frame(&mut r), "hello world");
@@ -109,7 +111,9 @@ fn an_incomplete_payload_at_the_end_is_an_error() {
 #[test]
 fn a_frame_over_the_maximum_is_an_error_not_an_allocation() {
     let pool = pool();
-    let codec = LengthDelimitedCodec::builder().max_frame_length(10).new_codec();
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(10)
+        .new_codec();
     let mut r = FramedRead::with_pool(
         Mock::new([data(b"\0\0\0\x09abcdefghi\0\0\0\x0babcdefghijk")]),
         codec,
@@ -243,7 +247,11 @@ fn several_frames_written_in_one_or_several_writes() {
     assert!(flush::<Bytes, _>(&mut w).is_ready());
     assert!(w.get_ref().steps.is_empty());
 
-    let mut w = writer([data(b"\0\0\0\x09"), data(b"abcdefghi"), data(b"\0\0\0\x03123")]);
+    let mut w = writer([
+        data(b"\0\0\0\x09"),
+        data(b"abcdefghi"),
+        data(b"\0\0\0\x03123"),
+    ]);
     send(&mut w, Bytes::from_static(b"abcdefghi")).unwrap();
     send(&mut w, Bytes::from_static(b"123")).unwrap();
     assert!(flush::<Bytes, _>(&mut w).is_ready());
