@@ -152,31 +152,50 @@ fn len_and_index() {
 }
 
 #[test]
+// The comparisons are the subject here: references and owned values on purpose.
+#[allow(clippy::op_ref, clippy::cmp_owned)]
 fn comparisons_both_ways() {
     let b = PooledBuf::from("abc");
     // With slices, arrays, strs, Vec, String, Bytes, BytesMut and references, both ways.
-    assert!(b == b"abc"[..] && b"abc"[..] == b);
-    assert!(b == b"abc" && b"abc" == b);
-    assert!(b == *b"abc" && *b"abc" == b);
-    assert!(b == &b"abc"[..] && &b"abc"[..] == b);
-    assert!(b == "abc" && "abc" == b);
-    assert!(b == *"abc" && *"abc" == b);
-    assert!(b == b"abc".to_vec() && b"abc".to_vec() == b);
-    assert!(b == String::from("abc") && String::from("abc") == b);
-    assert!(b == Bytes::from_static(b"abc") && Bytes::from_static(b"abc") == b);
-    assert!(b == BytesMut::from("abc") && BytesMut::from("abc") == b);
+    assert!(b == b"abc"[..]);
+    assert!(b"abc"[..] == b);
+    assert!(b == b"abc");
+    assert!(b"abc" == b);
+    assert!(b == *b"abc");
+    assert!(*b"abc" == b);
+    assert!(b == &b"abc"[..]);
+    assert!(&b"abc"[..] == b);
+    assert!(b == "abc");
+    assert!("abc" == b);
+    assert!(b == *"abc");
+    assert!(*"abc" == b);
+    assert!(b == b"abc".to_vec());
+    assert!(b"abc".to_vec() == b);
+    assert!(b == String::from("abc"));
+    assert!(String::from("abc") == b);
+    assert!(b == Bytes::from_static(b"abc"));
+    assert!(Bytes::from_static(b"abc") == b);
+    assert!(b == BytesMut::from("abc"));
+    assert!(BytesMut::from("abc") == b);
     assert!(b == &&b"abc"[..]);
-    assert!(b != "abd" && "abd" != b);
+    assert!(b != "abd");
+    assert!("abd" != b);
     assert_eq!(b, PooledBuf::from("abc"));
     // Ordering, byte-wise.
     assert!(b < PooledBuf::from("abd"));
     assert!(b > PooledBuf::from("ab"));
-    assert!(b < "abd" && "abd" > b);
-    assert!(b < b"b"[..] && b"b"[..] > b);
-    assert!(b < b"b".to_vec() && b"b".to_vec() > b);
-    assert!(b < String::from("b") && String::from("b") > b);
-    assert!(b < &b"b"[..] && &b"b"[..] > b);
-    assert!(b < Bytes::from_static(b"b") && Bytes::from_static(b"b") > b);
+    assert!(b < "abd");
+    assert!("abd" > b);
+    assert!(b < b"b"[..]);
+    assert!(b"b"[..] > b);
+    assert!(b < b"b".to_vec());
+    assert!(b"b".to_vec() > b);
+    assert!(b < String::from("b"));
+    assert!(String::from("b") > b);
+    assert!(b < &b"b"[..]);
+    assert!(&b"b"[..] > b);
+    assert!(b < Bytes::from_static(b"b"));
+    assert!(Bytes::from_static(b"b") > b);
     assert_eq!(b.cmp(&PooledBuf::from("abc")), std::cmp::Ordering::Equal);
     let mut sorted = vec![
         PooledBuf::from("b"),
@@ -801,11 +820,11 @@ fn into_iterator_by_value_and_by_reference() {
     let b = PooledBuf::from(SHORT);
     let by_ref: Vec<u8> = (&b).into_iter().copied().collect();
     assert_eq!(by_ref, SHORT);
-    let mut n = 0;
+    let mut seen = Vec::new();
     for x in &b {
-        assert_eq!(*x, SHORT[n]);
-        n += 1;
+        seen.push(*x);
     }
+    assert_eq!(seen, SHORT);
     let by_value: Vec<u8> = b.into_iter().collect();
     assert_eq!(by_value, SHORT);
 }

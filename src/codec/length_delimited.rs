@@ -127,8 +127,10 @@ impl LengthDelimitedCodec {
         src.advance(s.skip());
         // Room for the whole frame now, so it lands in one region (pooled reads then move it
         // at most once).
-        src.try_reserve(n.saturating_sub(src.len()))
-            .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
+        if n > src.len() {
+            src.try_reserve(n - src.len())
+                .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
+        }
         Ok(Some(n))
     }
 }

@@ -20,7 +20,7 @@
 //! # The read path
 //! [`FramedRead`] (and the read half of [`Framed`]) keeps one `PooledBuf` per connection:
 //!
-//! * **Sized by a [`RecvPredictor`].** Before each read the buffer gets room for
+//! * **Sized by a [`RecvPredictor`](crate::RecvPredictor).** Before each read the buffer gets room for
 //!   `next_size()` bytes; the read's size goes back into the predictor, so reads grow fast
 //!   while they fill the buffer and shrink after small ones.
 //! * **Reused in place.** A decoder hands a frame out with `split_to(n).freeze()`: a `Bytes`
