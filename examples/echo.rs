@@ -14,6 +14,11 @@
 //! `BytesMut::with_capacity` of the same predicted size, so the two differ only in where the
 //! buffers come from.
 //!
+//! Echo has no framing, so it stays on `adaptive_pool::io` rather than the `codec` module: a
+//! `FramedRead` with `BytesCodec` would read the same pooled buffers and hold nothing while
+//! idle too, but the loop is no shorter, and this example exists to measure `read_pooled`
+//! and the readiness wait (`--no-wait-readable`). `examples/framed.rs` shows the codec.
+//!
 //! The clients open N connections on loopback; on each, one task writes a byte pattern for
 //! the given time and then half-closes, and another reads the echo, checks every byte against
 //! the pattern, and counts. At the end the program prints the throughput, the server's read

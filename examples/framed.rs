@@ -1,35 +1,29 @@
-//! A length-prefixed framing server on the pool: frames are split off a pooled read buffer
-//! without copying and handed to another task as `bytes::Bytes`.
+//! A length-prefixed framing server on the pool, written with `adaptive_pool::codec`: frames
+//! are split off a pooled read buffer without copying and handed to another task as
+//! `bytes::Bytes`.
 //!
 //! ```text
-//! cargo run --release --features tokio --example framed                 # self-driving run
-//! cargo run --release --features tokio --example framed -- --connections 8 --frames 2000
-//! cargo run --release --features tokio --example framed -- --server 127.0.0.1:7001
+//! cargo run --release --features codec --example framed                 # self-driving run
+//! cargo run --release --features codec --example framed -- --connections 8 --frames 2000
+//! cargo run --release --features codec --example framed -- --server 127.0.0.1:7001
 //! ```
 //!
 //! Protocol: each frame is a 4-byte big-endian length and that many payload bytes. For every
 //! frame the server answers 12 bytes: the payload length (4 bytes) and its FNV-1a hash
 //! (8 bytes), both big-endian.
 //!
-//! Per connection the server runs two tasks. The *reader* keeps one `PooledBuf`, reads into
-//! its spare capacity with `AsyncReadPoolExt::read_pooled_into` (tokio's `read_buf` into the
-//! buffer, after making room for the size a `RecvPredictor` expects), and splits every
-//! complete frame off the front with `split_to(len).freeze()`: the frame is a `Bytes` on the
-//! same pooled memory, no byte copied. It sends the frames over a bounded channel to the
-//! *processor*, which hashes each one, drops it (on whatever thread it runs: the memory goes
-//! back to the pool from there) and writes the answer.
+//! Per connection the server runs two tasks. The *reader* is a `FramedRead` with a
+//! `LengthDelimitedCodec`, exactly as with `tokio_util::codec`, but its read buffer comes from
+//! the pool: it grows with a `RecvPredictor`, is reused in place once the frames split off it
+//! have dropped, and is given back while the connection waits for data. Each frame is a
+//! `Bytes` on that pooled memory, no byte copied; the reader sends it over a bounded channel
+//! to the *processor*, which hashes it, drops it (on whatever thread it runs: the memory goes
+//! back to the pool from there) and answers through a `FramedWrite` with a small `Encoder`
+//! of its own, flushing whenever the channel runs dry.
 //!
-//! # Where `tokio_util::codec` would sit, and its limit
-//! The usual way to write this reader is `tokio_util::codec::FramedRead` with a `Decoder`.
-//! `FramedRead` owns its read buffer, and it is a `BytesMut`: `Decoder::decode` receives
-//! `&mut BytesMut`, so the bytes are read into memory that `BytesMut` allocated from the
-//! global allocator, and there is no way to hand it a `PooledBuf` instead. A decoder can
-//! still return pooled frames, but only by copying each one out of the `BytesMut` (or it
-//! returns `BytesMut::split_to(len).freeze()`, which is zero-copy but not pooled). That is
-//! the limit: with `codec`, the pool can serve the frames you build and send (an `Encoder`
-//! writes into a `BytesMut` too, so there it costs a copy as well), not the receive path. The
-//! hand-written loop below is what `FramedRead` does for you, with the read buffer taken from
-//! the pool: about twenty lines in `read_frames`.
+//! Before the codec module, this reader was a hand-written loop around
+//! `AsyncReadPoolExt::read_pooled_into` and a `split_frame` function (about forty lines),
+//! because tokio-util's `FramedRead` reads into a `BytesMut` of its own.
 //!
 //! The self-driving run starts the server on 127.0.0.1 (an ephemeral port), connects clients
 //! that send frames of random sizes (empty ones, small ones, and some large enough to span
@@ -46,9 +40,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use adaptive_pool::io::AsyncReadPoolExt;
+use adaptive_pool::codec::{Encoder, FramedRead, FramedWrite, LengthDelimitedCodec};
 use adaptive_pool::{AdaptiveAllocator, PooledBuf, RecvPredictor};
-use bytes::{Buf, Bytes};
+use bytes::{BufMut, Bytes};
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -153,77 +148,60 @@ struct ServerCounters {
     errors: AtomicU64,
 }
 
-/// If `buf` starts with a complete frame, splits it off (header dropped) as a `Bytes` on the
-/// same memory. Otherwise makes sure `buf` has room for the whole frame, so a large frame is
-/// moved (at most) once, and returns `None`.
-fn split_frame(buf: &mut PooledBuf) -> io::Result<Option<Bytes>> {
-    let Some(header) = buf.get(..4) else {
-        return Ok(None);
-    };
-    let len = u32::from_be_bytes(header.try_into().expect("4 bytes")) as usize;
-    if len > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes is over the {MAX_FRAME}-byte limit"),
-        ));
-    }
-    if buf.len() < 4 + len {
-        buf.try_reserve(4 + len - buf.len())
-            .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
-        return Ok(None);
-    }
-    buf.advance(4);
-    Ok(Some(buf.split_to(len).freeze()))
-}
-
-/// The reader: pooled reads, frames split off without copying, sent to the processor.
-///
-/// With `tokio_util::codec::FramedRead` this whole function would be a `Decoder` working on
-/// the `&mut BytesMut` that `FramedRead` reads into: the same split, but on memory that
-/// `BytesMut` allocated, not the pool's (see the module docs).
+/// The reader: frames decoded from pooled reads, sent to the processor.
 async fn read_frames(
-    mut rd: OwnedReadHalf,
+    rd: OwnedReadHalf,
     pool: &AdaptiveAllocator,
     tx: mpsc::Sender<Bytes>,
 ) -> io::Result<()> {
-    let mut predictor = RecvPredictor::new();
-    let mut buf = pool
-        .try_allocate(predictor.next_size())
-        .map_err(io::Error::other)?;
-    loop {
-        if rd.read_pooled_into(&mut buf, &mut predictor).await? == 0 {
-            if buf.is_empty() {
-                return Ok(());
-            }
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("stream ended inside a frame ({} bytes left)", buf.len()),
-            ));
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec();
+    let mut frames = FramedRead::with_pool(rd, codec, pool.clone(), RecvPredictor::new());
+    // A stream that ends inside a frame is an error ("bytes remaining on stream").
+    while let Some(frame) = frames.next().await {
+        if tx.send(frame?).await.is_err() {
+            return Ok(()); // the processor stopped (write error): it reports that
         }
-        while let Some(frame) = split_frame(&mut buf)? {
-            if tx.send(frame).await.is_err() {
-                return Ok(()); // the processor stopped (write error): it reports that
-            }
-        }
+    }
+    Ok(())
+}
+
+/// An answer: the frame's length and hash, 12 bytes on the wire.
+struct AnswerEncoder;
+
+impl Encoder<(u32, u64)> for AnswerEncoder {
+    type Error = io::Error;
+
+    fn encode(&mut self, (len, hash): (u32, u64), dst: &mut PooledBuf) -> io::Result<()> {
+        dst.reserve(12);
+        dst.put_u32(len);
+        dst.put_u64(hash);
+        Ok(())
     }
 }
 
 /// The processor: hashes each frame and answers; the frame is dropped here.
 async fn process_frames(
-    mut wr: OwnedWriteHalf,
+    wr: OwnedWriteHalf,
+    pool: &AdaptiveAllocator,
     mut rx: mpsc::Receiver<Bytes>,
     counters: &ServerCounters,
 ) -> io::Result<()> {
-    let mut answer = [0u8; 12];
+    let mut answers = FramedWrite::with_pool(wr, AnswerEncoder, pool.clone());
     while let Some(frame) = rx.recv().await {
-        answer[..4].copy_from_slice(&(frame.len() as u32).to_be_bytes());
-        answer[4..].copy_from_slice(&fnv1a(&frame).to_be_bytes());
+        let answer = (frame.len() as u32, fnv1a(&frame));
         counters.frames.fetch_add(1, Relaxed);
         counters.bytes.fetch_add(frame.len() as u64, Relaxed);
         drop(frame);
-        wr.write_all(&answer).await?;
+        // Buffer the answer; write the buffer out when no more frames wait.
+        answers.feed(answer).await?;
+        if rx.is_empty() {
+            answers.flush().await?;
+        }
     }
-    wr.shutdown().await
+    // Flushes what is left and shuts the write half down.
+    answers.close().await
 }
 
 async fn serve(listener: TcpListener, pool: AdaptiveAllocator, counters: Arc<ServerCounters>) {
@@ -243,8 +221,8 @@ async fn serve(listener: TcpListener, pool: AdaptiveAllocator, counters: Arc<Ser
         let (pool, counters) = (pool.clone(), counters.clone());
         tokio::spawn(async move {
             let processor = {
-                let counters = counters.clone();
-                tokio::spawn(async move { process_frames(wr, rx, &counters).await })
+                let (pool, counters) = (pool.clone(), counters.clone());
+                tokio::spawn(async move { process_frames(wr, &pool, rx, &counters).await })
             };
             let read = read_frames(rd, &pool, tx).await;
             let processed = processor.await.map_err(io::Error::other).and_then(|r| r);

@@ -19,25 +19,34 @@
 //! `UninitSlice` or `MaybeUninit`.
 
 use std::borrow::{Borrow, BorrowMut};
+use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::mem::MaybeUninit;
-use std::ops::{Deref, DerefMut};
+use std::ops::{Bound, Deref, DerefMut, RangeBounds};
 use std::ptr::{self, NonNull};
 
 use bytes::buf::UninitSlice;
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::allocator::{self, AdaptiveAllocator, InitGuard, Region};
 use crate::chunk::ChunkPtr;
 use crate::error::{AllocError, InitError};
 use crate::sync::{fence, AtomicUsize, Ordering::*};
 
-/// The number of handles on a region shared by `split_to`/`split_off`.
+/// The number of handles on a region shared by `split_to`/`split_off`, and the region's size.
 struct ShareCount {
     refs: AtomicUsize,
+    /// Bytes of the whole region, from its start. Recorded when the region is first shared
+    /// (an unshared handle's view always ends at its region's end, so `offset + cap` is the
+    /// region then); in-place growth of the last handle and growth hints read it.
+    region: usize,
 }
+
+/// The most of a shared region's size that growth after a split takes as its hint, as
+/// `BytesMut` caps its "original capacity" (64 KiB).
+const MAX_GROWTH_HINT: usize = 64 << 10;
 
 /// A growable byte buffer carved from an [`AdaptiveAllocator`]'s pool, used like
 /// `bytes::BytesMut`.
@@ -62,15 +71,36 @@ struct ShareCount {
 /// assert_eq!(frame, "hello");
 /// assert_eq!(&buf[..], b"rest of stream");
 /// ```
+///
+/// # Compared with `BytesMut`
+/// The API is `BytesMut`'s (see the crate's `tests/buf_parity.rs`, which re-expresses the
+/// `bytes` crate's own tests), with these deliberate differences:
+///
+/// * **Capacity is rounded up to a size class** (less than 25 % above 64 bytes): `capacity()`
+///   may exceed what was asked for, and `reserve` may give more than `BytesMut` would.
+/// * **Growth copies to the start of the new region**: a buffer that moves keeps no unused
+///   prefix (`BytesMut` keeps a `Vec`'s offset).
+/// * **`Debug` prints a summary** (`len`, `capacity` and the first 64 bytes), not every byte.
+/// * **`From<PooledBuf> for Vec<u8>` copies**: pooled memory cannot become a `Vec`'s.
+/// * **Where memory comes from**: `new()`, `Default`, `zeroed`, `From<&[u8]>`, `From<&str>`
+///   and `FromIterator` use [`global()`](crate::global); growth and `clone` use the buffer's
+///   own allocator.
+///
+/// `reserve` follows `BytesMut`: a handle that is its region's only one (every handle split
+/// from it, and every `Bytes` frozen from those, has dropped) reuses the region in place
+/// when the bytes fit, moving them to its start if the bytes before them are at least as
+/// many; after a split, while other handles live, it moves to a new region of what is
+/// needed, with the shared region's size (up to 64 KiB) as a lower bound.
 pub struct PooledBuf {
-    /// Start of this handle's view.
+    /// Start of this handle's view (dangling, never read, when there is no region).
     ptr: NonNull<u8>,
     /// Bytes written (initialised) from `ptr`.
     len: usize,
     /// Bytes available from `ptr` within the region.
     cap: usize,
-    /// The chunk of the region, and the region's segment index in it.
-    chunk: ChunkPtr,
+    /// The chunk of the region, and the region's segment index in it; `None` for a buffer
+    /// without a region (`new()`, `Default`), which is empty with capacity 0.
+    chunk: Option<ChunkPtr>,
     idx: u32,
     /// `Some` when other handles share the region.
     share: Option<NonNull<ShareCount>>,
@@ -93,6 +123,40 @@ impl std::panic::UnwindSafe for PooledBuf {}
 impl std::panic::RefUnwindSafe for PooledBuf {}
 
 impl PooledBuf {
+    /// An empty buffer with no memory: nothing is allocated until it grows, then from
+    /// [`global()`](crate::global), like `BytesMut::new()`.
+    ///
+    /// ```
+    /// use adaptive_pool::PooledBuf;
+    ///
+    /// let mut buf = PooledBuf::new();
+    /// assert_eq!((buf.len(), buf.capacity()), (0, 0));
+    /// buf.extend_from_slice(b"grows on first use");
+    /// assert_eq!(buf, "grows on first use");
+    /// ```
+    #[inline]
+    pub const fn new() -> PooledBuf {
+        PooledBuf {
+            ptr: NonNull::dangling(),
+            len: 0,
+            cap: 0,
+            chunk: None,
+            idx: 0,
+            share: None,
+        }
+    }
+
+    /// A buffer of `len` zero bytes from [`global()`](crate::global).
+    ///
+    /// # Panics
+    /// If the allocation fails.
+    #[track_caller]
+    pub fn zeroed(len: usize) -> PooledBuf {
+        let mut buf = PooledBuf::with_capacity(len);
+        buf.resize(len, 0);
+        buf
+    }
+
     /// Allocates from the process-wide default allocator, [`global()`](crate::global).
     ///
     /// # Panics
@@ -117,7 +181,7 @@ impl PooledBuf {
             ptr: unsafe { chunk.segment(idx) },
             len: 0,
             cap,
-            chunk,
+            chunk: Some(chunk),
             idx,
             share: None,
         }
@@ -173,9 +237,20 @@ impl PooledBuf {
         }
     }
 
-    /// Makes room for at least `additional` more bytes. Grows in place when the region has
-    /// room (moving the contents to the region's start if this handle is the region's only
-    /// one), otherwise moves to a larger region of the same allocator.
+    /// Makes room for at least `additional` more bytes, as `BytesMut::reserve` does:
+    ///
+    /// * **In place** when this handle is its region's only one (a fresh buffer, or one whose
+    ///   split-off handles and the `Bytes` frozen from them have all dropped) and the region
+    ///   holds `len() + additional` bytes: after the view, or at the region's start when the
+    ///   bytes before the view are at least `len()` (the contents are then moved there; a
+    ///   smaller gap is not worth the copy, as in `BytesMut`).
+    /// * **Moving** otherwise, to a new region of the same allocator: when this handle was the
+    ///   only one, at least double the region (amortised growth); while other handles share
+    ///   the region (after a split), what is needed, but at least the shared region's size up
+    ///   to 64 KiB (its "original capacity", as `BytesMut` keeps it). The bytes are copied to
+    ///   the new region's start; the old one is released when its last handle drops.
+    ///
+    /// A buffer without a region (`new()`) allocates from [`global()`](crate::global).
     ///
     /// # Panics
     /// If the allocation fails; see [`try_reserve`](Self::try_reserve).
@@ -202,32 +277,116 @@ impl PooledBuf {
             .ok_or(AllocError::CapacityOverflow {
                 requested: self.len.saturating_add(additional),
             })?;
-        // In place: the only handle on its region, with the region's start free.
-        if self.share.is_none() {
+        if self.reclaim(needed) {
+            return Ok(());
+        }
+        self.grow(needed)
+    }
+
+    /// Makes room for `additional` more bytes without allocating, if this handle's region
+    /// allows it (the in-place cases of [`reserve`](Self::reserve)); answers whether there is
+    /// room now. Like `BytesMut::try_reclaim`.
+    ///
+    /// ```
+    /// use adaptive_pool::PooledBuf;
+    ///
+    /// let mut buf = PooledBuf::with_capacity(64);
+    /// buf.extend_from_slice(b"frame");
+    /// let frame = buf.split().freeze();
+    /// assert!(!buf.try_reclaim(64), "the frame still uses the region");
+    /// drop(frame);
+    /// assert!(buf.try_reclaim(64), "the only handle again: the whole region is back");
+    /// assert!(buf.capacity() >= 64);
+    /// ```
+    #[must_use = "`false` means nothing changed; use `reserve` to allocate"]
+    pub fn try_reclaim(&mut self, additional: usize) -> bool {
+        if additional <= self.cap - self.len {
+            return true;
+        }
+        match self.len.checked_add(additional) {
+            Some(needed) => self.reclaim(needed),
+            None => false,
+        }
+    }
+
+    /// The in-place cases of `reserve`: room for `needed` bytes (contents included) in this
+    /// handle's region, if it is the region's only handle. Answers whether it made room.
+    fn reclaim(&mut self, needed: usize) -> bool {
+        let Some(chunk) = self.chunk else {
+            return false;
+        };
+        // SAFETY: this handle keeps region `idx` live.
+        let base = unsafe { chunk.segment(self.idx) };
+        // SAFETY: `ptr` lies within the region starting at `base`.
+        let offset = unsafe { self.ptr.as_ptr().offset_from(base.as_ptr()) } as usize;
+        let region = match self.share {
+            // An unshared view ends at the region's end.
+            None => offset + self.cap,
+            Some(s) => {
+                // SAFETY: the count lives while any handle does; `self` is one.
+                let s = unsafe { s.as_ref() };
+                // `Acquire` pairs with the `Release` decrement of every handle dropped: their
+                // accesses to the region happen before this one takes it over.
+                if s.refs.load(Acquire) != 1 {
+                    return false;
+                }
+                s.region
+            }
+        };
+        if offset + needed <= region {
+            // Only reachable when shared: the bytes after the view belonged to dropped handles.
+            self.cap = region - offset;
+            return true;
+        }
+        if needed <= region && offset >= self.len {
+            // SAFETY: this handle is the region's only one, so `[base, base + region)` is
+            // ours; `offset >= len` keeps `[base, base + len)` apart from `[ptr, ptr + len)`.
+            unsafe { ptr::copy_nonoverlapping(self.ptr.as_ptr(), base.as_ptr(), self.len) };
+            self.ptr = base;
+            self.cap = region;
+            return true;
+        }
+        false
+    }
+
+    /// The moving case of `reserve`: a new region for `needed` bytes, the contents copied
+    /// over; allocates before it touches anything, so a failure leaves the buffer as it was.
+    fn grow(&mut self, needed: usize) -> Result<(), AllocError> {
+        let Some(chunk) = self.chunk else {
+            *self = crate::global().try_allocate(needed)?;
+            return Ok(());
+        };
+        let shared_with_others = match self.share {
+            // SAFETY: the count lives while any handle does; `self` is one.
+            Some(s) => unsafe { s.as_ref() }.refs.load(Relaxed) != 1,
+            None => false,
+        };
+        let target = if shared_with_others {
+            // After a split: what is needed, with the shared region as a hint.
+            let s = self.share.expect("a shared handle has a count");
+            // SAFETY: as above.
+            let hint = unsafe { s.as_ref() }.region.min(MAX_GROWTH_HINT);
+            needed.max(hint)
+        } else {
+            // The only handle: amortised growth from the whole region (1.5x past 1 MiB).
             // SAFETY: this handle keeps region `idx` live.
-            let base = unsafe { self.chunk.segment(self.idx) };
+            let base = unsafe { chunk.segment(self.idx) };
             // SAFETY: `ptr` lies within the region starting at `base`.
             let offset = unsafe { self.ptr.as_ptr().offset_from(base.as_ptr()) } as usize;
-            let region = offset + self.cap;
-            if offset > 0 && needed <= region {
-                // SAFETY: both ranges lie in the region this handle owns alone; `copy`
-                // allows overlap.
-                unsafe { ptr::copy(self.ptr.as_ptr(), base.as_ptr(), self.len) };
-                self.ptr = base;
-                self.cap = region;
-                return Ok(());
+            let region = match self.share {
+                // SAFETY: as above.
+                Some(s) => unsafe { s.as_ref() }.region,
+                None => offset + self.cap,
+            };
+            let doubled = needed.max(region.saturating_mul(2));
+            if doubled > needed && doubled > (1 << 20) {
+                needed.max(region + region / 2)
+            } else {
+                doubled
             }
         }
-        // Move: allocate first, so a failure leaves the buffer as it was.
-        let target = needed
-            .max(self.cap.saturating_mul(2))
-            .min(isize::MAX as usize);
-        let target = if target > needed && target > (1 << 20) {
-            needed.max(self.cap + self.cap / 2)
-        } else {
-            target
-        };
-        let mut grown = PooledBuf::from_region(allocator::region_like(self.chunk, target)?);
+        .min(isize::MAX as usize);
+        let mut grown = PooledBuf::from_region(allocator::region_like(chunk, target)?);
         // SAFETY: `grown` has room for `needed >= len` bytes and does not overlap `self`.
         unsafe {
             ptr::copy_nonoverlapping(self.ptr.as_ptr(), grown.ptr.as_ptr(), self.len);
@@ -261,6 +420,9 @@ impl PooledBuf {
             "split_to out of bounds: {at} > {}",
             self.len
         );
+        if self.chunk.is_none() {
+            return PooledBuf::new();
+        }
         let share = self.share_region();
         let front = PooledBuf {
             ptr: self.ptr,
@@ -289,6 +451,9 @@ impl PooledBuf {
             "split_off out of bounds: {at} > {}",
             self.cap
         );
+        if self.chunk.is_none() {
+            return PooledBuf::new();
+        }
         let share = self.share_region();
         // SAFETY: `at <= cap`, so the new start is within the region.
         let ptr = unsafe { NonNull::new_unchecked(self.ptr.as_ptr().add(at)) };
@@ -315,12 +480,106 @@ impl PooledBuf {
     /// boxes the buffer once). The `Bytes`, its clones and slices keep the memory; the last
     /// one dropped, on any thread, returns it to the pool.
     pub fn freeze(self) -> Bytes {
+        if self.chunk.is_none() {
+            return Bytes::new();
+        }
         Bytes::from_owner(self)
     }
 
-    /// A handle on the allocator this buffer came from.
+    /// Appends `other` when it is the part split off right after this one (`split_off`, or
+    /// `split_to` in the other order) and both still share their region: then no byte is
+    /// copied and `self` takes over `other`'s view. Otherwise hands `other` back. An `other`
+    /// with no capacity is simply dropped. Like `BytesMut::try_unsplit`.
+    ///
+    /// ```
+    /// use adaptive_pool::PooledBuf;
+    ///
+    /// let mut buf = PooledBuf::from(&b"helloworld"[..]);
+    /// let world = buf.split_off(5);
+    /// buf.try_unsplit(world).expect("contiguous");
+    /// assert_eq!(buf, "helloworld");
+    /// ```
+    pub fn try_unsplit(&mut self, other: PooledBuf) -> Result<(), PooledBuf> {
+        if other.cap == 0 {
+            return Ok(());
+        }
+        let contiguous = self.chunk.is_some()
+            && self.chunk == other.chunk
+            && self.idx == other.idx
+            && self.share.is_some()
+            && self.share == other.share
+            && self.ptr.as_ptr().wrapping_add(self.len) == other.ptr.as_ptr();
+        if !contiguous {
+            return Err(other);
+        }
+        // Views are disjoint, so `other` starting right after `self`'s bytes means `self` has
+        // no spare capacity: the joined view is `[ptr, ptr + cap + other.cap)`.
+        debug_assert_eq!(self.len, self.cap);
+        self.len += other.len;
+        self.cap += other.cap;
+        let share = self.share.expect("checked above");
+        // `other` goes without releasing the region, which `self` still holds: one handle
+        // fewer. `Release`, as in `Drop`, so its accesses happen before the region's release.
+        // SAFETY: the count lives while any handle does; `self` is one.
+        unsafe { share.as_ref() }.refs.fetch_sub(1, Release);
+        std::mem::forget(other);
+        Ok(())
+    }
+
+    /// Appends `other`: without copying when [`try_unsplit`](Self::try_unsplit) can, else by
+    /// copying its bytes; an empty `self` becomes `other`. Like `BytesMut::unsplit`.
+    pub fn unsplit(&mut self, other: PooledBuf) {
+        if self.is_empty() {
+            *self = other;
+            return;
+        }
+        if let Err(other) = self.try_unsplit(other) {
+            self.extend_from_slice(&other);
+        }
+    }
+
+    /// Appends a copy of the bytes in `range` (of the bytes written) to the end, growing if
+    /// needed. Like `Vec::extend_from_within`.
+    ///
+    /// # Panics
+    /// If the range is out of bounds or decreasing, or if growing fails.
+    #[track_caller]
+    pub fn extend_from_within<R: RangeBounds<usize>>(&mut self, range: R) {
+        let start = match range.start_bound() {
+            Bound::Included(&n) => n,
+            Bound::Excluded(&n) => n.checked_add(1).expect("range start overflows"),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&n) => n.checked_add(1).expect("range end overflows"),
+            Bound::Excluded(&n) => n,
+            Bound::Unbounded => self.len,
+        };
+        assert!(start <= end, "range start {start} is past its end {end}");
+        assert!(
+            end <= self.len,
+            "range end {end} is out of bounds for length {}",
+            self.len
+        );
+        let count = end - start;
+        self.reserve(count);
+        // SAFETY: `[start, end)` lies in the written bytes, `[len, len + count)` in the spare
+        // capacity that `reserve` made; the two do not overlap. Growth moved the bytes along
+        // with `ptr`, so the offsets still hold.
+        unsafe {
+            let base = self.ptr.as_ptr();
+            ptr::copy_nonoverlapping(base.add(start), base.add(self.len), count);
+            self.set_len(self.len + count);
+        }
+    }
+
+    /// A handle on the allocator this buffer came from ([`global()`](crate::global) for a
+    /// buffer without a region).
     pub fn allocator(&self) -> AdaptiveAllocator {
-        allocator::handle_of(self.chunk)
+        match self.chunk {
+            Some(chunk) => allocator::handle_of(chunk),
+            None => crate::global().clone(),
+        }
     }
 
     /// The spare capacity, for writing before [`set_len`](Self::set_len).
@@ -355,8 +614,17 @@ impl PooledBuf {
                 Some(s)
             }
             None => {
+                let chunk = self
+                    .chunk
+                    .expect("callers share only a buffer with a region");
+                // SAFETY: this handle keeps region `idx` live.
+                let base = unsafe { chunk.segment(self.idx) };
+                // SAFETY: `ptr` lies within the region starting at `base`.
+                let offset = unsafe { self.ptr.as_ptr().offset_from(base.as_ptr()) } as usize;
                 let s = NonNull::from(Box::leak(Box::new(ShareCount {
                     refs: AtomicUsize::new(2),
+                    // Unshared until now, so the view ends at the region's end.
+                    region: offset + self.cap,
                 })));
                 self.share = Some(s);
                 Some(s)
@@ -455,6 +723,9 @@ impl AdaptiveAllocator {
 impl Drop for PooledBuf {
     #[inline(always)]
     fn drop(&mut self) {
+        let Some(chunk) = self.chunk else {
+            return;
+        };
         if let Some(s) = self.share {
             // SAFETY: the count lives while any handle does; `self` is one.
             if unsafe { s.as_ref() }.refs.fetch_sub(1, Release) != 1 {
@@ -466,7 +737,7 @@ impl Drop for PooledBuf {
             drop(unsafe { Box::from_raw(s.as_ptr()) });
         }
         // SAFETY: this is the last handle on the region.
-        unsafe { allocator::release_region(self.chunk, self.idx) }
+        unsafe { allocator::release_region(chunk, self.idx) }
     }
 }
 
@@ -511,29 +782,8 @@ impl BorrowMut<[u8]> for PooledBuf {
     }
 }
 
-impl PartialEq<[u8]> for PooledBuf {
-    fn eq(&self, other: &[u8]) -> bool {
-        self[..] == *other
-    }
-}
-
-impl PartialEq<&[u8]> for PooledBuf {
-    fn eq(&self, other: &&[u8]) -> bool {
-        self[..] == **other
-    }
-}
-
-impl<const N: usize> PartialEq<[u8; N]> for PooledBuf {
-    fn eq(&self, other: &[u8; N]) -> bool {
-        self[..] == other[..]
-    }
-}
-
-impl PartialEq<Vec<u8>> for PooledBuf {
-    fn eq(&self, other: &Vec<u8>) -> bool {
-        self[..] == other[..]
-    }
-}
+// Comparisons: byte-wise, with every type `BytesMut` compares with, in both directions, plus
+// byte arrays (`buf == b"abc"`, `b"abc" == buf`) and `BytesMut` itself.
 
 impl PartialEq for PooledBuf {
     fn eq(&self, other: &PooledBuf) -> bool {
@@ -542,6 +792,101 @@ impl PartialEq for PooledBuf {
 }
 
 impl Eq for PooledBuf {}
+
+impl PartialOrd for PooledBuf {
+    fn partial_cmp(&self, other: &PooledBuf) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PooledBuf {
+    fn cmp(&self, other: &PooledBuf) -> Ordering {
+        self[..].cmp(&other[..])
+    }
+}
+
+/// `PartialEq` and `PartialOrd` between `PooledBuf` and `$ty`, both ways, through the bytes
+/// (each `$ty` is `AsRef<[u8]>`).
+macro_rules! compare_both_ways {
+    ($([$($generics:tt)*] $ty:ty;)*) => {$(
+        impl<$($generics)*> PartialEq<$ty> for PooledBuf {
+            fn eq(&self, other: &$ty) -> bool {
+                self[..] == *AsRef::<[u8]>::as_ref(other)
+            }
+        }
+
+        impl<$($generics)*> PartialOrd<$ty> for PooledBuf {
+            fn partial_cmp(&self, other: &$ty) -> Option<Ordering> {
+                self[..].partial_cmp(AsRef::<[u8]>::as_ref(other))
+            }
+        }
+
+        impl<$($generics)*> PartialEq<PooledBuf> for $ty {
+            fn eq(&self, other: &PooledBuf) -> bool {
+                *AsRef::<[u8]>::as_ref(self) == other[..]
+            }
+        }
+
+        impl<$($generics)*> PartialOrd<PooledBuf> for $ty {
+            fn partial_cmp(&self, other: &PooledBuf) -> Option<Ordering> {
+                AsRef::<[u8]>::as_ref(self).partial_cmp(&other[..])
+            }
+        }
+    )*};
+}
+
+/// The `$ty == PooledBuf` half of `compare_both_ways` alone.
+macro_rules! compare_both_ways_reverse_only {
+    ($([$($generics:tt)*] $ty:ty;)*) => {$(
+        impl<$($generics)*> PartialEq<PooledBuf> for $ty {
+            fn eq(&self, other: &PooledBuf) -> bool {
+                *AsRef::<[u8]>::as_ref(self) == other[..]
+            }
+        }
+
+        impl<$($generics)*> PartialOrd<PooledBuf> for $ty {
+            fn partial_cmp(&self, other: &PooledBuf) -> Option<Ordering> {
+                AsRef::<[u8]>::as_ref(self).partial_cmp(&other[..])
+            }
+        }
+    )*};
+}
+
+compare_both_ways! {
+    [] [u8];
+    [] str;
+    [] Vec<u8>;
+    [] String;
+    [] Bytes;
+    [] BytesMut;
+    [const N: usize] [u8; N];
+}
+
+// The reverse direction for references (`"abc" == buf`, `b"abc" == buf`); the forward one is
+// the generic `&T` impl below.
+compare_both_ways_reverse_only! {
+    [] &[u8];
+    [] &str;
+    [const N: usize] &[u8; N];
+}
+
+impl<T: ?Sized> PartialEq<&T> for PooledBuf
+where
+    PooledBuf: PartialEq<T>,
+{
+    fn eq(&self, other: &&T) -> bool {
+        *self == **other
+    }
+}
+
+impl<T: ?Sized> PartialOrd<&T> for PooledBuf
+where
+    PooledBuf: PartialOrd<T>,
+{
+    fn partial_cmp(&self, other: &&T) -> Option<Ordering> {
+        self.partial_cmp(*other)
+    }
+}
 
 impl Hash for PooledBuf {
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -552,7 +897,10 @@ impl Hash for PooledBuf {
 impl Clone for PooledBuf {
     /// A deep copy of the written bytes, in a new buffer of the same allocator.
     fn clone(&self) -> PooledBuf {
-        let mut copy = match allocator::region_like(self.chunk, self.len) {
+        let Some(chunk) = self.chunk else {
+            return PooledBuf::new();
+        };
+        let mut copy = match allocator::region_like(chunk, self.len) {
             Ok(r) => PooledBuf::from_region(r),
             Err(e) => panic!(
                 "adaptive-pool: cloning a buffer of {} bytes failed: {e}",
@@ -590,6 +938,111 @@ impl Extend<u8> for PooledBuf {
 impl<'a> Extend<&'a u8> for PooledBuf {
     fn extend<T: IntoIterator<Item = &'a u8>>(&mut self, iter: T) {
         self.extend(iter.into_iter().copied())
+    }
+}
+
+impl Extend<Bytes> for PooledBuf {
+    fn extend<T: IntoIterator<Item = Bytes>>(&mut self, iter: T) {
+        for bytes in iter {
+            self.extend_from_slice(&bytes);
+        }
+    }
+}
+
+impl FromIterator<u8> for PooledBuf {
+    /// Collects into a buffer from [`global()`](crate::global).
+    fn from_iter<T: IntoIterator<Item = u8>>(iter: T) -> PooledBuf {
+        let mut buf = PooledBuf::new();
+        buf.extend(iter);
+        buf
+    }
+}
+
+impl<'a> FromIterator<&'a u8> for PooledBuf {
+    /// Collects into a buffer from [`global()`](crate::global).
+    fn from_iter<T: IntoIterator<Item = &'a u8>>(iter: T) -> PooledBuf {
+        iter.into_iter().copied().collect()
+    }
+}
+
+impl IntoIterator for PooledBuf {
+    type Item = u8;
+    type IntoIter = bytes::buf::IntoIter<PooledBuf>;
+
+    /// Iterates over the bytes, consuming the buffer (its memory goes back when the iterator
+    /// drops).
+    fn into_iter(self) -> Self::IntoIter {
+        bytes::buf::IntoIter::new(self)
+    }
+}
+
+impl<'a> IntoIterator for &'a PooledBuf {
+    type Item = &'a u8;
+    type IntoIter = std::slice::Iter<'a, u8>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl Default for PooledBuf {
+    /// [`PooledBuf::new()`]: no memory until the buffer grows.
+    fn default() -> PooledBuf {
+        PooledBuf::new()
+    }
+}
+
+impl From<&[u8]> for PooledBuf {
+    /// A copy of `src` in a buffer from [`global()`](crate::global).
+    fn from(src: &[u8]) -> PooledBuf {
+        let mut buf = PooledBuf::with_capacity(src.len());
+        buf.extend_from_slice(src);
+        buf
+    }
+}
+
+impl From<&str> for PooledBuf {
+    /// A copy of `src`'s bytes in a buffer from [`global()`](crate::global).
+    fn from(src: &str) -> PooledBuf {
+        PooledBuf::from(src.as_bytes())
+    }
+}
+
+impl From<PooledBuf> for Bytes {
+    /// [`PooledBuf::freeze`]: no copy.
+    fn from(buf: PooledBuf) -> Bytes {
+        buf.freeze()
+    }
+}
+
+impl From<PooledBuf> for Vec<u8> {
+    /// A copy of the bytes (pooled memory cannot become a `Vec`'s); the buffer's memory goes
+    /// back to the pool.
+    fn from(buf: PooledBuf) -> Vec<u8> {
+        buf.to_vec()
+    }
+}
+
+impl fmt::Write for PooledBuf {
+    /// Appends `s`; fails (with `fmt::Error`) only if the buffer cannot grow.
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.try_reserve(s.len()).map_err(|_| fmt::Error)?;
+        self.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl fmt::LowerHex for PooledBuf {
+    /// The bytes as two lower-case hex digits each, with no separator.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::UpperHex for PooledBuf {
+    /// The bytes as two upper-case hex digits each, with no separator.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.iter().try_for_each(|b| write!(f, "{b:02X}"))
     }
 }
 
@@ -665,5 +1118,69 @@ impl Buf for PooledBuf {
 
     fn copy_to_bytes(&mut self, len: usize) -> Bytes {
         self.split_to(len).freeze()
+    }
+}
+
+/// `serde` support (feature `serde`): a buffer serialises as a byte string, as `BytesMut` does,
+/// and deserialises from a byte string, a sequence of bytes or a string, into a buffer from
+/// [`global()`](crate::global).
+#[cfg(feature = "serde")]
+mod serde_impl {
+    use std::fmt;
+
+    use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
+    use serde::ser::{Serialize, Serializer};
+
+    use super::PooledBuf;
+
+    impl Serialize for PooledBuf {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_bytes(self)
+        }
+    }
+
+    struct PooledBufVisitor;
+
+    impl<'de> Visitor<'de> for PooledBufVisitor {
+        type Value = PooledBuf;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string, a sequence of bytes or a string")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PooledBuf, A::Error> {
+            // The hint comes from the input: cap it, the buffer grows as bytes arrive.
+            let hint = seq.size_hint().unwrap_or(0).min(4096);
+            let mut buf = PooledBuf::try_with_capacity(hint).map_err(de::Error::custom)?;
+            while let Some(b) = seq.next_element::<u8>()? {
+                buf.try_reserve(1).map_err(de::Error::custom)?;
+                buf.extend_from_slice(&[b]);
+            }
+            Ok(buf)
+        }
+
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<PooledBuf, E> {
+            let mut buf = PooledBuf::try_with_capacity(v.len()).map_err(E::custom)?;
+            buf.extend_from_slice(v);
+            Ok(buf)
+        }
+
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<PooledBuf, E> {
+            self.visit_bytes(&v)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<PooledBuf, E> {
+            self.visit_bytes(v.as_bytes())
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<PooledBuf, E> {
+            self.visit_bytes(v.as_bytes())
+        }
+    }
+
+    impl<'de> Deserialize<'de> for PooledBuf {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PooledBuf, D::Error> {
+            deserializer.deserialize_byte_buf(PooledBufVisitor)
+        }
     }
 }

@@ -58,6 +58,8 @@ mod allocator;
 mod buf;
 mod central;
 mod chunk;
+#[cfg(feature = "codec")]
+pub mod codec;
 mod config;
 mod error;
 #[cfg(feature = "tokio")]
