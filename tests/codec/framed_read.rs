@@ -361,7 +361,7 @@ fn reads_are_offered_the_predicted_size() {
 #[test]
 fn a_refused_buffer_is_an_out_of_memory_error() {
     let pool = AdaptiveAllocator::builder()
-        .max_memory(64 << 10)
+        .max_memory(128 << 10)
         .build()
         .unwrap();
     let predictor = RecvPredictor::with_bounds(1 << 20, 1 << 20, 1 << 20).unwrap();
