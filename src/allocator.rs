@@ -28,7 +28,7 @@ use crate::chunk::{ChunkPtr, Home, RemoteFree};
 use crate::config::{Builder, Settings};
 use crate::error::AllocError;
 use crate::magazine::{self, ChunkSource, Reclaim, Roster};
-use crate::os::Memory;
+use crate::os::{self, Memory};
 use crate::size_class::SizeClass;
 use crate::stats::{Counters, Stats};
 #[cfg(not(loom))]
@@ -88,7 +88,7 @@ pub(crate) struct Shared {
     counters: Counters,
     /// Number of `AdaptiveAllocator` handles alive.
     handles: AtomicUsize,
-    /// When the next idle sweep is due (nanoseconds of `sync::now_ns`).
+    /// When the next idle sweep is due (nanoseconds of `os::now_ns`).
     next_sweep: AtomicU64,
     /// The background reclaimer, if one runs (woken at close).
     #[cfg(not(loom))]
@@ -180,7 +180,7 @@ impl Shared {
     /// Runs the idle sweep if it is due. Called on the slow paths of any thread, outside
     /// every magazine operation.
     fn maybe_sweep(&self) {
-        let now = sync::now_ns();
+        let now = os::now_ns();
         let due = self.next_sweep.load(Relaxed);
         if now < due
             || self
@@ -278,28 +278,43 @@ impl Shared {
     }
 
     /// Everything but the fast path: magazine creation, chunk acquisition, unpooled sizes,
-    /// thread exit, a closed allocator, the memory limit.
+    /// thread exit, a closed allocator, the memory limit. When it went to the allocator for
+    /// memory (a chunk, a magazine, an unpooled region), it then runs the idle sweep if due.
     #[cold]
     #[inline(never)]
     fn try_allocate_slow(self: &Arc<Self>, capacity: usize) -> Result<Region, AllocError> {
-        let r = self.pooled_or_unpooled(capacity);
-        self.maybe_sweep();
+        let (r, went_to_allocator) = self.pooled_or_unpooled(capacity);
+        if went_to_allocator {
+            self.maybe_sweep();
+        }
         r
     }
 
-    fn pooled_or_unpooled(self: &Arc<Self>, capacity: usize) -> Result<Region, AllocError> {
+    fn pooled_or_unpooled(self: &Arc<Self>, capacity: usize) -> (Result<Region, AllocError>, bool) {
         if capacity > self.settings.max_pooled {
-            return self.allocate_unpooled(capacity);
+            return (self.allocate_unpooled(capacity), true);
         }
         let class = SizeClass::of(capacity);
-        let pooled = || magazine::with_magazine(self.id, || self.clone(), |m| m.alloc(class));
-        match pooled() {
+        let installed = std::cell::Cell::new(false);
+        let pooled = || {
+            magazine::with_magazine(
+                self.id,
+                || {
+                    installed.set(true);
+                    self.clone()
+                },
+                |m| m.alloc(class),
+            )
+        };
+        let first = pooled();
+        let went = installed.get() || first.as_ref().is_some_and(|(_, went)| *went);
+        let r = match first.map(|(r, _)| r) {
             Some(Some(Ok((chunk, idx, cap)))) => Ok(Region { chunk, idx, cap }),
             Some(Some(Err(AllocError::MemoryLimit { .. }))) => {
                 // Make room everywhere, then try again: pooled, else a region of exactly
                 // this size (which fits where a chunk no longer does).
                 self.reclaim_everything();
-                match pooled() {
+                match pooled().map(|(r, _)| r) {
                     Some(Some(Ok((chunk, idx, cap)))) => Ok(Region { chunk, idx, cap }),
                     Some(Some(Err(AllocError::MemoryLimit { .. }))) | Some(None) | None => {
                         self.allocate_unpooled(capacity)
@@ -311,7 +326,8 @@ impl Shared {
             // The thread is exiting (its registry is gone), or the allocator has closed:
             // serve the buffer unpooled.
             Some(None) | None => self.allocate_unpooled(capacity),
-        }
+        };
+        (r, went)
     }
 
     #[cold]
@@ -365,7 +381,8 @@ impl Home for Shared {
         } else {
             // Refused (over budget, or closed): back to the system, with whatever the close
             // handshake drained.
-            self.central.offer(chunk, &self.counters, &mut free);
+            self.central
+                .offer(chunk, &self.counters, os::now_ns(), &mut free);
         }
         Self::free_all(free);
     }
@@ -550,7 +567,7 @@ impl AdaptiveAllocator {
             settings.max_chunk,
             settings.max_cached_bytes,
         );
-        let first_sweep = sync::now_ns().saturating_add(settings.sweep_period_ns());
+        let first_sweep = os::now_ns().saturating_add(settings.sweep_period_ns());
         let shared = Arc::new(Shared {
             id: take_id(),
             memory: Memory::new(settings.memory_source),
@@ -721,7 +738,7 @@ fn spawn_reclaimer(shared: &Arc<Shared>) {
             if shared.is_closed() {
                 return;
             }
-            shared.sweep(sync::now_ns());
+            shared.sweep(os::now_ns());
         });
     // A thread that cannot be spawned leaves the allocator without it (the slow paths still
     // sweep); the builder documents the setting as best effort.

@@ -137,12 +137,18 @@ impl Central {
         self.closed.load(Relaxed)
     }
 
-    /// Offers an idle chunk. It is cached if the byte budget allows and the allocator is
-    /// open; otherwise it is handed back (pushed to `out`) for the caller to give to the
-    /// system, possibly with other chunks the close handshake drained.
+    /// Offers an idle chunk, idle since `now` (`os::now_ns`). It is cached if the byte budget
+    /// allows and the allocator is open; otherwise it is handed back (pushed to `out`) for the
+    /// caller to give to the system, possibly with other chunks the close handshake drained.
     ///
     /// The caller must hold the chunk exclusively with no region live.
-    pub(crate) fn offer(&self, chunk: ChunkPtr, counters: &Counters, out: &mut Vec<ChunkPtr>) {
+    pub(crate) fn offer(
+        &self,
+        chunk: ChunkPtr,
+        counters: &Counters,
+        now: u64,
+        out: &mut Vec<ChunkPtr>,
+    ) {
         let size = chunk.bytes();
         let Some(bucket) = self.bucket(size) else {
             out.push(chunk);
@@ -169,7 +175,7 @@ impl Central {
             }
         }
         // SAFETY: the caller holds the chunk exclusively until the push publishes it.
-        unsafe { chunk.set_idle_since(crate::sync::now_ns()) };
+        unsafe { chunk.set_idle_since(now) };
         self.push_checked(bucket.get_or_make(), chunk, counters, out);
     }
 
@@ -244,7 +250,7 @@ impl Central {
     }
 
     /// Takes the chunks that have been idle for at least `idle_ns` at `now` (nanoseconds of
-    /// `sync::now_ns`). Skips the sweep if another thread is sweeping or draining.
+    /// `os::now_ns`). Skips the sweep if another thread is sweeping or draining.
     pub(crate) fn take_expired(
         &self,
         now: u64,

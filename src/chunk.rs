@@ -150,7 +150,7 @@ struct OwnerFields {
     /// Whether the owner took the chunk from the central queue (else from the system).
     from_cache: UnsafeCell<bool>,
     slot: UnsafeCell<usize>,
-    /// When the chunk was last seen idle (nanoseconds of `sync::now_ns`; 0: not idle).
+    /// When the chunk was last seen idle (nanoseconds of `os::now_ns`; 0: not idle).
     idle_since: UnsafeCell<u64>,
 }
 
@@ -722,7 +722,7 @@ impl ChunkPtr {
         unsafe { self.header().own.slot.set(slot) }
     }
 
-    /// When the chunk was first seen idle (nanoseconds of `sync::now_ns`), 0 if not since it
+    /// When the chunk was first seen idle (nanoseconds of `os::now_ns`), 0 if not since it
     /// was last in use.
     ///
     /// # Safety

@@ -245,13 +245,25 @@ unsafe impl Send for Magazine {}
 unsafe impl Sync for Magazine {}
 
 struct State {
+    /// The magazine's allocator; `None` once the magazine is dead (its allocator closed) or
+    /// being dropped.
+    link: Option<Link>,
+    body: Body,
+}
+
+/// A magazine's handles on its allocator (one object, seen through two traits).
+struct Link {
+    src: Arc<dyn ChunkSource>,
+    home: Arc<dyn Home>,
+}
+
+/// The magazine's chunks and bookkeeping (apart from `Link`, so that an operation can use
+/// both without cloning the handles).
+struct Body {
     /// The owning thread's token.
     token: usize,
     /// This magazine's own address (the chunks' owner context).
     this: *const Magazine,
-    /// `None` once the magazine is dead (its allocator closed) or being dropped.
-    src: Option<Arc<dyn ChunkSource>>,
-    home: Option<Arc<dyn Home>>,
     shard: Arc<Shard>,
     /// Empty once the magazine is dead, so the fast path finds nothing.
     classes: Box<[ClassState]>,
@@ -263,6 +275,9 @@ struct State {
     idle: Vec<ChunkPtr>,
     idle_bytes: usize,
     idle_budget: usize,
+    /// Set when a refill took a chunk from the allocator (cleared by `Magazine::alloc`): the
+    /// activity after which the allocator looks whether an idle sweep is due.
+    went_to_allocator: bool,
 }
 
 /// What a reclaim takes from a magazine.
@@ -286,6 +301,11 @@ impl Magazine {
         let shard = Arc::new(Shard::default());
         src.counters().register(shard.clone());
         let home: Arc<dyn Home> = src.clone();
+        let (min_chunk, max_chunk, idle_budget) = (
+            settings.min_chunk,
+            settings.max_chunk,
+            settings.max_thread_idle_bytes,
+        );
         let m = Arc::new(Magazine {
             gate: Gate {
                 active: AtomicU32::new(0),
@@ -293,23 +313,25 @@ impl Magazine {
             },
             dead: AtomicBool::new(false),
             state: UnsafeCell::new(State {
-                token: sync::thread_token(),
-                this: ptr::null(),
-                min_chunk: settings.min_chunk,
-                max_chunk: settings.max_chunk,
-                idle_budget: settings.max_thread_idle_bytes,
-                src: Some(src),
-                home: Some(home),
-                shard,
-                classes,
-                next_seq: 0,
-                idle: Vec::new(),
-                idle_bytes: 0,
+                link: Some(Link { src, home }),
+                body: Body {
+                    token: sync::thread_token(),
+                    this: ptr::null(),
+                    min_chunk,
+                    max_chunk,
+                    idle_budget,
+                    shard,
+                    classes,
+                    next_seq: 0,
+                    idle: Vec::new(),
+                    idle_bytes: 0,
+                    went_to_allocator: false,
+                },
             }),
         });
         let this = Arc::as_ptr(&m);
         // SAFETY: nobody else can reach the new magazine yet.
-        m.state.with_mut(|s| unsafe { (*s).this = this });
+        m.state.with_mut(|s| unsafe { (*s).body.this = this });
         m
     }
 
@@ -360,37 +382,42 @@ impl Magazine {
     /// Allocates one region of `class` (a pooled class): the fast path, else the slow path,
     /// which may take or create a chunk. `MemoryLimit` means the allocator should make room
     /// (a reclaim everywhere) and try again. `None` if the magazine died (its allocator
-    /// closed) since the caller found it: the request is then served unpooled.
+    /// closed) since the caller found it: the request is then served unpooled. The flag says
+    /// whether a chunk was taken from the allocator (the caller may then run a due sweep).
     pub(crate) fn alloc(
         &self,
         class: SizeClass,
-    ) -> Option<Result<(ChunkPtr, u32, usize), AllocError>> {
-        let r = self.run(|s| match s.alloc_fast(class) {
-            Some(region) => Some(Ok(region)),
-            None => s.alloc_slow(class),
+    ) -> (Option<Result<(ChunkPtr, u32, usize), AllocError>>, bool) {
+        let (r, went) = self.run(|s| {
+            let r = match s.body.alloc_fast(class) {
+                Some(region) => Some(Ok(region)),
+                None => s.alloc_slow(class),
+            };
+            (r, std::mem::take(&mut s.body.went_to_allocator))
         });
-        match r {
+        let r = match r {
             Some(Ok(region)) => Some(Ok(checked(region))),
             other => other,
-        }
+        };
+        (r, went)
     }
 
     /// The mark of an initialisation that may have to be rolled back: chunks adopted from
     /// now on have a sequence number at least this.
     pub(crate) fn mark(&self) -> u64 {
-        self.run(|s| s.next_seq)
+        self.run(|s| s.body.next_seq)
     }
 
     /// See [`State::take_back_since`].
     pub(crate) fn take_back_since(&self, mark: u64) -> Vec<(ChunkPtr, bool)> {
-        self.run(|s| s.take_back_since(mark))
+        self.run(|s| s.body.take_back_since(mark))
     }
 
     /// The owner gives back every chunk of its magazine that holds no live region (its
     /// current chunks included), abandoned and held exclusively by the caller.
     pub(crate) fn take_idle(&self) -> Vec<ChunkPtr> {
         let mut out = Vec::new();
-        self.run(|s| s.take_idle(Reclaim::All, &mut out));
+        self.run(|s| s.body.take_idle(Reclaim::All, &mut out));
         out
     }
 
@@ -428,6 +455,51 @@ impl Drop for Magazine {
 }
 
 impl State {
+    /// The slow path of an allocation; `None` if the magazine is dead.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(
+        &mut self,
+        class: SizeClass,
+    ) -> Option<Result<(ChunkPtr, u32, usize), AllocError>> {
+        let State { link, body } = self;
+        let link = link.as_ref()?;
+        Some(body.refill(class, link))
+    }
+
+    /// See [`Body::free`].
+    ///
+    /// # Safety
+    /// As for [`Body::free`].
+    #[inline(always)]
+    unsafe fn free(&mut self, chunk: ChunkPtr, idx: u32) {
+        // SAFETY: by the caller's guarantee.
+        unsafe { self.body.free(chunk, idx, self.link.as_ref()) }
+    }
+
+    /// Gives up every chunk for good (thread exit, or the allocator's close): each is drained
+    /// and abandoned, the fully free ones recycled now, the others by their last release. The
+    /// stats shard is folded into the shared one. Afterwards the magazine holds nothing and
+    /// no reference to its allocator; the returned handle is the last thing it held.
+    fn give_up(&mut self) -> Option<Arc<dyn ChunkSource>> {
+        let Link { src, home } = self.link.take()?;
+        let body = &mut self.body;
+        body.idle.clear();
+        body.idle_bytes = 0;
+        let classes = std::mem::take(&mut body.classes);
+        for cs in classes.iter() {
+            for c in cs.owned() {
+                // SAFETY: owned by this magazine, which gives it up here.
+                unsafe { c.drain_remote() };
+                Body::retire(&home, c);
+            }
+        }
+        src.counters().unregister(&body.shard);
+        Some(src)
+    }
+}
+
+impl Body {
     /// The fast path: carves one region of `class` from the class's current chunk, with plain
     /// loads and stores only. `None` when the class is not pooled here (its index is past the
     /// pooled classes, or the magazine is dead), has no current chunk, or the current chunk
@@ -443,24 +515,8 @@ impl State {
         Some((c, idx, seg))
     }
 
-    #[cold]
-    #[inline(never)]
-    fn alloc_slow(
-        &mut self,
-        class: SizeClass,
-    ) -> Option<Result<(ChunkPtr, u32, usize), AllocError>> {
-        let (Some(src), Some(home)) = (self.src.clone(), self.home.clone()) else {
-            return None;
-        };
-        Some(self.refill(class, &src, &home))
-    }
-
-    fn refill(
-        &mut self,
-        class: SizeClass,
-        src: &Arc<dyn ChunkSource>,
-        home: &Arc<dyn Home>,
-    ) -> Result<(ChunkPtr, u32, usize), AllocError> {
+    fn refill(&mut self, class: SizeClass, link: &Link) -> Result<(ChunkPtr, u32, usize), AllocError> {
+        let Link { src, home } = link;
         let idx = class.index();
         // 1. The current chunk, once remote frees are drained.
         if let Some(c) = self.classes[idx].current {
@@ -478,7 +534,7 @@ impl State {
         cs.refills += 1;
         if cs.lists[SPACIOUS].is_empty() || cs.refills >= RECLAIM_PERIOD.max(cs.listed() as u32) {
             cs.refills = 0;
-            self.reclaim(idx);
+            self.reclaim(idx, home);
         }
         let cs = &mut self.classes[idx];
         let oldest = cs.lists[SPACIOUS]
@@ -512,7 +568,7 @@ impl State {
         let cached = src.take_cached(want, least);
         if cached.is_none() {
             for i in 0..self.classes.len() {
-                self.reclaim(i);
+                self.reclaim(i, home);
             }
             if let Some(c) = self.classes[idx].lists[SPACIOUS].last().copied() {
                 let cs = &mut self.classes[idx];
@@ -521,6 +577,7 @@ impl State {
                 return Ok(self.carve_from(c, class));
             }
         }
+        self.went_to_allocator = true;
         let acquired = match cached {
             Some(c) => Ok((c, true)),
             None => src.acquire(home, want, least),
@@ -599,17 +656,14 @@ impl State {
 
     /// Takes the current chunk of class `class` out, removing its idle tag and count.
     fn take_current(&mut self, class: usize) -> Option<ChunkPtr> {
-        let c = self.classes[class].current.take()?;
-        // SAFETY: owned by this magazine.
-        if unsafe { c.slot() } & TAG_MASK == IDLE {
-            let i = self
-                .idle
-                .iter()
-                .position(|&x| x == c)
-                .expect("an idle-tagged chunk is in the idle list");
-            self.idle.remove(i);
-            self.idle_bytes -= c.bytes();
-        }
+        let Body {
+            classes,
+            idle,
+            idle_bytes,
+            ..
+        } = self;
+        let c = classes[class].current.take()?;
+        untag(idle, idle_bytes, c);
         Some(c)
     }
 
@@ -620,14 +674,16 @@ impl State {
     /// # Safety
     /// This magazine owns `chunk` and the caller gives up the last handle to region `idx`.
     #[inline(always)]
-    unsafe fn free(&mut self, chunk: ChunkPtr, idx: u32) {
+    unsafe fn free(&mut self, chunk: ChunkPtr, idx: u32, link: Option<&Link>) {
         // SAFETY (whole block): owned, inside the gate; the region is the caller's.
         unsafe {
             let live = chunk.free_local(idx);
             self.shard.add_owned(-(chunk.seg_size() as i64), -1);
             let tag = chunk.slot() & TAG_MASK;
             if tag != IDLE && (live == 0 || tag == FULL) {
-                self.after_free_slow(chunk, live, tag);
+                if let Some(link) = link {
+                    self.after_free_slow(chunk, live, tag, &link.home);
+                }
             }
         }
     }
@@ -639,37 +695,42 @@ impl State {
     /// happens once per chunk each time it fills, never per free.
     #[cold]
     #[inline(never)]
-    fn after_free_slow(&mut self, c: ChunkPtr, live: u32, tag: usize) {
-        let Some(home) = self.home.clone() else {
-            return;
-        };
+    fn after_free_slow(&mut self, c: ChunkPtr, live: u32, tag: usize, home: &Arc<dyn Home>) {
         if tag == CURRENT {
-            self.note_idle(c, &home);
+            self.note_idle(c, home);
             return;
         }
         // SAFETY: owned by this magazine.
         let class = unsafe { c.class() as usize };
-        let c = self.classes[class].remove(c);
+        // One borrow of the class (and of the idle list beside it), not an index per step.
+        let Body {
+            classes,
+            idle,
+            idle_bytes,
+            ..
+        } = self;
+        let cs = &mut classes[class];
+        let c = cs.remove(c);
         if live == 0 {
-            Self::retire(&home, c);
+            Self::retire(home, c);
             return;
         }
-        match self.classes[class].current {
+        match cs.current {
             // SAFETY: owned by this magazine.
             Some(cur) if unsafe { c.seq() < cur.seq() } => {
                 // The older chunk takes over, so allocations fill its holes before the
                 // younger one's (this is what packs survivors together).
-                let cur = self.take_current(class).expect("checked above");
-                self.classes[class].set_current(c);
+                untag(idle, idle_bytes, cur);
+                cs.set_current(c);
                 // SAFETY: owned by this magazine.
                 let (cur_live, cur_space) = unsafe { (cur.live(), cur.has_local_space()) };
                 if cur_live == 0 {
-                    Self::retire(&home, cur);
+                    Self::retire(home, cur);
                 } else {
-                    self.classes[class].push(cur, if cur_space { SPACIOUS } else { FULL });
+                    cs.push(cur, if cur_space { SPACIOUS } else { FULL });
                 }
             }
-            _ => self.classes[class].push(c, SPACIOUS),
+            _ => cs.push(c, SPACIOUS),
         }
     }
 
@@ -714,10 +775,7 @@ impl State {
     /// Drains the remote frees waiting in the class's listed chunks: those now fully free are
     /// retired (chunks emptied by other threads are given back), full ones with space become
     /// spacious.
-    fn reclaim(&mut self, class: usize) {
-        let Some(home) = self.home.clone() else {
-            return;
-        };
+    fn reclaim(&mut self, class: usize, home: &Arc<dyn Home>) {
         let cs = &mut self.classes[class];
         for list in [FULL, SPACIOUS] {
             let mut i = cs.lists[list].len();
@@ -733,7 +791,7 @@ impl State {
                     p.live()
                 };
                 if live == 0 {
-                    Self::retire(&home, cs.remove(p));
+                    Self::retire(home, cs.remove(p));
                 } else if list == FULL {
                     let p = cs.remove(p);
                     cs.push(p, SPACIOUS);
@@ -845,25 +903,19 @@ impl State {
         out
     }
 
-    /// Gives up every chunk for good (thread exit, or the allocator's close): each is drained
-    /// and abandoned, the fully free ones recycled now, the others by their last release. The
-    /// stats shard is folded into the shared one. Afterwards the magazine holds nothing and
-    /// no reference to its allocator; the returned handle is the last thing it held.
-    fn give_up(&mut self) -> Option<Arc<dyn ChunkSource>> {
-        let src = self.src.take()?;
-        let home = self.home.take().expect("set with src");
-        self.idle.clear();
-        self.idle_bytes = 0;
-        let classes = std::mem::take(&mut self.classes);
-        for cs in classes.iter() {
-            for c in cs.owned() {
-                // SAFETY: owned by this magazine, which gives it up here.
-                unsafe { c.drain_remote() };
-                Self::retire(&home, c);
-            }
-        }
-        src.counters().unregister(&self.shard);
-        Some(src)
+}
+
+/// A current chunk `c` stops being current: if it was counted as idle, it no longer is.
+#[inline]
+fn untag(idle: &mut Vec<ChunkPtr>, idle_bytes: &mut usize, c: ChunkPtr) {
+    // SAFETY: owned by this magazine (its owner or claimer calls).
+    if unsafe { c.slot() } & TAG_MASK == IDLE {
+        let i = idle
+            .iter()
+            .position(|&x| x == c)
+            .expect("an idle-tagged chunk is in the idle list");
+        idle.remove(i);
+        *idle_bytes -= c.bytes();
     }
 }
 
@@ -980,7 +1032,7 @@ impl Roster {
     /// exclusively). `false` if `wait` is off and another reclaim (or a registration) holds
     /// the roster.
     pub(crate) fn reclaim(&self, how: Reclaim, wait: bool, out: &mut Vec<ChunkPtr>) -> bool {
-        self.for_each_claimed(wait, |_, s| s.take_idle(how, out))
+        self.for_each_claimed(wait, |_, s| s.body.take_idle(how, out))
     }
 
     /// The allocator closes: no magazine is registered from now on, and every registered one
@@ -1032,7 +1084,7 @@ impl Drop for Registry {
 /// up, unless the close already did).
 fn leave(m: Arc<Magazine>) {
     if !m.is_dead() {
-        let src = m.run(|s| s.src.clone());
+        let src = m.run(|s| s.link.as_ref().map(|l| l.src.clone()));
         if let Some(src) = src {
             src.roster().unregister(&m);
         }
@@ -1115,7 +1167,7 @@ pub(crate) fn alloc_fast(id: usize, class: SizeClass) -> Option<(ChunkPtr, u32, 
         if last_id == id {
             // SAFETY: `LAST` holds a live, registered magazine of this thread (it is cleared
             // before any registered magazine is dropped).
-            return unsafe { &*m }.run(|s| s.alloc_fast(class)).map(checked);
+            return unsafe { &*m }.run(|s| s.body.alloc_fast(class)).map(checked);
         }
     }
     alloc_fast_lookup(id, class)
@@ -1127,10 +1179,10 @@ pub(crate) fn alloc_fast(id: usize, class: SizeClass) -> Option<(ChunkPtr, u32, 
 #[inline]
 pub(crate) fn account_release(id: usize, size: usize) -> bool {
     let add = |s: &mut State| {
-        if s.src.is_none() {
+        if s.link.is_none() {
             return false;
         }
-        s.shard.add_owned(-(size as i64), -1);
+        s.body.shard.add_owned(-(size as i64), -1);
         true
     };
     #[cfg(not(loom))]
@@ -1165,7 +1217,7 @@ fn alloc_fast_lookup(id: usize, class: SizeClass) -> Option<(ChunkPtr, u32, usiz
     #[cfg(not(loom))]
     LAST.with(|last| last.set((id, m)));
     // SAFETY: a registered magazine of this thread.
-    unsafe { &*m }.run(|s| s.alloc_fast(class)).map(checked)
+    unsafe { &*m }.run(|s| s.body.alloc_fast(class)).map(checked)
 }
 
 /// Runs `f` with the calling thread's magazine for allocator `id` if it has one.

@@ -2,8 +2,8 @@
 //!
 //! Owns: [`Memory`] (where chunk and unpooled memory comes from, and where it goes back),
 //! [`Block`] (one piece of it, as a chunk header keeps it), the spans that small chunks are
-//! carved from, and the process-wide memory barrier of the magazine protocol
-//! ([`heavy_barrier`]). May import: `sync`, `error`.
+//! carved from, the process-wide memory barrier of the magazine protocol
+//! ([`heavy_barrier`]), and the clock of idle ages ([`now_ns`]). May import: `sync`, `error`.
 //!
 //! # Two sources
 //! * [`MemorySource::Os`] (the default on Linux): memory is mapped from the kernel with
@@ -404,6 +404,27 @@ fn heap_alloc(bytes: usize) -> Result<Block, AllocError> {
     })
 }
 
+/// A monotonic clock in nanoseconds, never 0, for idle ages and sweep periods. On Linux it is
+/// `CLOCK_MONOTONIC_COARSE` (a few nanoseconds to read, millisecond resolution: plenty for
+/// ages measured against `idle_release`); elsewhere `Instant`. Under loom a logical clock
+/// that advances a millisecond per reading, so the same schedule always takes the same
+/// branches (models that exercise the idle sweep set `idle_release` to a few milliseconds;
+/// with the default of 10 s no sweep falls due inside a model).
+pub(crate) fn now_ns() -> u64 {
+    #[cfg(loom)]
+    {
+        // A plain std atomic even under loom: not part of any modelled protocol, and loom
+        // runs one thread at a time, so each schedule reads the same sequence of values
+        // relative to its start.
+        static CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        CLOCK.fetch_add(1_000_000, std::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(not(loom))]
+    {
+        sys::now_ns().max(1)
+    }
+}
+
 /// The heavy side of the asymmetric barrier that the magazine gate relies on (see
 /// `magazine`): when it returns, every thread of the process has passed a full memory
 /// barrier since it was called, so a store a thread made before that point is visible, and
@@ -497,6 +518,20 @@ mod sys {
         }
     }
 
+    pub(super) fn now_ns() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid out-pointer; the coarse monotonic clock is always there on
+        // Linux (2.6.32 and later).
+        let r = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        debug_assert_eq!(r, 0);
+        (ts.tv_sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(ts.tv_nsec as u64)
+    }
+
     pub(super) fn register_membarrier() -> bool {
         // SAFETY: the registration command takes no pointers.
         let r = unsafe {
@@ -526,6 +561,13 @@ mod sys {
 
     pub(super) fn page_size() -> usize {
         4096
+    }
+
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(super) fn now_ns() -> u64 {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+        epoch.elapsed().as_nanos().min(u64::MAX as u128 / 2) as u64
     }
 
     pub(super) fn map(_len: usize) -> Option<NonNull<u8>> {

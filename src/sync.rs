@@ -57,27 +57,6 @@ pub(crate) fn spin_wait(round: &mut u32) {
     }
 }
 
-/// A monotonic clock in nanoseconds, never 0, for idle ages. Under loom a logical clock
-/// that advances a millisecond per reading, so the same schedule always takes the same
-/// branches (models that exercise the idle sweep set `idle_release` to a few milliseconds;
-/// with the default of 10 s no sweep falls due inside a model).
-pub(crate) fn now_ns() -> u64 {
-    #[cfg(not(loom))]
-    {
-        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        let epoch = *EPOCH.get_or_init(std::time::Instant::now);
-        (epoch.elapsed().as_nanos().min(u64::MAX as u128 / 2) as u64).saturating_add(1)
-    }
-    #[cfg(loom)]
-    {
-        // A plain std atomic even under loom: not part of any modelled protocol, and loom
-        // runs one thread at a time, so each schedule reads the same sequence of values
-        // relative to its start.
-        static CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        CLOCK.fetch_add(1_000_000, std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
 #[cfg(not(loom))]
 pub(crate) use std::thread_local;
 
