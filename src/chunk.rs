@@ -443,22 +443,34 @@ impl ChunkPtr {
     ///
     /// # Safety
     /// The caller is releasing segment `idx` and no handle to it remains.
-    #[inline]
+    #[inline(always)]
     unsafe fn scrub(self, idx: u32, keep: usize) {
-        let h = self.header();
-        if h.scrub {
-            let fill = if h.poison { POISON } else { 0 };
-            // SAFETY: the caller holds the region.
-            let size = unsafe { self.seg_size() };
-            // SAFETY: the segment's bytes `keep..size` lie inside the chunk and nobody else
-            // refers to them.
-            unsafe {
-                self.segment(idx)
-                    .as_ptr()
-                    .add(keep)
-                    .write_bytes(fill, size - keep)
-            };
+        if self.header().scrub {
+            // SAFETY: as the caller guarantees.
+            unsafe { self.scrub_now(idx, keep) }
         }
+    }
+
+    /// The fill itself, out of line: scrubbing is off unless asked for, and a call on the
+    /// release path would make every release save registers for it.
+    ///
+    /// # Safety
+    /// As for [`ChunkPtr::scrub`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn scrub_now(self, idx: u32, keep: usize) {
+        let h = self.header();
+        let fill = if h.poison { POISON } else { 0 };
+        // SAFETY: the caller holds the region.
+        let size = unsafe { self.seg_size() };
+        // SAFETY: the segment's bytes `keep..size` lie inside the chunk and nobody else
+        // refers to them.
+        unsafe {
+            self.segment(idx)
+                .as_ptr()
+                .add(keep)
+                .write_bytes(fill, size - keep)
+        };
     }
 
     /// Checks the poison of a segment [`carve`](ChunkPtr::carve) returned with the [`CHECK`]
