@@ -173,6 +173,7 @@ impl Shared {
         let mut idle = Vec::new();
         self.roster.reclaim(Reclaim::All, true, &mut idle);
         let freed = Self::free_all(idle) + self.evict_cached();
+        self.memory.purge();
         self.memory.release_empty();
         freed
     }
@@ -209,6 +210,7 @@ impl Shared {
         self.central
             .take_expired(now, idle_ns, &self.counters, &mut idle);
         Self::free_all(idle);
+        self.memory.purge();
         self.memory.release_empty();
     }
 
@@ -220,6 +222,7 @@ impl Shared {
         let mut idle = Vec::new();
         self.central.close(&self.counters, &mut idle);
         Self::free_all(idle);
+        self.memory.purge();
         self.memory.release_empty();
         #[cfg(not(loom))]
         if let Some(t) = self.reclaimer.with(Option::take) {
@@ -570,7 +573,7 @@ impl AdaptiveAllocator {
         let first_sweep = os::now_ns().saturating_add(settings.sweep_period_ns());
         let shared = Arc::new(Shared {
             id: take_id(),
-            memory: Memory::new(settings.memory_source),
+            memory: Memory::new(settings.memory_source, settings.max_cached_bytes),
             settings,
             central,
             roster: Roster::new(),

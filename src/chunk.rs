@@ -768,7 +768,7 @@ mod tests {
         fn default() -> Self {
             TestHome {
                 counters: Counters::default(),
-                memory: Memory::new(crate::os::MemorySource::GlobalAllocator),
+                memory: Memory::new(crate::os::MemorySource::GlobalAllocator, 0),
                 recycled: Default::default(),
             }
         }

@@ -75,6 +75,9 @@ use crate::sync::{
     self, fence, thread_local, AtomicBool, AtomicU32, Mutex, Ordering::*, UnsafeCell,
 };
 
+/// A region carved for a buffer: its chunk, its segment, its capacity.
+pub(crate) type Carved = (ChunkPtr, u32, usize);
+
 /// What a magazine needs from its allocator. Implemented by the allocator's shared state.
 pub(crate) trait ChunkSource: Home {
     /// The allocator's validated settings.
@@ -387,7 +390,7 @@ impl Magazine {
     pub(crate) fn alloc(
         &self,
         class: SizeClass,
-    ) -> (Option<Result<(ChunkPtr, u32, usize), AllocError>>, bool) {
+    ) -> (Option<Result<Carved, AllocError>>, bool) {
         let (r, went) = self.run(|s| {
             let r = match s.body.alloc_fast(class) {
                 Some(region) => Some(Ok(region)),
@@ -461,7 +464,7 @@ impl State {
     fn alloc_slow(
         &mut self,
         class: SizeClass,
-    ) -> Option<Result<(ChunkPtr, u32, usize), AllocError>> {
+    ) -> Option<Result<Carved, AllocError>> {
         let State { link, body } = self;
         let link = link.as_ref()?;
         Some(body.refill(class, link))
@@ -505,7 +508,7 @@ impl Body {
     /// pooled classes, or the magazine is dead), has no current chunk, or the current chunk
     /// is full.
     #[inline(always)]
-    fn alloc_fast(&mut self, class: SizeClass) -> Option<(ChunkPtr, u32, usize)> {
+    fn alloc_fast(&mut self, class: SizeClass) -> Option<Carved> {
         let cs = self.classes.get(class.index())?;
         let c = cs.current?;
         // SAFETY: this magazine owns its current chunks, and we are inside its gate.
@@ -515,7 +518,7 @@ impl Body {
         Some((c, idx, seg))
     }
 
-    fn refill(&mut self, class: SizeClass, link: &Link) -> Result<(ChunkPtr, u32, usize), AllocError> {
+    fn refill(&mut self, class: SizeClass, link: &Link) -> Result<Carved, AllocError> {
         let Link { src, home } = link;
         let idx = class.index();
         // 1. The current chunk, once remote frees are drained.
@@ -617,7 +620,7 @@ impl Body {
         Ok(self.carve_from(c, class))
     }
 
-    fn carve_from(&mut self, c: ChunkPtr, class: SizeClass) -> (ChunkPtr, u32, usize) {
+    fn carve_from(&mut self, c: ChunkPtr, class: SizeClass) -> Carved {
         // SAFETY: owned by this magazine, and the callers checked that it has space.
         let idx = unsafe { c.carve() }.expect("chunk chosen for its free space has none");
         let seg = class.size();
@@ -922,7 +925,7 @@ fn untag(idle: &mut Vec<ChunkPtr>, idle_bytes: &mut usize, c: ChunkPtr) {
 /// Checks the poison of a region carved from a free list of a poisoning chunk (flagged by
 /// `carve`), outside the gate: a panic there leaves the magazine consistent.
 #[inline(always)]
-fn checked((chunk, idx, cap): (ChunkPtr, u32, usize)) -> (ChunkPtr, u32, usize) {
+fn checked((chunk, idx, cap): (ChunkPtr, u32, usize)) -> Carved {
     if idx & CHECK == 0 {
         return (chunk, idx, cap);
     }
@@ -1160,7 +1163,7 @@ pub(crate) fn with_magazine<R>(
 /// slow path (no magazine yet, a class that is not pooled, a full chunk, thread exit, a dead
 /// magazine), which is [`with_magazine`] and [`Magazine::alloc`].
 #[inline(always)]
-pub(crate) fn alloc_fast(id: usize, class: SizeClass) -> Option<(ChunkPtr, u32, usize)> {
+pub(crate) fn alloc_fast(id: usize, class: SizeClass) -> Option<Carved> {
     #[cfg(not(loom))]
     {
         let (last_id, m) = LAST.with(|last| last.get());
@@ -1203,7 +1206,7 @@ pub(crate) fn account_release(id: usize, size: usize) -> bool {
 
 /// [`alloc_fast`] through the registry, remembering the magazine found in `LAST`.
 #[inline(never)]
-fn alloc_fast_lookup(id: usize, class: SizeClass) -> Option<(ChunkPtr, u32, usize)> {
+fn alloc_fast_lookup(id: usize, class: SizeClass) -> Option<Carved> {
     let m = REGISTRY
         .try_with(|reg| {
             reg.with_mut(|reg| {

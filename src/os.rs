@@ -38,6 +38,10 @@ pub(crate) const SPAN_BYTES: usize = 4 << 20;
 /// Unpooled buffers of at least this size get a mapping of their own (smaller ones come from
 /// the global allocator, so that a few-KiB buffer does not cost a mapping).
 pub(crate) const DIRECT_MIN: usize = 1 << 20;
+/// Freed span slots stay committed while their bytes are within the memory's budget plus
+/// this fraction of the slot bytes in use: the busier the pool, the more churn it absorbs
+/// without page faults, and the memory kept so is bounded by what the load itself holds.
+const DIRTY_SHARE: usize = 2;
 /// Alignment of heap-backed chunk memory (mapped memory is page aligned).
 pub(crate) const HEAP_ALIGN: usize = 64;
 /// The smallest chunk (and so span slot) size: `MIN_CHUNK_SIZE_FLOOR`.
@@ -130,9 +134,12 @@ struct Span {
     base: NonNull<u8>,
     slot_bytes: usize,
     slots: u32,
+    /// Slots allocated, or taken out for a purge.
     used: u32,
     /// Bit `i` set: slot `i` is free.
     free: [u64; MAX_SLOTS / 64],
+    /// Bit `i` set: slot `i` is free and still committed (not decommitted since it was used).
+    dirty: [u64; MAX_SLOTS / 64],
 }
 
 // SAFETY: a span describes address space its `Memory` owns; it is only read or written
@@ -145,12 +152,18 @@ struct SpanTable {
     /// Boxed so a span stays put while the list around it changes: blocks point to it.
     #[allow(clippy::vec_box)]
     sizes: Vec<Vec<Box<Span>>>,
+    /// Bytes of dirty slots.
+    dirty_bytes: usize,
+    /// Bytes of span slots allocated (chunks in use or cached).
+    in_use: usize,
 }
 
 /// Where one allocator's memory comes from and goes back to.
 #[derive(Debug)]
 pub(crate) struct Memory {
     source: MemorySource,
+    /// The most bytes of free span slots kept committed until the next purge.
+    dirty_budget: usize,
     spans: Mutex<SpanTable>,
     /// Bytes of address space mapped now (spans, empty ones included, and direct mappings).
     mapped: AtomicUsize,
@@ -168,12 +181,14 @@ pub fn mapped_bytes() -> usize {
 }
 
 impl Memory {
-    /// A source of memory. `source` must be supported on this platform (checked by the
-    /// builder).
-    pub(crate) fn new(source: MemorySource) -> Memory {
+    /// A source of memory that keeps up to `dirty_budget` bytes of freed chunk slots
+    /// committed until the next purge. `source` must be supported on this platform (checked
+    /// by the builder).
+    pub(crate) fn new(source: MemorySource, dirty_budget: usize) -> Memory {
         debug_assert!(source.is_supported());
         Memory {
             source,
+            dirty_budget,
             spans: Mutex::new(SpanTable::default()),
             mapped: AtomicUsize::new(0),
         }
@@ -231,13 +246,28 @@ impl Memory {
                 self.unaccount(len);
             }
             Kind::InSpan { span, slot } => {
-                // Decommit before the slot is marked free: once it is, another thread may
-                // take it and write into it.
-                // SAFETY: the slot's memory is ours and unused.
-                unsafe { sys::decommit(block.ptr, block.bytes) };
-                let empty = self.spans.with(|t| {
+                // Within the budget the slot stays committed (dirty) for the next taker;
+                // beyond it, it is decommitted first, while it is still marked in use (once it
+                // is free, another thread may take it and write into it).
+                let bytes = block.bytes;
+                let kept = self.spans.with(|t| {
+                    t.in_use -= bytes;
+                    if t.dirty_bytes + bytes > self.dirty_budget + t.in_use / DIRTY_SHARE {
+                        return false;
+                    }
+                    t.dirty_bytes += bytes;
                     // SAFETY: the span outlives its allocated slots, and this is one; the
                     // table's lock is held.
+                    let s = unsafe { &mut *span.as_ptr() };
+                    s.dirty[slot as usize / 64] |= 1 << (slot % 64);
+                    true
+                });
+                if !kept {
+                    // SAFETY: the slot's memory is ours and unused.
+                    unsafe { sys::decommit(block.ptr, bytes) };
+                }
+                let empty = self.spans.with(|t| {
+                    // SAFETY: as above.
                     let s = unsafe { &mut *span.as_ptr() };
                     s.free[slot as usize / 64] |= 1 << (slot % 64);
                     s.used -= 1;
@@ -254,13 +284,65 @@ impl Memory {
                         .iter()
                         .position(|x| std::ptr::eq(&**x, s))
                         .expect("a span is listed while it lives");
-                    Some(list.swap_remove(i))
+                    let span = list.swap_remove(i);
+                    t.dirty_bytes -= span.dirty_bytes();
+                    Some(span)
                 });
                 if let Some(span) = empty {
                     self.unmap_span(&span);
                 }
             }
         }
+    }
+
+    /// Decommits every dirty slot (the idle sweep, `trim()`, the close): free chunk memory
+    /// then costs address space only. Answers the bytes decommitted.
+    pub(crate) fn purge(&self) -> usize {
+        // Take the dirty slots out (marked in use, so no thread takes one meanwhile), decommit
+        // them outside the lock, and give them back clean.
+        let taken: Vec<(NonNull<Span>, u32, NonNull<u8>, usize)> = self.spans.with(|t| {
+            let mut out = Vec::new();
+            for s in t.sizes.iter_mut().flatten() {
+                for w in 0..s.dirty.len() {
+                    let mut bits = s.dirty[w];
+                    while bits != 0 {
+                        let bit = bits.trailing_zeros();
+                        bits &= bits - 1;
+                        let slot = (w * 64) as u32 + bit;
+                        s.dirty[w] &= !(1 << bit);
+                        s.free[w] &= !(1 << bit);
+                        s.used += 1;
+                        // SAFETY: `slot < slots`: inside the span's mapping.
+                        let ptr = unsafe {
+                            NonNull::new_unchecked(
+                                s.base.as_ptr().add(slot as usize * s.slot_bytes),
+                            )
+                        };
+                        out.push((NonNull::from(&**s), slot, ptr, s.slot_bytes));
+                    }
+                }
+            }
+            t.dirty_bytes = 0;
+            out
+        });
+        let mut bytes = 0;
+        for &(_, _, ptr, len) in &taken {
+            // SAFETY: a free slot taken out of its span: nobody refers to its memory.
+            unsafe { sys::decommit(ptr, len) };
+            bytes += len;
+        }
+        if !taken.is_empty() {
+            self.spans.with(|_t| {
+                for &(span, slot, _, _) in &taken {
+                    // SAFETY: the span lives: the slot taken out keeps it from being unmapped;
+                    // the table's lock is held.
+                    let s = unsafe { &mut *span.as_ptr() };
+                    s.free[slot as usize / 64] |= 1 << (slot % 64);
+                    s.used -= 1;
+                }
+            });
+        }
+        bytes
     }
 
     /// Unmaps the spans kept empty; answers the bytes of address space released.
@@ -271,7 +353,9 @@ impl Memory {
                 let mut i = 0;
                 while i < list.len() {
                     if list[i].used == 0 {
-                        out.push(list.swap_remove(i));
+                        let span = list.swap_remove(i);
+                        t.dirty_bytes -= span.dirty_bytes();
+                        out.push(span);
                     } else {
                         i += 1;
                     }
@@ -294,7 +378,20 @@ impl Memory {
             if t.sizes.len() <= k {
                 t.sizes.resize_with(k + 1, Vec::new);
             }
-            t.sizes[k].iter_mut().find_map(|s| s.take_slot())
+            // A dirty slot first (its pages are resident: no faults to touch it again), else
+            // the lowest free one.
+            if t.dirty_bytes > 0 {
+                if let Some(b) = t.sizes[k].iter_mut().find_map(|s| s.take_dirty_slot()) {
+                    t.dirty_bytes -= b.bytes;
+                    t.in_use += b.bytes;
+                    return Some(b);
+                }
+            }
+            let b = t.sizes[k].iter_mut().find_map(|s| s.take_slot());
+            if let Some(b) = &b {
+                t.in_use += b.bytes;
+            }
+            b
         });
         if let Some(block) = found {
             return Ok(block);
@@ -309,12 +406,16 @@ impl Memory {
             slots,
             used: 0,
             free: [0; MAX_SLOTS / 64],
+            dirty: [0; MAX_SLOTS / 64],
         });
         for i in 0..slots {
             span.free[i as usize / 64] |= 1 << (i % 64);
         }
         let block = span.take_slot().expect("a new span has free slots");
-        self.spans.with(|t| t.sizes[k].push(span));
+        self.spans.with(|t| {
+            t.in_use += block.bytes;
+            t.sizes[k].push(span)
+        });
         Ok(block)
     }
 
@@ -359,28 +460,49 @@ impl Drop for Memory {
 }
 
 impl Span {
-    /// Takes the lowest free slot, if any.
+    /// Bytes of this span's dirty slots.
+    fn dirty_bytes(&self) -> usize {
+        self.dirty.iter().map(|w| w.count_ones() as usize).sum::<usize>() * self.slot_bytes
+    }
+
+    /// Takes the lowest dirty (free, still committed) slot, if any.
+    fn take_dirty_slot(&mut self) -> Option<Block> {
+        let (w, word) = self.dirty.iter().enumerate().find(|(_, w)| **w != 0)?;
+        let bit = word.trailing_zeros();
+        self.dirty[w] &= !(1 << bit);
+        Some(self.take((w * 64) as u32 + bit))
+    }
+
+    /// Takes the lowest free slot, if any (clean or dirty: the caller accounts for a dirty
+    /// one only through `take_dirty_slot`, so this is used when no slot is dirty or for a new
+    /// span).
     fn take_slot(&mut self) -> Option<Block> {
         if self.used == self.slots {
             return None;
         }
         let (w, word) = self.free.iter().enumerate().find(|(_, w)| **w != 0)?;
         let bit = word.trailing_zeros();
-        let slot = (w * 64) as u32 + bit;
+        Some(self.take((w * 64) as u32 + bit))
+    }
+
+    /// Marks `slot` (free) as in use and hands it out.
+    fn take(&mut self, slot: u32) -> Block {
+        let (w, bit) = (slot as usize / 64, slot % 64);
+        debug_assert!(self.free[w] & (1 << bit) != 0);
         self.free[w] &= !(1 << bit);
         self.used += 1;
         // SAFETY: `slot < slots`, so the slot lies inside the span's mapping.
         let ptr = unsafe {
             NonNull::new_unchecked(self.base.as_ptr().add(slot as usize * self.slot_bytes))
         };
-        Some(Block {
+        Block {
             ptr,
             bytes: self.slot_bytes,
             kind: Kind::InSpan {
                 span: NonNull::from(&*self),
                 slot,
             },
-        })
+        }
     }
 }
 
@@ -600,7 +722,7 @@ mod tests {
 
     #[test]
     fn spans_carve_chunks_and_unmap_when_empty() {
-        let m = Memory::new(MemorySource::Os);
+        let m = Memory::new(MemorySource::Os, 0);
         let blocks: Vec<Block> = (0..300).map(|_| m.alloc_chunk(16 << 10).unwrap()).collect();
         // 256 chunks of 16 KiB per span: two spans.
         assert_eq!(m.mapped(), 2 * SPAN_BYTES);
@@ -629,7 +751,7 @@ mod tests {
 
     #[test]
     fn freed_slots_read_as_zero_and_are_reused() {
-        let m = Memory::new(MemorySource::Os);
+        let m = Memory::new(MemorySource::Os, 0);
         let a = m.alloc_chunk(64 << 10).unwrap();
         let p = a.ptr();
         // SAFETY: ours.
@@ -647,7 +769,7 @@ mod tests {
 
     #[test]
     fn large_chunks_and_unpooled_buffers_map_directly() {
-        let m = Memory::new(MemorySource::Os);
+        let m = Memory::new(MemorySource::Os, 0);
         let big = m.alloc_chunk(SPAN_BYTES).unwrap();
         let unpooled = m.alloc_unpooled((DIRECT_MIN) + 16).unwrap();
         let small = m.alloc_unpooled(4096).unwrap();
@@ -661,6 +783,50 @@ mod tests {
             m.free(unpooled);
             m.free(small);
         }
+        assert_eq!(m.mapped(), 0);
+    }
+
+    #[test]
+    fn dirty_slots_are_reused_first_and_purged() {
+        let m = Memory::new(MemorySource::Os, 64 << 10);
+        let a = m.alloc_chunk(16 << 10).unwrap();
+        let b = m.alloc_chunk(16 << 10).unwrap();
+        let c = m.alloc_chunk(16 << 10).unwrap();
+        let (pb, pc) = (b.ptr(), c.ptr());
+        // SAFETY: ours.
+        unsafe { pc.as_ptr().write_bytes(0xEE, 16 << 10) };
+        // SAFETY: from `m`, unused. `c` stays committed (dirty), within the budget.
+        unsafe { m.free(c) };
+        let again = m.alloc_chunk(16 << 10).unwrap();
+        assert_eq!(again.ptr(), pc, "the dirty slot is taken before the lower clean one");
+        // SAFETY: ours; it was never decommitted, so its bytes are still there.
+        assert_eq!(unsafe { pc.as_ptr().read() }, 0xEE);
+        // SAFETY: from `m`, unused.
+        unsafe { m.free(again) };
+        assert_eq!(m.purge(), 16 << 10);
+        assert_eq!(m.purge(), 0, "nothing dirty is left");
+        let clean = m.alloc_chunk(16 << 10).unwrap();
+        assert_eq!(clean.ptr(), pc, "the lowest free slot");
+        // SAFETY: ours; purged, so it reads as zeros.
+        assert_eq!(unsafe { pc.as_ptr().read() }, 0);
+        // Past the budget a slot is decommitted at once.
+        let big: Vec<Block> = (0..8).map(|_| m.alloc_chunk(16 << 10).unwrap()).collect();
+        // SAFETY: from `m`, unused.
+        unsafe {
+            for x in big {
+                m.free(x);
+            }
+            m.free(a);
+            m.free(b);
+            m.free(clean);
+        }
+        // Eleven 16 KiB slots were freed one by one; each stayed dirty only while the dirty
+        // bytes fit the budget plus half the bytes still in use.
+        let dirty = m.purge();
+        assert!(dirty > 0 && dirty < 11 * (16 << 10), "{dirty}");
+        assert!(dirty <= (64 << 10) + 11 * (16 << 10) / 2, "{dirty}");
+        let _ = pb;
+        assert_eq!(m.release_empty(), SPAN_BYTES);
         assert_eq!(m.mapped(), 0);
     }
 

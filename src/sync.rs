@@ -236,30 +236,25 @@ impl<T> ArrayQueue<T> {
     }
 }
 
-/// A small unique number for the calling thread, never 0 and never reused while the process
-/// lives. Used to recognise the owner of a chunk with one plain load and compare.
+/// A number naming the calling thread, never 0, distinct among the threads alive at once.
+/// Used to recognise the owner of a chunk with one plain load and compare.
+///
+/// In normal builds it is the address of a thread-local, so a thread that starts after
+/// another has exited may get the exited thread's token. That is sound because no chunk
+/// carries the token of a thread that has exited: a thread's registry gives up (abandons,
+/// clearing the owner of) every chunk of its magazines in its thread-local destructor, before
+/// the thread's thread-local block can be reused, and the close abandons the chunks of every
+/// magazine. Under loom, a counter (loom's thread-locals are not at stable addresses).
 #[inline(always)]
 pub(crate) fn thread_token() -> usize {
     #[cfg(not(loom))]
     {
-        use std::cell::Cell;
         std::thread_local! {
-            static TOKEN: Cell<usize> = const { Cell::new(0) };
+            static TOKEN: u8 = const { 0 };
         }
-        // `try_with` cannot fail for a const-initialised `Cell` without a destructor, but we
-        // still answer something sound (a token no chunk ever carries) if it did.
-        TOKEN
-            .try_with(|t| {
-                let v = t.get();
-                if v != 0 {
-                    v
-                } else {
-                    let v = next_token();
-                    t.set(v);
-                    v
-                }
-            })
-            .unwrap_or(usize::MAX)
+        // The address of a thread-local without a destructor: one `lea`, no lazy
+        // initialisation, never null, and distinct among the threads alive at once.
+        TOKEN.with(|t| t as *const u8 as usize)
     }
     #[cfg(loom)]
     {
@@ -281,6 +276,7 @@ pub(crate) fn thread_token() -> usize {
     }
 }
 
+#[cfg(loom)]
 #[cold]
 fn next_token() -> usize {
     // A plain std atomic even under loom: token assignment is not part of any protocol we
