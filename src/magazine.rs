@@ -387,10 +387,7 @@ impl Magazine {
     /// (a reclaim everywhere) and try again. `None` if the magazine died (its allocator
     /// closed) since the caller found it: the request is then served unpooled. The flag says
     /// whether a chunk was taken from the allocator (the caller may then run a due sweep).
-    pub(crate) fn alloc(
-        &self,
-        class: SizeClass,
-    ) -> (Option<Result<Carved, AllocError>>, bool) {
+    pub(crate) fn alloc(&self, class: SizeClass) -> (Option<Result<Carved, AllocError>>, bool) {
         let (r, went) = self.run(|s| {
             let r = match s.body.alloc_fast(class) {
                 Some(region) => Some(Ok(region)),
@@ -461,10 +458,7 @@ impl State {
     /// The slow path of an allocation; `None` if the magazine is dead.
     #[cold]
     #[inline(never)]
-    fn alloc_slow(
-        &mut self,
-        class: SizeClass,
-    ) -> Option<Result<Carved, AllocError>> {
+    fn alloc_slow(&mut self, class: SizeClass) -> Option<Result<Carved, AllocError>> {
         let State { link, body } = self;
         let link = link.as_ref()?;
         Some(body.refill(class, link))
@@ -905,7 +899,6 @@ impl Body {
         }
         out
     }
-
 }
 
 /// A current chunk `c` stops being current: if it was counted as idle, it no longer is.
@@ -1170,7 +1163,9 @@ pub(crate) fn alloc_fast(id: usize, class: SizeClass) -> Option<Carved> {
         if last_id == id {
             // SAFETY: `LAST` holds a live, registered magazine of this thread (it is cleared
             // before any registered magazine is dropped).
-            return unsafe { &*m }.run(|s| s.body.alloc_fast(class)).map(checked);
+            return unsafe { &*m }
+                .run(|s| s.body.alloc_fast(class))
+                .map(checked);
         }
     }
     alloc_fast_lookup(id, class)
@@ -1220,7 +1215,9 @@ fn alloc_fast_lookup(id: usize, class: SizeClass) -> Option<Carved> {
     #[cfg(not(loom))]
     LAST.with(|last| last.set((id, m)));
     // SAFETY: a registered magazine of this thread.
-    unsafe { &*m }.run(|s| s.body.alloc_fast(class)).map(checked)
+    unsafe { &*m }
+        .run(|s| s.body.alloc_fast(class))
+        .map(checked)
 }
 
 /// Runs `f` with the calling thread's magazine for allocator `id` if it has one.

@@ -246,53 +246,59 @@ impl Memory {
                 self.unaccount(len);
             }
             Kind::InSpan { span, slot } => {
-                // Within the budget the slot stays committed (dirty) for the next taker;
-                // beyond it, it is decommitted first, while it is still marked in use (once it
-                // is free, another thread may take it and write into it).
+                // Within the budget the slot stays committed (dirty) for the next taker, marked
+                // dirty and free at once under the lock; beyond it, it is decommitted first,
+                // while it is still marked in use (once it is free, another thread may take it
+                // and write into it), and marked free after.
                 let bytes = block.bytes;
-                let kept = self.spans.with(|t| {
+                let mut result = self.spans.with(|t| {
                     t.in_use -= bytes;
                     if t.dirty_bytes + bytes > self.dirty_budget + t.in_use / DIRTY_SHARE {
-                        return false;
+                        return None;
                     }
                     t.dirty_bytes += bytes;
                     // SAFETY: the span outlives its allocated slots, and this is one; the
                     // table's lock is held.
                     let s = unsafe { &mut *span.as_ptr() };
                     s.dirty[slot as usize / 64] |= 1 << (slot % 64);
-                    true
+                    Some(Self::release_slot(t, span, slot))
                 });
-                if !kept {
+                if result.is_none() {
                     // SAFETY: the slot's memory is ours and unused.
                     unsafe { sys::decommit(block.ptr, bytes) };
+                    result = Some(self.spans.with(|t| Self::release_slot(t, span, slot)));
                 }
-                let empty = self.spans.with(|t| {
-                    // SAFETY: as above.
-                    let s = unsafe { &mut *span.as_ptr() };
-                    s.free[slot as usize / 64] |= 1 << (slot % 64);
-                    s.used -= 1;
-                    if s.used != 0 {
-                        return None;
-                    }
-                    // Keep one empty span per size (the first one found), unmap the others.
-                    let list = &mut t.sizes[size_index(s.slot_bytes)];
-                    let empties = list.iter().filter(|x| x.used == 0).count();
-                    if empties <= 1 {
-                        return None;
-                    }
-                    let i = list
-                        .iter()
-                        .position(|x| std::ptr::eq(&**x, s))
-                        .expect("a span is listed while it lives");
-                    let span = list.swap_remove(i);
-                    t.dirty_bytes -= span.dirty_bytes();
-                    Some(span)
-                });
-                if let Some(span) = empty {
+                if let Some(Some(span)) = result {
                     self.unmap_span(&span);
                 }
             }
         }
+    }
+
+    /// Marks `slot` of `span` free; if that empties the span and another span of its size is
+    /// empty too, takes the span out of the table (for the caller to unmap). Under the lock.
+    fn release_slot(t: &mut SpanTable, span: NonNull<Span>, slot: u32) -> Option<Box<Span>> {
+        // SAFETY: the span outlives its allocated slots, and this is one; the table's lock is
+        // held (the caller's `t`).
+        let s = unsafe { &mut *span.as_ptr() };
+        s.free[slot as usize / 64] |= 1 << (slot % 64);
+        s.used -= 1;
+        if s.used != 0 {
+            return None;
+        }
+        // Keep one empty span per size (the first one found), unmap the others.
+        let list = &mut t.sizes[size_index(s.slot_bytes)];
+        let empties = list.iter().filter(|x| x.used == 0).count();
+        if empties <= 1 {
+            return None;
+        }
+        let i = list
+            .iter()
+            .position(|x| std::ptr::eq(&**x, s))
+            .expect("a span is listed while it lives");
+        let span = list.swap_remove(i);
+        t.dirty_bytes -= span.dirty_bytes();
+        Some(span)
     }
 
     /// Decommits every dirty slot (the idle sweep, `trim()`, the close): free chunk memory
@@ -462,7 +468,11 @@ impl Drop for Memory {
 impl Span {
     /// Bytes of this span's dirty slots.
     fn dirty_bytes(&self) -> usize {
-        self.dirty.iter().map(|w| w.count_ones() as usize).sum::<usize>() * self.slot_bytes
+        self.dirty
+            .iter()
+            .map(|w| w.count_ones() as usize)
+            .sum::<usize>()
+            * self.slot_bytes
     }
 
     /// Takes the lowest dirty (free, still committed) slot, if any.
@@ -798,7 +808,11 @@ mod tests {
         // SAFETY: from `m`, unused. `c` stays committed (dirty), within the budget.
         unsafe { m.free(c) };
         let again = m.alloc_chunk(16 << 10).unwrap();
-        assert_eq!(again.ptr(), pc, "the dirty slot is taken before the lower clean one");
+        assert_eq!(
+            again.ptr(),
+            pc,
+            "the dirty slot is taken before the lower clean one"
+        );
         // SAFETY: ours; it was never decommitted, so its bytes are still there.
         assert_eq!(unsafe { pc.as_ptr().read() }, 0xEE);
         // SAFETY: from `m`, unused.
@@ -827,6 +841,55 @@ mod tests {
         assert!(dirty <= (64 << 10) + 11 * (16 << 10) / 2, "{dirty}");
         let _ = pb;
         assert_eq!(m.release_empty(), SPAN_BYTES);
+        assert_eq!(m.mapped(), 0);
+    }
+
+    /// Four threads take and give back slots of two sizes at once, half of them kept dirty,
+    /// with purges in between; each writes its own pattern over a slot while it holds it and
+    /// checks it before giving it back, so a slot handed to two holders at once is caught.
+    #[test]
+    fn concurrent_takes_and_frees_never_share_a_slot() {
+        let m = std::sync::Arc::new(Memory::new(MemorySource::Os, 256 << 10));
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    let mut held: Vec<Block> = Vec::new();
+                    for i in 0..20_000usize {
+                        let size = if (i + t as usize) % 3 == 0 {
+                            64 << 10
+                        } else {
+                            16 << 10
+                        };
+                        let b = m.alloc_chunk(size).unwrap();
+                        // SAFETY: the slot is this thread's until it gives it back.
+                        unsafe { b.ptr().as_ptr().write_bytes(t + 1, 256) };
+                        held.push(b);
+                        if held.len() > 6 || i % 5 == 0 {
+                            let b = held.swap_remove((i * 7) % held.len());
+                            // SAFETY: as above.
+                            let bytes =
+                                unsafe { std::slice::from_raw_parts(b.ptr().as_ptr(), 256) };
+                            assert!(bytes.iter().all(|&x| x == t + 1), "a slot was shared");
+                            // SAFETY: from `m`, ours, unused from now on.
+                            unsafe { m.free(b) };
+                        }
+                        if i % 997 == 0 {
+                            m.purge();
+                        }
+                    }
+                    for b in held {
+                        // SAFETY: as above.
+                        unsafe { m.free(b) };
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        m.purge();
+        m.release_empty();
         assert_eq!(m.mapped(), 0);
     }
 

@@ -64,27 +64,35 @@ fn burst(
         .map(|t| {
             let (pool, done, release) = (pool.clone(), done.clone(), release.clone());
             thread::spawn(move || {
-                let mut rng = Rng(0x1D1E_0000 + t as u64);
-                let mut live: Vec<PooledBuf> = Vec::with_capacity(window);
-                for _ in 0..ops {
-                    let n = size(&mut rng);
-                    let mut b = pool.allocate(n);
-                    b.put_bytes(t as u8, n.min(64));
-                    if live.len() < window {
-                        live.push(b);
-                    } else {
-                        let i = rng.below(window);
-                        live[i] = b;
+                // A failed burst still passes the barriers (or the test would wait forever
+                // for it); its panic is raised again when the thread is joined.
+                let burst = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let mut rng = Rng(0x1D1E_0000 + t as u64);
+                    let mut live: Vec<PooledBuf> = Vec::with_capacity(window);
+                    for _ in 0..ops {
+                        let n = size(&mut rng);
+                        let mut b = pool.allocate(n);
+                        b.put_bytes(t as u8, n.min(64));
+                        if live.len() < window {
+                            live.push(b);
+                        } else {
+                            let i = rng.below(window);
+                            live[i] = b;
+                        }
                     }
-                }
-                live.truncate(KEPT);
-                for b in &live {
-                    assert!(b.iter().all(|&x| x == t as u8));
-                }
+                    live.truncate(KEPT);
+                    for b in &live {
+                        assert!(b.iter().all(|&x| x == t as u8));
+                    }
+                    live
+                }));
                 done.wait();
                 // Idle, alive, holding `KEPT` buffers, until the test is over.
                 release.wait();
-                drop(live);
+                match burst {
+                    Ok(live) => drop(live),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
             })
         })
         .collect();

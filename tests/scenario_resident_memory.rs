@@ -75,21 +75,28 @@ fn run() {
                 drop(pool.allocate(64));
                 pool.trim_thread();
                 start.wait();
-                for _ in 0..OPS {
-                    let n = size(&mut rng);
-                    let mut b = pool.allocate(n);
-                    b.put_bytes(t as u8, b.capacity());
-                    if live.len() < WINDOW {
-                        live.push(b);
-                    } else {
-                        let i = rng.below(WINDOW);
-                        live[i] = b;
+                // A failed burst still passes the barriers (or the test would wait forever
+                // for it); its panic is raised again when the thread is joined.
+                let burst = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    for _ in 0..OPS {
+                        let n = size(&mut rng);
+                        let mut b = pool.allocate(n);
+                        b.put_bytes(t as u8, b.capacity());
+                        if live.len() < WINDOW {
+                            live.push(b);
+                        } else {
+                            let i = rng.below(WINDOW);
+                            live[i] = b;
+                        }
                     }
-                }
-                drop(live);
+                    drop(live);
+                }));
                 done.wait();
                 // Alive and idle until the measurement is over.
                 release.wait();
+                if let Err(panic) = burst {
+                    std::panic::resume_unwind(panic);
+                }
             })
         })
         .collect();
