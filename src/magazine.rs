@@ -149,6 +149,12 @@ struct ClassState {
     grade: u32,
     /// Chunks taken from the allocator since the last idle sweep.
     acquired: u32,
+    /// Regions carved from this class, ever (one plain increment per allocation): the idle
+    /// sweep compares it with what it saw last, so a class in use is never thought idle, even
+    /// when its current chunk is empty at every sweep (an allocate/free loop).
+    allocs: u64,
+    /// `allocs` at the last idle sweep.
+    allocs_seen: u64,
 }
 
 impl ClassState {
@@ -160,6 +166,8 @@ impl ClassState {
             refills: 0,
             grade: 0,
             acquired: 0,
+            allocs: 0,
+            allocs_seen: 0,
         }
     }
 
@@ -503,10 +511,11 @@ impl Body {
     /// is full.
     #[inline(always)]
     fn alloc_fast(&mut self, class: SizeClass) -> Option<Carved> {
-        let cs = self.classes.get(class.index())?;
+        let cs = self.classes.get_mut(class.index())?;
         let c = cs.current?;
         // SAFETY: this magazine owns its current chunks, and we are inside its gate.
         let idx = unsafe { c.carve() }?;
+        cs.allocs = cs.allocs.wrapping_add(1);
         let seg = cs.seg_size;
         self.shard.add_owned(seg as i64, 1);
         Some((c, idx, seg))
@@ -617,7 +626,9 @@ impl Body {
     fn carve_from(&mut self, c: ChunkPtr, class: SizeClass) -> Carved {
         // SAFETY: owned by this magazine, and the callers checked that it has space.
         let idx = unsafe { c.carve() }.expect("chunk chosen for its free space has none");
-        let seg = class.size();
+        let cs = &mut self.classes[class.index()];
+        cs.allocs = cs.allocs.wrapping_add(1);
+        let seg = cs.seg_size;
         self.shard.add_owned(seg as i64, 1);
         (c, idx, seg)
     }
@@ -802,7 +813,14 @@ impl Body {
     /// Run by the owner, or by a reclaimer holding the claim.
     fn take_idle(&mut self, how: Reclaim, out: &mut Vec<ChunkPtr>) {
         for class in 0..self.classes.len() {
-            if let Some(c) = self.classes[class].current {
+            // Allocations of this class since the last sweep: if any, its current chunk is in
+            // use even if it is empty now; its idle time starts again.
+            let cs = &mut self.classes[class];
+            let used = cs.allocs != cs.allocs_seen;
+            if let Reclaim::Expired { .. } = how {
+                cs.allocs_seen = cs.allocs;
+            }
+            if let Some(c) = cs.current {
                 // SAFETY (whole block): owned by this magazine (we are its owner or claimer).
                 let take = unsafe {
                     c.drain_remote();
@@ -813,7 +831,7 @@ impl Body {
                         match how {
                             Reclaim::All => true,
                             Reclaim::Expired { now, idle_ns } => match c.idle_since() {
-                                0 => {
+                                since if since == 0 || used => {
                                     c.set_idle_since(now);
                                     false
                                 }
