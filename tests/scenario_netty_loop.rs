@@ -65,6 +65,14 @@ fn one_thread_loop(pool: &AdaptiveAllocator) -> (Stats, Stats) {
                 "iteration {i}: allocated_bytes changed after the first 10 iterations \
                  (after 10: {ten}; now: {s})"
             );
+            // The loop never touches the central queue or the system again: its chunk stays
+            // the thread's current chunk, within the per-thread idle budget.
+            assert_eq!(
+                (s.cached_bytes, s.chunk_allocations, s.chunk_releases),
+                (0, ten.chunk_allocations, ten.chunk_releases),
+                "iteration {i}: the loop's chunk went through the cache or the system \
+                 (after 10: {ten}; now: {s})"
+            );
         }
     }
     let after_ten = after_ten.expect("at least 10 iterations");
