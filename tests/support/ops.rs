@@ -187,6 +187,10 @@ pub const MAX_LIVE: usize = 48;
 pub const MAX_BATCH: usize = 4;
 pub const MAX_STEPS: usize = 6;
 
+/// Requests within this much of `isize::MAX` may fail with `CapacityOverflow` (room for
+/// rounding an unpooled region up to the page).
+pub const OVERFLOW_MARGIN: usize = 1 << 20;
+
 /// Decodes a request size: the low 5 bits pick a bit width from 0 to 22, the rest the value,
 /// so sizes of every magnitude up to 4 MiB are equally likely. A few top values ask for the
 /// limits: exactly 4 MiB, and sizes that must fail with `CapacityOverflow`.
@@ -987,7 +991,7 @@ impl Harness {
             Err(AllocError::CapacityOverflow { requested }) => {
                 assert_eq!(requested, size);
                 assert!(
-                    size > isize::MAX as usize - 4096,
+                    size > isize::MAX as usize - OVERFLOW_MARGIN,
                     "CapacityOverflow for {size} bytes"
                 );
                 None
