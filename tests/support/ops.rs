@@ -765,51 +765,80 @@ impl Harness {
         self.sync_written();
         let start = buf.as_ptr() as usize;
         let (from, to) = (start + buf.len(), start + buf.capacity());
-        let written = self.written.clone();
-        let covered = |a: usize| written.iter().any(|&(w, n)| w <= a && a < w + n);
+        // The parts of the spare capacity that were written before, merged.
+        let mut parts: Vec<(usize, usize)> = self
+            .written
+            .iter()
+            .map(|&(w, n)| (from.max(w), to.min(w + n)))
+            .filter(|&(a, b)| a < b)
+            .collect();
+        parts.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::new();
+        for (a, b) in parts {
+            match merged.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
         let ok = |v: u8| v == 0 || (setup.poison && v == 0xA5);
         let spare = buf.spare_capacity_mut();
-        // SAFETY (test only): every byte read lies in a range this harness wrote earlier into
-        // the same memory (no system allocation since, see `sync_written`), so it is
-        // initialised; the buffer owns it.
-        let byte = |addr: usize| unsafe { spare[addr - from].assume_init() };
-        let mut addr = from;
-        while addr < to {
-            // Segments start at 16-byte aligned addresses (every class size is a multiple of
-            // 16, chunks are at least 64-byte aligned), and a free segment's first 4 bytes
-            // may hold a free-list link (an index below 2^16, or `u32::MAX`), also where an
-            // earlier format of the chunk had a segment. Four bytes of data never read as
-            // such a word (they would have to hold two zeros, or 0xff, which no pattern has).
-            let word = addr & !15;
-            if word + 4 > addr {
-                let whole = word >= from && word + 4 <= to && (word..word + 4).all(covered);
-                if whole {
-                    let w = [byte(word), byte(word + 1), byte(word + 2), byte(word + 3)];
-                    let v = u32::from_le_bytes(w);
+        for (a, b) in merged {
+            // SAFETY (test only): `[a, b)` lies in the buffer's spare capacity and in ranges
+            // this harness wrote earlier into the same memory (no system allocation since,
+            // see `sync_written`), so every byte of it is initialised; the buffer owns it.
+            let bytes: &[u8] = unsafe {
+                std::slice::from_raw_parts(spare.as_ptr().add(a - from).cast::<u8>(), b - a)
+            };
+            // Whole blocks of zeros (or of poison) first, compared as slices; byte by byte
+            // only where a block holds anything else.
+            const BLOCK: usize = 4096;
+            let zeros = [0u8; BLOCK];
+            let poison = [0xA5u8; BLOCK];
+            for (k, block) in bytes.chunks(BLOCK).enumerate() {
+                let n = block.len();
+                if block == &zeros[..n] || (setup.poison && block == &poison[..n]) {
+                    continue;
+                }
+                let base = a + k * BLOCK;
+                let byte = |addr: usize| block[addr - base];
+                let mut addr = base;
+                while addr < base + n {
+                    // Segments start at 16-byte aligned addresses (every class size is a
+                    // multiple of 16, chunks are at least 64-byte aligned), and a free
+                    // segment's first 4 bytes may hold a free-list link (an index below 2^16,
+                    // or `u32::MAX`), also where an earlier format of the chunk had a
+                    // segment. Four bytes of data never read as such a word (they would have
+                    // to hold two zeros, or 0xff, which no pattern has).
+                    let word = addr & !15;
+                    if word + 4 > addr {
+                        if word >= base && word + 4 <= base + n {
+                            let w = [byte(word), byte(word + 1), byte(word + 2), byte(word + 3)];
+                            let v = u32::from_le_bytes(w);
+                            assert!(
+                                w.iter().all(|&x| ok(x)) || v < 1 << 16 || v == u32::MAX,
+                                "{what}: zero_on_release, but bytes {}..{} of a fresh {}-byte \
+                                 region at {start:#x} hold {w:02x?}, released data",
+                                word - start,
+                                word - start + 4,
+                                to - start
+                            );
+                        }
+                        // A word only partly read here is skipped (its other bytes may be a
+                        // link's, or not written before).
+                        addr = word + 4;
+                        continue;
+                    }
+                    let v = byte(addr);
                     assert!(
-                        w.iter().all(|&b| ok(b)) || v < 1 << 16 || v == u32::MAX,
-                        "{what}: zero_on_release, but bytes {}..{} of a fresh {}-byte region \
-                         at {start:#x} hold {w:02x?}, released data",
-                        word - start,
-                        word - start + 4,
+                        ok(v),
+                        "{what}: zero_on_release, but byte {} of a fresh {}-byte region at \
+                         {start:#x} is {v:#04x}, released data",
+                        addr - start,
                         to - start
                     );
+                    addr += 1;
                 }
-                // A word only partly read is skipped (its other bytes may be a link's).
-                addr = word + 4;
-                continue;
             }
-            if covered(addr) {
-                let v = byte(addr);
-                assert!(
-                    ok(v),
-                    "{what}: zero_on_release, but byte {} of a fresh {}-byte region at \
-                     {start:#x} is {v:#04x}, released data",
-                    addr - start,
-                    to - start
-                );
-            }
-            addr += 1;
         }
     }
 
