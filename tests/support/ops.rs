@@ -448,16 +448,19 @@ impl Pool {
     }
 }
 
+/// A job for a helper thread: a closure whose result goes back boxed.
+type Job = Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>;
+
 /// A helper thread that runs closures one at a time and hands their results back.
 struct Helper {
-    to: Option<mpsc::Sender<Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>>>,
+    to: Option<mpsc::Sender<Job>>,
     back: mpsc::Receiver<Box<dyn Any + Send>>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
 impl Helper {
     fn spawn() -> Helper {
-        let (to, rx) = mpsc::channel::<Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>>();
+        let (to, rx) = mpsc::channel::<Job>();
         let (tx, back) = mpsc::channel();
         let thread = thread::spawn(move || {
             for f in rx {
