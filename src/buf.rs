@@ -33,7 +33,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::allocator::{self, AdaptiveAllocator, InitGuard, Region};
 use crate::chunk::ChunkPtr;
 use crate::error::{AllocError, InitError};
-use crate::sync::{fence, AtomicUsize, Ordering::*};
+use crate::sync::{self, AtomicUsize, Ordering::*};
 
 /// The number of handles on a region shared by `split_to`/`split_off`, and the region's size.
 struct ShareCount {
@@ -732,7 +732,7 @@ impl Drop for PooledBuf {
                 return;
             }
             // Every other handle's accesses happen before the region is released.
-            fence(Acquire);
+            sync::acquire_count(&unsafe { s.as_ref() }.refs);
             // SAFETY: this was the last handle; the count was leaked from a `Box`.
             drop(unsafe { Box::from_raw(s.as_ptr()) });
         }

@@ -62,7 +62,7 @@ use std::sync::Arc;
 use crate::error::AllocError;
 use crate::os::{Block, Memory};
 use crate::stats::Counters;
-use crate::sync::{fence, AtomicI64, AtomicU64, AtomicUsize, Ordering::*, UnsafeCell};
+use crate::sync::{self, AtomicI64, AtomicU64, AtomicUsize, Ordering::*, UnsafeCell};
 
 /// "No segment": the end of a free list.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -582,7 +582,7 @@ impl ChunkPtr {
             if head & ABANDONED != 0 {
                 // `Release`, and `Acquire` by the last one (see `abandon`).
                 return if h.shared.abandoned_live.fetch_sub(1, Release) == 1 {
-                    fence(Acquire);
+                    sync::acquire_count(&h.shared.abandoned_live);
                     RemoteFree::Recycle
                 } else {
                     RemoteFree::Queued
@@ -674,9 +674,9 @@ impl ChunkPtr {
             live -= 1;
         }
         // As in `Arc`: every step of the count is a `Release`; the one that reaches zero
-        // then acquires them all (the fence) before it recycles the chunk.
+        // then acquires them all (`sync::acquire_count`) before it recycles the chunk.
         if h.shared.abandoned_live.fetch_add(live, Release) + live == 0 {
-            fence(Acquire);
+            sync::acquire_count(&h.shared.abandoned_live);
             RemoteFree::Recycle
         } else {
             RemoteFree::Queued

@@ -28,6 +28,47 @@ pub(crate) use loom::sync::atomic::{
     fence, AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
 
+/// The `Acquire` half of a count's last release, as in `Arc`'s drop: the thread whose
+/// `Release` read-modify-write brought `count` to zero (and so will free what it counts) must
+/// first acquire every earlier `Release` step of the count, so that the other holders'
+/// accesses happen before it frees.
+///
+/// Normally a standalone `fence(Acquire)`. ThreadSanitizer does not model standalone fences,
+/// so it would report those accesses as racing with the freeing thread's; under
+/// `--cfg adaptive_pool_tsan` (set only by `.ci/sanitizers` for its ThreadSanitizer build) it is
+/// a `load(Acquire)` of the count itself, which TSan understands and which orders the same
+/// accesses: the load reads the last value in the count's modification order, and every step
+/// of it is a `Release` read-modify-write, so it synchronises with all of them. std's `Arc`
+/// does the same under TSan. Nothing else changes under that cfg.
+#[inline(always)]
+pub(crate) fn acquire_count<C: Count>(count: &C) {
+    if cfg!(adaptive_pool_tsan) {
+        count.load_acquire();
+    } else {
+        fence(Ordering::Acquire);
+    }
+}
+
+/// The atomic counts [`acquire_count`] applies to.
+pub(crate) trait Count {
+    /// Loads the count with `Acquire` ordering (the value is not needed).
+    fn load_acquire(&self);
+}
+
+impl Count for AtomicUsize {
+    #[inline(always)]
+    fn load_acquire(&self) {
+        let _ = self.load(Ordering::Acquire);
+    }
+}
+
+impl Count for AtomicI64 {
+    #[inline(always)]
+    fn load_acquire(&self) {
+        let _ = self.load(Ordering::Acquire);
+    }
+}
+
 /// The light side of the magazine gate's asymmetric barrier: keeps the compiler from moving
 /// the gate's store past its load. The processor's reordering is undone by the other side
 /// (`os::heavy_barrier`), or, where that is not the kernel's membarrier (and under loom),

@@ -140,13 +140,18 @@ fn zero_on_release_scrubs_the_region() {
 
 #[test]
 fn idle_chunks_are_released_after_idle_release() {
-    // Miri interprets slowly, and its clock runs meanwhile: longer times there, so the chunk
-    // cannot expire before it is looked at.
-    let ms = if cfg!(miri) { 20 } else { 1 };
+    // Under Miri the clock runs with the interpreted code (and a sleep only moves it on), so
+    // the thread's start and exit alone can take longer than 500 ms of it: the chunk would be
+    // swept before the first check. A longer idle time there, and a longer sleep to match.
+    let (idle_ms, sleep_ms) = if cfg!(miri) {
+        (30_000, 75_000)
+    } else {
+        (500, 1200)
+    };
     let pool = AdaptiveAllocator::builder()
         .min_chunk_size(4096)
         .max_chunk_size(16384)
-        .idle_release(std::time::Duration::from_millis(500 * ms))
+        .idle_release(std::time::Duration::from_millis(idle_ms))
         .build()
         .unwrap();
     let p = pool.clone();
@@ -156,7 +161,7 @@ fn idle_chunks_are_released_after_idle_release() {
         s.cached_bytes > 0,
         "the exited thread's chunk is cached: {s}"
     );
-    thread::sleep(std::time::Duration::from_millis(1200 * ms));
+    thread::sleep(std::time::Duration::from_millis(sleep_ms));
     // Later activity that reaches the central queue sweeps the expired chunk out.
     let _b = pool.allocate(1000);
     let s = pool.stats();

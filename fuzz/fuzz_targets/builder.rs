@@ -3,6 +3,16 @@
 //! build an allocator that serves each request or refuses it with the right error, with exact
 //! statistics, within its limits, and gives every byte back at the end.
 //!
+//! `build()` refuses a `max_memory` that cannot hold one chunk of the smallest size for every
+//! pooled size class (chunk sizes left at their defaults shrink to fit first). The oracle
+//! computes that least limit on its own, from the size classes (32, 48, 64 bytes, then four per
+//! doubling, so `3 + 4 (log2(p) - 6)` classes up to a power of two `p >= 64`, pooled up to a
+//! quarter of the largest chunk): a limit below it must be refused naming `max_memory`, one
+//! at or above it must not be. And an accepted limit must serve, with nothing live, every
+//! request whose exact-size region (at least 32 bytes, rounded to 16, to the page from 1 MiB
+//! when mapped) fits under it: the allocator gives back idle memory and falls back to smaller
+//! chunks and exact regions before it answers `MemoryLimit`.
+//!
 //! ```text
 //! cargo +nightly fuzz run builder -- -max_total_time=60
 //! ```
@@ -11,7 +21,7 @@
 
 use std::time::Duration;
 
-use adaptive_pool::{AdaptiveAllocator, AllocError, PooledBuf};
+use adaptive_pool::{AdaptiveAllocator, AllocError, MemorySource, PooledBuf};
 use arbitrary::Arbitrary;
 use bytes::BufMut;
 use libfuzzer_sys::fuzz_target;
@@ -56,7 +66,40 @@ struct Input {
     idle_release_ms: Option<u16>,
     zero_on_release: bool,
     poison: Option<bool>,
+    max_thread_idle_bytes: Option<Amount>,
+    /// `memory_source`: `true` for the global allocator, `false` for the OS.
+    heap: Option<bool>,
+    background_reclaim: bool,
     requests: Vec<Request>,
+}
+
+/// The smallest chunk `build()` allows, and its default bounds.
+const MIN_CHUNK: usize = 4 << 10;
+const MAX_CHUNK: usize = 1 << 30;
+
+/// Size classes up to `pooled` (a power of two of at least 64): 32, 48, 64, then four per
+/// doubling.
+fn classes_up_to(pooled: usize) -> usize {
+    3 + 4 * (pooled.trailing_zeros() as usize - 6)
+}
+
+/// The least `max_memory` that `build()` accepts with these explicit chunk sizes (valid ones:
+/// powers of two from 4 KiB to 1 GiB, min <= max): one chunk of the smallest size for every
+/// pooled class, where chunk sizes left at their defaults shrink as far as they can (the
+/// smallest to 4 KiB, the largest down to the smallest).
+fn least_limit(min: Option<usize>, max: Option<usize>) -> usize {
+    let (lo, hi) = match (min, max) {
+        (Some(lo), Some(hi)) => (lo, hi),
+        (Some(lo), None) => (lo, lo),
+        (None, Some(hi)) => (MIN_CHUNK, hi),
+        (None, None) => (MIN_CHUNK, MIN_CHUNK),
+    };
+    classes_up_to(hi / 4).saturating_mul(lo)
+}
+
+/// A valid chunk size setting.
+fn valid_chunk(v: usize) -> bool {
+    v.is_power_of_two() && (MIN_CHUNK..=MAX_CHUNK).contains(&v)
 }
 
 /// Requests past this are made only where they cannot reach the system allocator (over the
@@ -98,6 +141,23 @@ fuzz_target!(|input: Input| {
     if let Some(p) = input.poison {
         builder = builder.poison(p);
     }
+    if let Some(v) = input.max_thread_idle_bytes {
+        builder = builder.max_thread_idle_bytes(v.get());
+    }
+    if let Some(heap) = input.heap {
+        builder = builder.memory_source(if heap {
+            MemorySource::GlobalAllocator
+        } else {
+            MemorySource::Os
+        });
+    }
+    builder = builder.background_reclaim(input.background_reclaim);
+    let min_chunk = input.min_chunk_size.map(Amount::get);
+    let max_chunk = input.max_chunk_size.map(Amount::get);
+    let chunks_valid = min_chunk.is_none_or(valid_chunk)
+        && max_chunk.is_none_or(valid_chunk)
+        && !matches!((min_chunk, max_chunk), (Some(lo), Some(hi)) if lo > hi);
+    let mapped = input.heap != Some(true) && MemorySource::Os.is_supported();
 
     let pool = match builder.build() {
         Ok(pool) => pool,
@@ -108,9 +168,25 @@ fuzz_target!(|input: Input| {
                 "min_chunk_size" => input.min_chunk_size.is_some(),
                 "max_chunk_size" => input.max_chunk_size.is_some(),
                 "idle_release" => input.idle_release_ms.is_some(),
+                "max_thread_idle_bytes" => input.max_thread_idle_bytes.is_some(),
+                "memory_source" => input.heap.is_some(),
+                "background_reclaim" => input.background_reclaim,
                 other => panic!("the error names an unknown setting {other:?}: {e}"),
             };
             assert!(set, "refused a setting the input left at its default: {e}");
+            if e.setting() == "max_memory" {
+                let m = max_memory.expect("set");
+                // Zero and past `isize::MAX` are refused as such; otherwise only below the
+                // least limit (with valid chunk sizes, which are checked first).
+                if m != 0 && m <= isize::MAX as usize && chunks_valid {
+                    let least = least_limit(min_chunk, max_chunk);
+                    assert!(
+                        m < least,
+                        "max_memory {m} refused, but {least} suffices for chunk sizes \
+                         {min_chunk:?}..{max_chunk:?}: {e}"
+                    );
+                }
+            }
             assert!(!e.reason().is_empty(), "no reason given: {e}");
             assert!(e.to_string().contains(e.setting()), "{e}");
             return;
@@ -120,6 +196,23 @@ fuzz_target!(|input: Input| {
         panic!("idle_release(0) was accepted");
     }
     let limit = max_memory.unwrap_or(usize::MAX);
+    if let Some(m) = max_memory {
+        let least = least_limit(min_chunk, max_chunk);
+        assert!(
+            m >= least,
+            "max_memory {m} accepted, below the least {least} for chunk sizes \
+             {min_chunk:?}..{max_chunk:?}"
+        );
+    }
+    // The region an unpooled request of `size` bytes takes.
+    let exact = |size: usize| {
+        let n = (size.max(32) + 15) & !15;
+        if mapped && n >= 1 << 20 {
+            n.next_multiple_of(4096)
+        } else {
+            n
+        }
+    };
     if let Some(c) = max_cached {
         assert!(
             max_memory.is_none() || c <= limit,
@@ -131,7 +224,8 @@ fuzz_target!(|input: Input| {
     let mut live_bytes = 0usize;
     for (n, r) in input.requests.iter().take(MAX_REQUESTS).enumerate() {
         let size = r.size.get();
-        let overflowing = size > isize::MAX as usize - 4096;
+        // Within 1 MiB of `isize::MAX` a request may overflow (rounding to the page).
+        let overflowing = size > isize::MAX as usize - (1 << 20);
         if size > MAX_REAL && !overflowing && size <= limit {
             continue;
         }
@@ -162,6 +256,13 @@ fuzz_target!(|input: Input| {
                 assert_eq!(l, limit, "MemoryLimit names another limit");
                 assert!(!overflowing, "{size} bytes: expected CapacityOverflow");
                 assert!(max_memory.is_some(), "MemoryLimit without a limit");
+                assert!(
+                    !kept.is_empty() || exact(size) > limit,
+                    "MemoryLimit for {size} bytes (a region of {}) with nothing live under a \
+                     limit of {limit}: {}",
+                    exact(size),
+                    pool.stats()
+                );
             }
             Err(e) => panic!("unexpected error for {size} bytes: {e}"),
         }
@@ -183,7 +284,17 @@ fuzz_target!(|input: Input| {
     let s = pool.stats();
     assert!(s.is_quiet(), "everything dropped but not quiet: {s}");
     pool.trim();
-    let s = pool.stats();
+    let mut s = pool.stats();
+    if input.background_reclaim {
+        // The background reclaimer may be freeing chunks it took from the magazine just
+        // before `trim()` ran (they are in neither the magazine nor the cache then, but still
+        // counted until it frees them): give it a moment, never forever.
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while s.allocated_bytes != 0 && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_micros(100));
+            s = pool.stats();
+        }
+    }
     assert_eq!(
         s.allocated_bytes, 0,
         "trim() after dropping everything left memory: {s}"
