@@ -31,9 +31,7 @@ use crate::magazine::{self, ChunkSource, Reclaim, Roster};
 use crate::os::{self, Memory};
 use crate::size_class::SizeClass;
 use crate::stats::{Counters, Stats};
-#[cfg(not(loom))]
-use crate::sync::Mutex;
-use crate::sync::{self, AtomicU64, AtomicUsize, Ordering::*};
+use crate::sync::{self, AtomicU64, AtomicUsize, Mutex, Ordering::*};
 
 /// An adaptive pooling allocator of byte buffers.
 ///
@@ -90,6 +88,9 @@ pub(crate) struct Shared {
     handles: AtomicUsize,
     /// When the next idle sweep is due (nanoseconds of `os::now_ns`).
     next_sweep: AtomicU64,
+    /// Held for a whole sweep (tried) and a whole `trim()` (waited for), so a trim returns
+    /// only once a sweep in progress has given back what it took.
+    maintenance: Mutex<()>,
     /// The background reclaimer, if one runs (woken at close).
     #[cfg(not(loom))]
     reclaimer: Mutex<Option<std::thread::Thread>>,
@@ -170,12 +171,14 @@ impl Shared {
     /// inside a magazine operation of this allocator on the calling thread (it claims every
     /// magazine, the caller's too).
     fn reclaim_everything(&self) -> usize {
-        let mut idle = Vec::new();
-        self.roster.reclaim(Reclaim::All, true, &mut idle);
-        let freed = Self::free_all(idle) + self.evict_cached();
-        self.memory.purge();
-        self.memory.release_empty();
-        freed
+        self.maintenance.with(|_| {
+            let mut idle = Vec::new();
+            self.roster.reclaim(Reclaim::All, true, &mut idle);
+            let freed = Self::free_all(idle) + self.evict_cached();
+            self.memory.purge();
+            self.memory.release_empty();
+            freed
+        })
     }
 
     /// Runs the idle sweep if it is due. Called on the slow paths of any thread, outside
@@ -204,14 +207,16 @@ impl Shared {
     /// kept empty. Skipped if another thread is sweeping or trimming.
     fn sweep(&self, now: u64) {
         let idle_ns = self.settings.idle_release_ns();
-        let mut idle = Vec::new();
-        self.roster
-            .reclaim(Reclaim::Expired { now, idle_ns }, false, &mut idle);
-        self.central
-            .take_expired(now, idle_ns, &self.counters, &mut idle);
-        Self::free_all(idle);
-        self.memory.purge();
-        self.memory.release_empty();
+        self.maintenance.try_with(|_| {
+            let mut idle = Vec::new();
+            self.roster
+                .reclaim(Reclaim::Expired { now, idle_ns }, false, &mut idle);
+            self.central
+                .take_expired(now, idle_ns, &self.counters, &mut idle);
+            Self::free_all(idle);
+            self.memory.purge();
+            self.memory.release_empty();
+        });
     }
 
     /// Closes the allocator (its last handle dropped): every magazine gives up its chunks and
@@ -532,11 +537,21 @@ impl<T> Drop for InitGuard<'_, T> {
         if self.committed {
             return;
         }
-        // The value first: dropping the buffer is what empties the chunk it came from.
-        drop(self.value.take());
+        // The value first: dropping the buffer is what empties the chunk it came from. While
+        // it drops, the magazine's idle budget is suspended, so the chunk it empties stays in
+        // the magazine for the rollback to find (with a budget of 0 it would otherwise go to
+        // the cache at once, and stay there).
         let shared = self.shared;
-        let chunks = magazine::with_existing(shared.id, |m| m.take_back_since(self.mark))
-            .unwrap_or_default();
+        let budget = magazine::with_existing(shared.id, |m| m.suspend_idle_budget());
+        drop(self.value.take());
+        let chunks = magazine::with_existing(shared.id, |m| {
+            let chunks = m.take_back_since(self.mark);
+            if let Some(budget) = budget {
+                m.restore_idle_budget(budget);
+            }
+            chunks
+        })
+        .unwrap_or_default();
         for (chunk, from_cache) in chunks {
             if from_cache {
                 shared.recycle(chunk);
@@ -580,6 +595,7 @@ impl AdaptiveAllocator {
             counters: Counters::default(),
             handles: AtomicUsize::new(0),
             next_sweep: AtomicU64::new(first_sweep),
+            maintenance: Mutex::new(()),
             #[cfg(not(loom))]
             reclaimer: Mutex::new(None),
         });

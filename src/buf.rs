@@ -665,7 +665,8 @@ impl AdaptiveAllocator {
 
     /// Allocates a buffer with room for at least `capacity` bytes, empty.
     ///
-    /// Capacity 0 is valid. Errors: [`AllocError::CapacityOverflow`] above `isize::MAX`,
+    /// Capacity 0 is valid. Errors: [`AllocError::CapacityOverflow`] within 1 MiB of
+    /// `isize::MAX` or above,
     /// [`AllocError::MemoryLimit`] past `max_memory`, [`AllocError::System`] if the system
     /// refuses memory; in every case nothing is left allocated.
     #[inline(always)]

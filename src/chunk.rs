@@ -46,14 +46,15 @@
 //! the segment (link, poison) happen before the owner reuses it.
 //!
 //! # Abandoning
-//! When the owner gives a chunk up with regions still live it (1) clears `owner`, (2) swaps
-//! `remote` to `ABANDONED`, taking any stacked frees, (3) adds its remaining `live` count to
-//! `abandoned_live` with `fetch_add(AcqRel)`. A remote free that sees `ABANDONED` does
-//! `abandoned_live.fetch_sub(1, AcqRel)` instead of pushing. The counter starts at zero, goes
-//! negative while frees race ahead of step 3, and reaches zero exactly once after step 3: the
-//! thread that makes it zero (the owner in step 3 if nothing is live, otherwise the last
-//! freer) recycles the chunk. `AcqRel` on every step makes all writes into the chunk happen
-//! before the recycler touches it.
+//! When the owner (or a reclaimer holding the owner's magazine) gives a chunk up it (1) clears
+//! `owner`, (2) swaps `remote` to `ABANDONED` (`Acquire`), taking any stacked frees, (3) adds
+//! its remaining `live` count to `abandoned_live` with `fetch_add(Release)`. A remote free that
+//! sees `ABANDONED` does `abandoned_live.fetch_sub(1, Release)` instead of pushing. The counter
+//! starts at zero, goes negative while frees race ahead of step 3, and reaches zero exactly
+//! once after step 3: the thread that makes it zero (the owner in step 3 if nothing is live,
+//! otherwise the last freer) recycles the chunk, after an `Acquire` (as `Arc` does:
+//! `sync::acquire_count`), so every write into the chunk happens before the recycler touches
+//! it.
 
 use std::any::Any;
 use std::ptr::NonNull;

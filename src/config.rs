@@ -150,6 +150,12 @@ impl Builder {
 
     /// Zero every buffer's memory when it is released, so freed data does not linger in the
     /// pool. Costs a memset of the buffer's capacity per release. Default: off.
+    ///
+    /// Precisely: every byte of a released region is overwritten, with zeros, or with the
+    /// poison byte when [`poison`](Self::poison) is on (the default in debug builds); the
+    /// pool then keeps a 4-byte free-list link (a segment index, not your data) in the first
+    /// bytes of a free region, which a later buffer's spare capacity may show. Safe code never
+    /// sees spare capacity anyway; this is defence in depth for secrets.
     pub fn zero_on_release(mut self, yes: bool) -> Self {
         self.zero_on_release = yes;
         self

@@ -18,7 +18,8 @@ pub enum AllocError {
         /// The configured limit, in bytes.
         limit: usize,
     },
-    /// The requested capacity exceeds `isize::MAX` or overflows when rounded up.
+    /// The requested capacity is larger than `isize::MAX` minus 1 MiB (the room a region may
+    /// need to be rounded up to whole pages), or overflows when rounded up.
     CapacityOverflow {
         /// The capacity asked for.
         requested: usize,

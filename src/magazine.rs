@@ -416,7 +416,18 @@ impl Magazine {
         self.run(|s| s.body.next_seq)
     }
 
-    /// See [`State::take_back_since`].
+    /// Suspends the idle budget (an `allocate_with` rolls back: the chunks its buffer empties
+    /// must stay for [`Magazine::take_back_since`]); answers the budget to restore.
+    pub(crate) fn suspend_idle_budget(&self) -> usize {
+        self.run(|s| std::mem::replace(&mut s.body.idle_budget, usize::MAX))
+    }
+
+    /// Restores the idle budget after [`Magazine::suspend_idle_budget`].
+    pub(crate) fn restore_idle_budget(&self, budget: usize) {
+        self.run(|s| s.body.idle_budget = budget);
+    }
+
+    /// See [`Body::take_back_since`].
     pub(crate) fn take_back_since(&self, mark: u64) -> Vec<(ChunkPtr, bool)> {
         self.run(|s| s.body.take_back_since(mark))
     }

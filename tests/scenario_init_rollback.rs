@@ -344,3 +344,26 @@ fn allocation_failure_is_reported_before_init() {
         "{r:?}"
     );
 }
+
+/// With no idle budget (`max_thread_idle_bytes(0)`), the chunk the failed buffer empties would
+/// go to the cache at once, before the rollback could find it; the rollback suspends the
+/// budget while the buffer drops, so that chunk goes back where it came from (the system) and
+/// the stats read as before (found by the operation language of `tests/support/ops.rs`).
+#[test]
+fn rollback_without_an_idle_budget() {
+    let pool = AdaptiveAllocator::builder()
+        .max_thread_idle_bytes(0)
+        .build()
+        .unwrap();
+    for i in 0..3 {
+        let r = unchanged(&pool, &format!("round {i}"), || {
+            pool.allocate_with(POOLED, |b| {
+                b.put_bytes(7, 100);
+                Err("no")
+            })
+        });
+        assert_eq!(r.unwrap_err(), InitError::Init("no"));
+    }
+    let s = pool.stats();
+    assert_eq!((s.allocated_bytes, s.cached_bytes), (0, 0), "{s}");
+}
