@@ -42,7 +42,8 @@ fn bounds() {
 
 #[test]
 fn new_and_default_allocate_nothing() {
-    let before = adaptive_pool::global().stats().live_buffers;
+    // (No check of `global()`'s statistics here: the other tests of this binary allocate
+    // from it at the same moment. A capacity of 0 is the proof that no region was taken.)
     let b = PooledBuf::new();
     assert_eq!((b.len(), b.capacity()), (0, 0));
     assert!(b.is_empty());
@@ -54,7 +55,6 @@ fn new_and_default_allocate_nothing() {
     assert_eq!(e.split_off(0).capacity(), 0);
     assert!(e.clone().is_empty());
     assert_eq!(e.freeze(), Bytes::new());
-    assert_eq!(adaptive_pool::global().stats().live_buffers, before);
     drop((b, d));
 }
 
