@@ -775,3 +775,61 @@ pub fn global() -> &'static AdaptiveAllocator {
     static GLOBAL: OnceLock<AdaptiveAllocator> = OnceLock::new();
     GLOBAL.get_or_init(AdaptiveAllocator::new)
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// One allocate + release through this thread's magazine (entering its gate twice).
+    fn churn(a: &AdaptiveAllocator) {
+        let r = a.shared.try_allocate(64).expect("a 64 B region");
+        // SAFETY: the region was just carved for us, and nothing else refers to it.
+        unsafe { release_region(r.chunk, r.idx) };
+    }
+
+    /// A reclaimer (trim, sweep, close) that unwinds part-way must release every claim it
+    /// made, on the magazine it was working on (the first registered, here) and on those it
+    /// had not reached: otherwise each owner waits at its gate for ever. Both owners use
+    /// their magazines after the panic; a claim left behind shows as a timeout, not a hang.
+    #[test]
+    fn a_reclaimer_that_unwinds_releases_every_claim() {
+        let a = Arc::new(AdaptiveAllocator::new());
+        let (done_tx, done_rx) = mpsc::channel::<usize>();
+        let mut go = Vec::new();
+        let mut owners = Vec::new();
+        for i in 0..2 {
+            let (go_tx, go_rx) = mpsc::channel::<()>();
+            go.push(go_tx);
+            let a = a.clone();
+            let done_tx = done_tx.clone();
+            owners.push(std::thread::spawn(move || {
+                churn(&a);
+                done_tx.send(i).unwrap();
+                go_rx.recv().unwrap();
+                churn(&a);
+                done_tx.send(i).unwrap();
+                go_rx.recv().unwrap();
+            }));
+            // One at a time, so the roster's order is known.
+            assert_eq!(done_rx.recv().unwrap(), i);
+        }
+        let r = catch_unwind(AssertUnwindSafe(|| a.shared.roster.reclaim_unwinding()));
+        assert!(r.is_err(), "the reclaim's work panicked");
+        for (i, go_tx) in go.iter().enumerate() {
+            go_tx.send(()).unwrap();
+            assert_eq!(
+                done_rx.recv_timeout(Duration::from_secs(20)).ok(),
+                Some(i),
+                "owner {i} is stuck at its gate: a claim was left behind"
+            );
+        }
+        for (go_tx, t) in go.iter().zip(owners) {
+            go_tx.send(()).unwrap();
+            t.join().unwrap();
+        }
+        assert_eq!(a.stats().live_buffers, 0);
+    }
+}

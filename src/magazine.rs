@@ -52,7 +52,10 @@
 //! stores and a load. DESIGN.md has the full argument and the loom models.
 //!
 //! No reclaimer ever waits on a gate while holding anything an owner might wait for inside
-//! its gate: it holds only the roster's lock, which no gated code takes.
+//! its gate: it holds the roster's lock (and `trim()` and the sweep the allocator's
+//! maintenance lock), which no gated code takes; gated code takes only the span, counter and
+//! cache locks, which nobody holds while waiting on a gate. A reclaimer that unwinds releases
+//! every claim it still holds (`Claims`), so no owner waits for a claim that nobody will clear.
 //!
 //! # Thread exit and close
 //! The registry's destructor leaves the roster (waiting for a reclaim in progress), then
@@ -457,10 +460,66 @@ impl Magazine {
         while self.gate.active.load(Acquire) != 0 {
             sync::spin_wait(&mut round);
         }
+        // Released when `f` returns, and also if it unwinds (a failed internal assertion):
+        // the owner must never wait for a claim nobody will release.
+        let _release = Unclaim(self);
         // SAFETY: claimed, and the owner is outside the gate (it will wait for the release).
-        let r = self.state.with_mut(|s| f(unsafe { &mut *s }));
+        self.state.with_mut(|s| f(unsafe { &mut *s }))
+    }
+
+    /// Releases the claim; the `Release` hands the reclaimer's writes to the owner, whose
+    /// gate reads the claim with `Acquire`.
+    fn unclaim(&self) {
         self.gate.claim.fetch_and(!CLAIMED, Release);
-        r
+    }
+}
+
+/// Releases a reclaimer's claim on one magazine when dropped.
+struct Unclaim<'a>(&'a Magazine);
+
+impl Drop for Unclaim<'_> {
+    fn drop(&mut self) {
+        self.0.unclaim();
+    }
+}
+
+/// A reclaimer's claims on every magazine of a roster: made (with the heavy barrier) by
+/// [`Claims::new`], then each magazine is worked on and released in turn by
+/// [`Claims::each`]. Dropping it releases every claim not yet released, so a reclaimer that
+/// unwinds part-way (the membarrier's assertion, an internal `expect`) leaves no owner
+/// waiting for ever at its gate.
+struct Claims<'a> {
+    mags: &'a [Arc<Magazine>],
+    /// Magazines from this index on are still claimed.
+    next: usize,
+}
+
+impl<'a> Claims<'a> {
+    fn new(mags: &'a [Arc<Magazine>]) -> Claims<'a> {
+        for m in mags {
+            m.claim();
+        }
+        let claims = Claims { mags, next: 0 };
+        os::heavy_barrier();
+        claims
+    }
+
+    /// Runs `f` on each claimed magazine in turn, once its owner is outside the gate, and
+    /// releases each claim as soon as `f` is done with it.
+    fn each(&mut self, mut f: impl FnMut(&Magazine, &mut State)) {
+        while let Some(m) = self.mags.get(self.next) {
+            // From here `with_claimed` releases this claim, even if `f` unwinds.
+            self.next += 1;
+            m.with_claimed(|s| f(m, s));
+        }
+    }
+}
+
+impl Drop for Claims<'_> {
+    fn drop(&mut self) {
+        for m in &self.mags[self.next..] {
+            m.unclaim();
+        }
     }
 }
 
@@ -1032,18 +1091,12 @@ impl Roster {
     /// Claims every magazine, runs the heavy barrier once, and runs `f` on each in turn with
     /// the magazine to itself, releasing each claim as soon as it is done. With `wait`, waits
     /// for the roster's lock; otherwise gives up (answering `false`) if it is taken.
-    fn for_each_claimed(&self, wait: bool, mut f: impl FnMut(&Magazine, &mut State)) -> bool {
+    fn for_each_claimed(&self, wait: bool, f: impl FnMut(&Magazine, &mut State)) -> bool {
         let run = |r: &mut RosterInner| {
             if r.mags.is_empty() {
                 return;
             }
-            for m in &r.mags {
-                m.claim();
-            }
-            os::heavy_barrier();
-            for m in &r.mags {
-                m.with_claimed(|s| f(m, s));
-            }
+            Claims::new(&r.mags).each(f);
         };
         if wait {
             self.inner.with(run);
@@ -1066,22 +1119,23 @@ impl Roster {
         let mut handles = Vec::new();
         let mags = self.inner.with(|r| {
             r.closed = true;
-            for m in &r.mags {
-                m.claim();
-            }
-            os::heavy_barrier();
-            for m in &r.mags {
-                m.with_claimed(|s| {
-                    handles.extend(s.give_up());
-                    m.dead.store(true, Release);
-                });
-            }
+            Claims::new(&r.mags).each(|m, s| {
+                handles.extend(s.give_up());
+                m.dead.store(true, Release);
+            });
             std::mem::take(&mut r.mags)
         });
         // Dropped outside the lock: the husks (their threads hold them too) and the
         // allocator handles they held.
         drop(mags);
         drop(handles);
+    }
+
+    /// Test hook: a reclaim whose work unwinds on the first magazine it reaches, as a failed
+    /// internal assertion would.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn reclaim_unwinding(&self) {
+        self.for_each_claimed(true, |_, _| panic!("a reclaimer unwinds"));
     }
 
     /// `true` once [`close`](Roster::close) has run.

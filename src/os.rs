@@ -11,8 +11,11 @@
 //!   global allocator is. Chunks smaller than a span ([`SPAN_BYTES`], 4 MiB) are carved from
 //!   spans of chunks of one size, as mimalloc carves pages from segments, so the number of
 //!   mappings stays far below the kernel's `vm.max_map_count` (65,530 by default): at most
-//!   one mapping per 4 MiB held. A chunk given back is decommitted at once
-//!   (`madvise(MADV_DONTNEED)`): its span then costs address space, not resident memory.
+//!   one mapping per 4 MiB held. A chunk given back keeps its slot committed ("dirty", for
+//!   the next chunk of its size to reuse without page faults) while the dirty bytes stay
+//!   within the memory's budget plus half the slot bytes in use, and is decommitted at once
+//!   (`madvise(MADV_DONTNEED)`) past it; [`Memory::purge`] (idle sweep, trim, close)
+//!   decommits every dirty slot. A decommitted slot costs address space, not resident memory.
 //!   A span whose chunks are all free is unmapped, except one per chunk size kept (empty and
 //!   decommitted) to absorb churn until [`Memory::release_empty`] (trim, idle sweep, drop).
 //!   Chunks of a span or larger, and unpooled buffers of [`DIRECT_MIN`] (1 MiB) or more, get
@@ -55,8 +58,10 @@ const MAX_SLOTS: usize = SPAN_BYTES >> MIN_SLOT_SHIFT;
 #[non_exhaustive]
 pub enum MemorySource {
     /// Mapped from the operating system (`mmap`), carved into chunks from 4 MiB spans and
-    /// decommitted when given back: memory the pool frees leaves the process's resident set
-    /// at once, under any global allocator. Linux and Android only.
+    /// decommitted when given back: memory the pool frees leaves the process's resident set,
+    /// under any global allocator, at once or (within a budget of `max_cached_bytes` plus
+    /// half the chunk bytes in use, kept for reuse) at the next idle sweep or `trim()`.
+    /// Linux and Android only.
     Os,
     /// The global allocator (`#[global_allocator]`): one allocation per chunk. What it does
     /// with memory the pool gives back is its own affair (glibc, for one, keeps much of it).
@@ -302,7 +307,9 @@ impl Memory {
     }
 
     /// Decommits every dirty slot (the idle sweep, `trim()`, the close): free chunk memory
-    /// then costs address space only. Answers the bytes decommitted.
+    /// then costs address space only. Answers the bytes decommitted. A span this leaves
+    /// wholly free stays mapped until [`Memory::release_empty`], which every caller runs
+    /// next.
     pub(crate) fn purge(&self) -> usize {
         // Take the dirty slots out (marked in use, so no thread takes one meanwhile), decommit
         // them outside the lock, and give them back clean.

@@ -53,7 +53,9 @@ pub struct Stats {
     /// Bytes of address space mapped from the operating system for this allocator
     /// ([`MemorySource::Os`](crate::MemorySource::Os)): the spans chunks are carved from (a
     /// few kept empty and decommitted) and buffers mapped on their own. Address space, not
-    /// resident memory: free slots of a span are decommitted. Zero with
+    /// resident memory: free slots of a span are decommitted (recently freed ones, within a
+    /// budget of `max_cached_bytes` plus half the chunk bytes in use, at the next idle sweep
+    /// or `trim()`). Zero with
     /// [`MemorySource::GlobalAllocator`](crate::MemorySource::GlobalAllocator).
     pub mapped_bytes: usize,
 }
