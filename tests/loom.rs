@@ -27,7 +27,8 @@
 //! races: 8. `trim()` racing the owner's allocate and free; 9. `trim()` racing a remote free
 //! into the same chunk; 10. `trim()` racing thread exit; 11. `trim()` racing an
 //! `allocate_with` whose `init` allocates (review finding 1); 12. the close racing the idle
-//! sweep (finding 2); 13. the idle sweep racing allocation.
+//! sweep (finding 2); 13. the idle sweep racing allocation; 14. the close racing the owner's
+//! local frees (the re-check inside the gate).
 //!
 //! Each model runs with a preemption bound of 3, except model 2 (three threads, about 240,000
 //! executions at 2); `LOOM_MAX_PREEMPTIONS` overrides the bound of every model. The
@@ -546,5 +547,45 @@ fn idle_sweep_races_allocation() {
         assert_eq!((s.live_buffers, s.live_bytes), (1, SEG), "{s}");
         drop(b);
         drop(pool);
+    });
+}
+
+/// Model 14. The allocator closes on one thread (its last handle dropped) while the owner of
+/// a chunk frees two of its regions on another: each free enters the owner's gate and finds
+/// the chunk still its own (a local free, which the close then sees as an empty chunk, or a
+/// chunk with one live region) or already abandoned by the close (the free then goes the
+/// remote way, and the last one recycles the chunk). The owner's buffers keep their contents
+/// until dropped, the chunk is given back exactly once (loom fails the execution on a leak
+/// or a double free), and nothing stays cached in the closed allocator.
+#[test]
+fn close_races_the_owners_local_free() {
+    model("close_races_the_owners_local_free", 2, || {
+        let pool = tiny_pool();
+        let keep = pool.allocate(2 * CHUNK); // unpooled: keeps the counters readable
+        let p = pool.clone();
+        let (tx, rx) = mpsc::channel();
+        let owner = thread::spawn(move || {
+            let a = filled(&p, 1);
+            let b = filled(&p, 2);
+            drop(p);
+            tx.send(()).unwrap();
+            check(&a, 1);
+            drop(a);
+            check(&b, 2);
+            drop(b);
+        });
+        rx.recv().unwrap();
+        drop(pool);
+        owner.join().unwrap();
+        let pool = keep.allocator();
+        wait_for_magazines(&pool);
+        let s = pool.stats();
+        assert_eq!(
+            (s.chunk_allocations, s.chunk_releases, s.chunks),
+            (1, 1, 0),
+            "the chunk was not given back exactly once: {s}"
+        );
+        assert_eq!(s.cached_bytes, 0, "a closed allocator kept a chunk: {s}");
+        assert_eq!((s.live_buffers, s.live_bytes), (1, keep.capacity()), "{s}");
     });
 }
