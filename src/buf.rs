@@ -806,6 +806,24 @@ impl Ord for PooledBuf {
     }
 }
 
+/// `PartialEq` and `PartialOrd` of `$ty` with `PooledBuf` (the `$ty == buf` direction): the
+/// second half of `compare_both_ways`, and alone for references, whose other half is generic.
+macro_rules! compare_both_ways_reverse_only {
+    ($([$($generics:tt)*] $ty:ty;)*) => {$(
+        impl<$($generics)*> PartialEq<PooledBuf> for $ty {
+            fn eq(&self, other: &PooledBuf) -> bool {
+                *AsRef::<[u8]>::as_ref(self) == other[..]
+            }
+        }
+
+        impl<$($generics)*> PartialOrd<PooledBuf> for $ty {
+            fn partial_cmp(&self, other: &PooledBuf) -> Option<Ordering> {
+                AsRef::<[u8]>::as_ref(self).partial_cmp(&other[..])
+            }
+        }
+    )*};
+}
+
 /// `PartialEq` and `PartialOrd` between `PooledBuf` and `$ty`, both ways, through the bytes
 /// (each `$ty` is `AsRef<[u8]>`).
 macro_rules! compare_both_ways {
@@ -822,34 +840,7 @@ macro_rules! compare_both_ways {
             }
         }
 
-        impl<$($generics)*> PartialEq<PooledBuf> for $ty {
-            fn eq(&self, other: &PooledBuf) -> bool {
-                *AsRef::<[u8]>::as_ref(self) == other[..]
-            }
-        }
-
-        impl<$($generics)*> PartialOrd<PooledBuf> for $ty {
-            fn partial_cmp(&self, other: &PooledBuf) -> Option<Ordering> {
-                AsRef::<[u8]>::as_ref(self).partial_cmp(&other[..])
-            }
-        }
-    )*};
-}
-
-/// The `$ty == PooledBuf` half of `compare_both_ways` alone.
-macro_rules! compare_both_ways_reverse_only {
-    ($([$($generics:tt)*] $ty:ty;)*) => {$(
-        impl<$($generics)*> PartialEq<PooledBuf> for $ty {
-            fn eq(&self, other: &PooledBuf) -> bool {
-                *AsRef::<[u8]>::as_ref(self) == other[..]
-            }
-        }
-
-        impl<$($generics)*> PartialOrd<PooledBuf> for $ty {
-            fn partial_cmp(&self, other: &PooledBuf) -> Option<Ordering> {
-                AsRef::<[u8]>::as_ref(self).partial_cmp(&other[..])
-            }
-        }
+        compare_both_ways_reverse_only! { [$($generics)*] $ty; }
     )*};
 }
 
