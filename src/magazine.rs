@@ -75,7 +75,7 @@ use crate::os;
 use crate::size_class::{next_pow2, SizeClass};
 use crate::stats::Shard;
 use crate::sync::{
-    self, fence, thread_local, AtomicBool, AtomicU32, Mutex, Ordering::*, UnsafeCell,
+    self, fence, thread_local, AtomicBool, AtomicU32, ModelArc, Mutex, Ordering::*, UnsafeCell,
 };
 
 /// A region carved for a buffer: its chunk, its segment, its capacity.
@@ -307,7 +307,7 @@ pub(crate) enum Reclaim {
 
 impl Magazine {
     /// Creates a magazine for the calling thread, its stats shard registered.
-    fn create(src: Arc<dyn ChunkSource>) -> Arc<Magazine> {
+    fn create(src: Arc<dyn ChunkSource>) -> ModelArc<Magazine> {
         let settings = src.settings();
         let classes = (0..settings.class_count)
             .map(|i| ClassState::new(SizeClass(i as u16)))
@@ -320,7 +320,7 @@ impl Magazine {
             settings.max_chunk,
             settings.max_thread_idle_bytes,
         );
-        let m = Arc::new(Magazine {
+        let m = ModelArc::new(Magazine {
             gate: Gate {
                 active: AtomicU32::new(0),
                 claim: AtomicU32::new(if os::asymmetric() { 0 } else { FENCE }),
@@ -343,7 +343,7 @@ impl Magazine {
                 },
             }),
         });
-        let this = Arc::as_ptr(&m);
+        let this = ModelArc::as_ptr(&m);
         // SAFETY: nobody else can reach the new magazine yet.
         m.state.with_mut(|s| unsafe { (*s).body.this = this });
         m
@@ -489,13 +489,13 @@ impl Drop for Unclaim<'_> {
 /// unwinds part-way (the membarrier's assertion, an internal `expect`) leaves no owner
 /// waiting for ever at its gate.
 struct Claims<'a> {
-    mags: &'a [Arc<Magazine>],
+    mags: &'a [ModelArc<Magazine>],
     /// Magazines from this index on are still claimed.
     next: usize,
 }
 
 impl<'a> Claims<'a> {
-    fn new(mags: &'a [Arc<Magazine>]) -> Claims<'a> {
+    fn new(mags: &'a [ModelArc<Magazine>]) -> Claims<'a> {
         for m in mags {
             m.claim();
         }
@@ -1050,7 +1050,7 @@ pub(crate) struct Roster {
 
 #[derive(Default)]
 struct RosterInner {
-    mags: Vec<Arc<Magazine>>,
+    mags: Vec<ModelArc<Magazine>>,
     /// Set by the close: no magazine may be registered afterwards.
     closed: bool,
 }
@@ -1069,7 +1069,7 @@ impl Roster {
     }
 
     /// Adds a magazine; `false` if the allocator has closed.
-    fn register(&self, m: &Arc<Magazine>) -> bool {
+    fn register(&self, m: &ModelArc<Magazine>) -> bool {
         self.inner.with(|r| {
             if r.closed {
                 return false;
@@ -1146,7 +1146,7 @@ impl Roster {
 
 /// The magazines of one thread, indexed by allocator id.
 struct Registry {
-    magazines: Vec<Option<Arc<Magazine>>>,
+    magazines: Vec<Option<ModelArc<Magazine>>>,
 }
 
 impl Drop for Registry {
@@ -1161,7 +1161,7 @@ impl Drop for Registry {
 /// A thread lets go of one of its magazines (exit, or its allocator closed): out of the
 /// roster first, so no reclaimer can be working on it, then dropped (which gives its chunks
 /// up, unless the close already did).
-fn leave(m: Arc<Magazine>) {
+fn leave(m: ModelArc<Magazine>) {
     if !m.is_dead() {
         let src = m.run(|s| s.link.as_ref().map(|l| l.src.clone()));
         if let Some(src) = src {
@@ -1222,7 +1222,7 @@ pub(crate) fn with_magazine<R>(
                 // (magazine creation and registration) re-enters it.
                 let reg = unsafe { &mut *reg };
                 match reg.magazines.get(id) {
-                    Some(Some(m)) if !m.is_dead() => Some(Arc::as_ptr(m)),
+                    Some(Some(m)) if !m.is_dead() => Some(ModelArc::as_ptr(m)),
                     _ => install(reg, id, src()),
                 }
             })
@@ -1290,7 +1290,7 @@ fn alloc_fast_lookup(id: usize, class: SizeClass) -> Option<Carved> {
             reg.with_mut(|reg| {
                 // SAFETY: as in `with_magazine`.
                 let reg = unsafe { &*reg };
-                reg.magazines.get(id)?.as_ref().map(Arc::as_ptr)
+                reg.magazines.get(id)?.as_ref().map(ModelArc::as_ptr)
             })
         })
         .ok()
@@ -1310,7 +1310,7 @@ pub(crate) fn with_existing<R>(id: usize, f: impl FnOnce(&Magazine) -> R) -> Opt
             reg.with_mut(|reg| {
                 // SAFETY: as in `with_magazine`.
                 let reg = unsafe { &*reg };
-                reg.magazines.get(id)?.as_ref().map(Arc::as_ptr)
+                reg.magazines.get(id)?.as_ref().map(ModelArc::as_ptr)
             })
         })
         .ok()
@@ -1341,7 +1341,7 @@ fn install(reg: &mut Registry, id: usize, src: Arc<dyn ChunkSource>) -> Option<*
     if reg.magazines.len() <= id {
         reg.magazines.resize_with(id + 1, || None);
     }
-    let p = Arc::as_ptr(&m);
+    let p = ModelArc::as_ptr(&m);
     if let Some(old) = reg.magazines[id].replace(m) {
         forget_last(id);
         leave(old);

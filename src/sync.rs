@@ -12,9 +12,13 @@
 //! * [`ArrayQueue`] is `crossbeam_queue::ArrayQueue` in normal builds. loom cannot see inside
 //!   crossbeam's queue, so under `cfg(loom)` it is a capacity-checked `Mutex<VecDeque>` with
 //!   the same interface.
-//! * `Arc` is deliberately std's in every build: the reference counts of allocator handles,
-//!   chunk homes and stats shards are not part of a protocol the models check, and loom's
-//!   `Arc` cannot hold the trait objects (`Arc<dyn Home>`) the crate uses.
+//! * `Arc` is std's in every build for allocator handles, chunk homes and stats shards: their
+//!   reference counts are not part of a protocol the models check, and loom's `Arc` cannot
+//!   hold the trait objects (`Arc<dyn Home>`) the crate uses. [`ModelArc`], the magazine's
+//!   count, is loom's under loom: the owner's registry and a closer may each drop the last
+//!   reference to a magazine, and the models must see the happens-before edge that drop
+//!   relies on (with std's, loom reported the two threads' accesses to the magazine's state
+//!   as concurrent, at a preemption bound of 3).
 //! * [`alloc`]/[`dealloc`] are `std::alloc`'s in normal builds and `loom::alloc`'s under loom,
 //!   so every loom execution checks chunk memory for leaks.
 
@@ -27,6 +31,12 @@ pub(crate) use std::sync::atomic::{
 pub(crate) use loom::sync::atomic::{
     fence, AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
+
+/// `Arc` for the magazine (a concrete type): loom's under `cfg(loom)`, std's otherwise.
+#[cfg(loom)]
+pub(crate) use loom::sync::Arc as ModelArc;
+#[cfg(not(loom))]
+pub(crate) use std::sync::Arc as ModelArc;
 
 /// The `Acquire` half of a count's last release, as in `Arc`'s drop: the thread whose
 /// `Release` read-modify-write brought `count` to zero (and so will free what it counts) must
