@@ -28,11 +28,11 @@
 //! into the same chunk; 10. `trim()` racing thread exit; 11. `trim()` racing an
 //! `allocate_with` whose `init` allocates (review finding 1); 12. the close racing the idle
 //! sweep (finding 2); 13. the idle sweep racing allocation; 14. the close racing the owner's
-//! local frees (the re-check inside the gate).
+//! local frees (the re-check inside the gate); 15. one `trim()` claiming two owners at once.
 //!
-//! Every model runs with a preemption bound of 3 except models 2, 12 and 13, which run at 2
-//! to keep CI within its time: they explore 74,000, 63,000 and 480,000 executions at 2
-//! already (model 12 at 3: 2.8 million executions in about five minutes, and it passes; run
+//! Every model runs with a preemption bound of 3 except models 2, 12, 13 and 15, which run at
+//! 2 to keep CI within its time: they explore 74,000, 63,000, 480,000 and 197,000 executions
+//! at 2 already (model 12 at 3: 2.8 million executions in about five minutes, and it passes; run
 //! with `LOOM_MAX_PREEMPTIONS=3` to check them deeper). `LOOM_MAX_PREEMPTIONS` overrides the bound of every model. The
 //! configurations are tiny (4 KiB chunks of four 1 KiB segments, a cache of one chunk), so the
 //! whole run takes about a minute and a half in release.
@@ -589,5 +589,42 @@ fn close_races_the_owners_local_free() {
         );
         assert_eq!(s.cached_bytes, 0, "a closed allocator kept a chunk: {s}");
         assert_eq!((s.live_buffers, s.live_bytes), (1, keep.capacity()), "{s}");
+    });
+}
+
+/// Model 15. One `trim()` claims two owners' magazines at once (one heavy barrier) and works
+/// through them in turn while both owners free and allocate: each owner either finishes its
+/// operation before the trim reaches its magazine or waits at its gate until the trim has
+/// released it, whichever magazine comes first. Every buffer keeps its contents, the counters
+/// are exact, and once the owners have exited a last `trim()` leaves nothing allocated (loom
+/// checks that no chunk leaks or is freed twice).
+#[test]
+fn one_trim_claims_two_owners() {
+    model("one_trim_claims_two_owners", 2, || {
+        let pool = tiny_pool();
+        let owners: Vec<_> = (0..2u8)
+            .map(|i| {
+                let p = pool.clone();
+                thread::spawn(move || {
+                    drop(filled(&p, i));
+                    let b = filled(&p, 10 + i);
+                    check(&b, 10 + i);
+                    b
+                })
+            })
+            .collect();
+        race();
+        pool.trim();
+        let bufs: Vec<PooledBuf> = owners.into_iter().map(|t| t.join().unwrap()).collect();
+        for (i, b) in bufs.iter().enumerate() {
+            check(b, 10 + i as u8);
+        }
+        let s = pool.stats();
+        assert_eq!((s.live_buffers, s.live_bytes), (2, 2 * SEG), "{s}");
+        drop(bufs);
+        wait_for_magazines(&pool);
+        pool.trim();
+        let s = pool.stats();
+        assert_eq!((s.allocated_bytes, s.chunks), (0, 0), "{s}");
     });
 }
