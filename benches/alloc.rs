@@ -12,7 +12,8 @@
 //! Groups (rows of SPEC section 7; the workloads are in `benches/workloads/mod.rs`):
 //! * `B1_alloc_fill_drop`: allocate, fill, drop at 64 B, 1 KiB, 16 KiB, 64 KiB.
 //! * `B2_freeze_clone2`: allocate, fill, freeze, clone twice, drop all at 1 KiB, 16 KiB.
-//! * `B4_live_set_churn`: 8,192 live buffers, random replace (seed 42), 256 B .. 32 KiB.
+//! * `B4_live_set_churn`: 8,192 live buffers, random replace (seed 42), 256 B .. 64 KiB.
+//! * `B7_churn_256B`: the same churn at one small size, 256 B buffers with 64 B written.
 //! * `B6_grow_256_to_64k`: start at 256 B, double by `reserve` up to 64 KiB.
 //!
 //! Each benchmark id is `<pool|BytesMut>/<size>`, so the two rows of a size sit side by side.
@@ -77,11 +78,17 @@ fn b4(c: &mut Criterion) {
     g.finish();
 }
 
+fn b7(c: &mut Criterion) {
+    let mut g = c.benchmark_group("B7_churn_256B");
+    both(&mut g, "8192_slots", workloads::b7, workloads::b7);
+    g.finish();
+}
+
 fn b6(c: &mut Criterion) {
     let mut g = c.benchmark_group("B6_grow_256_to_64k");
     both(&mut g, "doubling", workloads::b6, workloads::b6);
     g.finish();
 }
 
-criterion_group!(benches, b1, b2, b4, b6);
+criterion_group!(benches, b1, b2, b4, b6, b7);
 criterion_main!(benches);

@@ -192,6 +192,11 @@ fn speed_rows(quick: bool) -> Vec<Row> {
         &|n| workloads::b4(&pool, n),
         &|n| workloads::b4(&Plain, n),
     );
+    row(
+        "B7 churn 256 B 8192 slots",
+        &|n| workloads::b7(&pool, n),
+        &|n| workloads::b7(&Plain, n),
+    );
     for threads in [2, 8] {
         row(
             &format!("B5 mixed, {threads} threads"),

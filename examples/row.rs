@@ -9,7 +9,7 @@
 //! hyperfine -N 'target/release/examples/row b4 600000' '../old/target/release/examples/row b4 600000'
 //! ```
 //!
-//! Rows: b1-64, b1-1k, b1-16k, b1-64k, b2-1k, b2-16k, b3, b4, b5-2, b5-8, b6, xmalloc, larson
+//! Rows: b1-64, b1-1k, b1-16k, b1-64k, b2-1k, b2-16k, b3, b4, b5-2, b5-8, b6, b7, xmalloc, larson
 //! (the workloads of `benches/workloads/mod.rs`, scaled so that N = 600,000 takes a few
 //! hundred milliseconds on the development machine). Default settings; the global allocator
 //! is the system's unless built with `--features mimalloc` or `--features jemalloc`.
@@ -20,9 +20,9 @@ mod workloads;
 use std::process;
 use std::time::Duration;
 
-use workloads::{b1, b2, b3, b4, b5, b6, larson, xmalloc, Pool};
+use workloads::{b1, b2, b3, b4, b5, b6, b7, larson, xmalloc, Pool};
 
-const USAGE: &str = "usage: row ROW N   (ROW: b1-64 b1-1k b1-16k b1-64k b2-1k b2-16k b3 b4 b5-2 b5-8 b6 xmalloc larson)";
+const USAGE: &str = "usage: row ROW N   (ROW: b1-64 b1-1k b1-16k b1-64k b2-1k b2-16k b3 b4 b5-2 b5-8 b6 b7 xmalloc larson)";
 
 fn run(p: &Pool, row: &str, n: u64) -> Option<Duration> {
     Some(match row {
@@ -37,6 +37,7 @@ fn run(p: &Pool, row: &str, n: u64) -> Option<Duration> {
         "b5-2" => b5(p, 2, n * 10).0,
         "b5-8" => b5(p, 8, n * 10).0,
         "b6" => b6(p, n / 4),
+        "b7" => b7(p, n * 4),
         "xmalloc" => xmalloc(p, 2, n * 2),
         "larson" => larson(p, 2, n * 4),
         _ => return None,

@@ -230,21 +230,37 @@ pub const B4_SLOTS: usize = 8192;
 /// (seed 42) with a new buffer of 256 B .. 64 KiB (log-uniform). The slots are filled before
 /// the clock starts and dropped after it stops.
 pub fn b4<B: Backend>(b: &B, iters: u64) -> Duration {
+    churn(b, iters, |rng| rng.log_uniform(256, 64 << 10), usize::MAX)
+}
+
+/// B7 (live-set churn at one small size): B4's 8,192 slots and random replacement (seed 42),
+/// every buffer 256 B with 64 B written.
+pub fn b7<B: Backend>(b: &B, iters: u64) -> Duration {
+    churn(b, iters, |_| 256, 64)
+}
+
+/// Live-set churn over [`B4_SLOTS`] slots: sizes from `size`, at most `fill` bytes written.
+fn churn<B: Backend>(
+    b: &B,
+    iters: u64,
+    size: impl Fn(&mut Rng) -> usize,
+    fill: usize,
+) -> Duration {
     let mut rng = Rng::new(42);
     let mut slots: Vec<B::Buf> = (0..B4_SLOTS)
         .map(|_| {
-            let size = rng.log_uniform(256, 32 << 10);
+            let size = size(&mut rng);
             let mut buf = b.alloc(size);
-            touch(&mut buf, size);
+            touch(&mut buf, size.min(fill));
             buf
         })
         .collect();
     let start = Instant::now();
     for _ in 0..iters {
         let i = rng.below(B4_SLOTS);
-        let size = rng.log_uniform(256, 32 << 10);
+        let size = size(&mut rng);
         let mut buf = b.alloc(size);
-        touch(&mut buf, size);
+        touch(&mut buf, size.min(fill));
         slots[i] = buf;
     }
     let t = start.elapsed();
