@@ -96,6 +96,60 @@ pub(crate) trait Home: Any + Send + Sync {
     fn id(&self) -> usize;
 }
 
+/// A free segment waiting in a magazine's per-class cache, written over the segment's first
+/// bytes: the next node of the cache, and the segment's chunk and index. The owner's frees
+/// into its non-current chunks push such nodes, and its allocations pop them, so a free
+/// anywhere in the class is reused by the next allocation without touching the chunk's
+/// lists. A cached segment counts as free in its chunk's `live`, which stays exact.
+pub(crate) struct CachedSeg {
+    next: Option<NonNull<CachedSeg>>,
+    chunk: ChunkPtr,
+    idx: u32,
+}
+
+impl CachedSeg {
+    /// Reads a cache node: the segment's chunk and index, and the next node.
+    ///
+    /// # Safety
+    /// `node` is a node of a cache the calling thread owns (written by
+    /// [`ChunkPtr::release_to_cache`] and not taken since).
+    #[inline(always)]
+    pub(crate) unsafe fn read(
+        node: NonNull<CachedSeg>,
+    ) -> (ChunkPtr, u32, Option<NonNull<CachedSeg>>) {
+        // SAFETY: a node written by `release_to_cache`, in a free segment nobody else touches.
+        let n = unsafe { node.as_ptr().read() };
+        (n.chunk, n.idx, n.next)
+    }
+
+    /// Takes the cached segment `node` out to hand it to an allocation: answers its chunk and
+    /// index and the next node, and counts the region live again.
+    ///
+    /// # Safety
+    /// As for [`CachedSeg::read`], and the node is the cache's first (the caller unlinks it).
+    #[inline(always)]
+    pub(crate) unsafe fn take(
+        node: NonNull<CachedSeg>,
+    ) -> (ChunkPtr, u32, Option<NonNull<CachedSeg>>) {
+        // SAFETY: as the caller guarantees.
+        let (chunk, idx, next) = unsafe { Self::read(node) };
+        let h = chunk.header();
+        // SAFETY: owner-only field, by the owner (a cached segment's chunk is owned by the
+        // cache's magazine).
+        unsafe { h.own.live.set(h.own.live.get() + 1) };
+        (chunk, idx, next)
+    }
+
+    /// Relinks `node` to `next` (the cache drops the node that followed it).
+    ///
+    /// # Safety
+    /// As for [`CachedSeg::read`].
+    pub(crate) unsafe fn set_next(node: NonNull<CachedSeg>, next: Option<NonNull<CachedSeg>>) {
+        // SAFETY: as the caller guarantees; the field is written in place.
+        unsafe { (*node.as_ptr()).next = next };
+    }
+}
+
 /// Holds its content on cache lines of its own (128 bytes: x86 prefetches lines in adjacent
 /// pairs), so that fields written by different threads never share a line.
 #[repr(align(128))]
@@ -565,6 +619,54 @@ impl ChunkPtr {
             let live = h.own.live.get() - 1;
             h.own.live.set(live);
             live
+        }
+    }
+
+    /// Releases region `idx` into its owner's cache of free segments (see [`CachedSeg`]): one
+    /// live region fewer, and the segment's first bytes become a cache node linking to
+    /// `next`. Answers the node and the live regions left. The segment goes on no list of the
+    /// chunk: it is free space only the cache can hand out again ([`CachedSeg::take`]), or
+    /// give back ([`ChunkPtr::uncache`]). Not for scrubbing chunks (the node would stay in
+    /// the released bytes): the owner caches only when scrubbing is off.
+    ///
+    /// # Safety
+    /// The calling thread owns the chunk and gives up the last handle to region `idx`; `next`
+    /// is a node of the same cache.
+    #[inline(always)]
+    pub(crate) unsafe fn release_to_cache(
+        self,
+        idx: u32,
+        next: Option<NonNull<CachedSeg>>,
+    ) -> (NonNull<CachedSeg>, u32) {
+        let h = self.header();
+        debug_assert!(!h.scrub);
+        // SAFETY (whole block): the segment is the caller's (16-aligned, at least 32 bytes, so
+        // a node fits), and `live` is owner-only, written by the owner.
+        unsafe {
+            let node = self.segment(idx).cast::<CachedSeg>();
+            node.as_ptr().write(CachedSeg {
+                next,
+                chunk: self,
+                idx,
+            });
+            let live = h.own.live.get() - 1;
+            h.own.live.set(live);
+            (node, live)
+        }
+    }
+
+    /// Puts a segment of this chunk that waited in its owner's cache back on the chunk's
+    /// local free list, as a local release would have (the live count already excludes it).
+    ///
+    /// # Safety
+    /// The calling thread owns the chunk, and took segment `idx` out of its cache.
+    pub(crate) unsafe fn uncache(self, idx: u32) {
+        let h = self.header();
+        // SAFETY (whole block): owner-only fields by the owner; the segment is free and on no
+        // list now.
+        unsafe {
+            self.set_link(idx, h.own.local_head.get());
+            h.own.local_head.set(idx);
         }
     }
 

@@ -10,6 +10,14 @@
 //! allocator implements.
 //!
 //! # Allocation order
+//! Each class has a *cache* of free segments of its owned chunks (up to 64, tcache's idea):
+//! the owner's frees into any chunk that is not current push there, and allocations pop
+//! from there first, so a free anywhere in the class is reused by the next allocation in
+//! O(1), whichever chunk it fell in. The chunks' `live` counts stay exact (a cached segment
+//! is free); a chunk that becomes fully free is retired as below, its cached segments taken
+//! out of the cache first, so the cache keeps no chunk alive by itself. A full cache gives
+//! its older half back to the chunks' own lists. Poisoning and zeroing on release turn it off.
+//!
 //! Each class has one *current* chunk that allocations carve from, and two lists of the other
 //! owned chunks: *full* ones (no free space when they stopped being current, though remote
 //! frees may have arrived since) and *spacious* ones (a region was freed into them locally
@@ -68,7 +76,9 @@
 use std::ptr;
 use std::sync::Arc;
 
-use crate::chunk::{ChunkPtr, Home, RemoteFree, CHECK};
+use std::ptr::NonNull;
+
+use crate::chunk::{CachedSeg, ChunkPtr, Home, RemoteFree, CHECK};
 use crate::config::{Settings, MIN_CHUNK_SIZE_FLOOR};
 use crate::error::AllocError;
 use crate::os;
@@ -117,6 +127,10 @@ const TAG_MASK: usize = (1 << TAG_BITS) - 1;
 /// oldest (a bounded stand-in for "the oldest chunk with space").
 const SPACIOUS_CANDIDATES: usize = 4;
 
+/// The most free segments a class's cache holds (see [`ClassState::cache`]). When a free
+/// finds it full, the older half goes back to the chunks' own lists.
+const CACHE_CAP: u32 = 64;
+
 /// Every this many refills of a class (or as many as it lists chunks, if more, so the check
 /// costs O(1) per refill), its listed chunks are checked for remote frees even when a
 /// spacious chunk is at hand, so chunks emptied by other threads are retired.
@@ -158,11 +172,29 @@ struct ClassState {
     allocs: u64,
     /// `allocs` at the last idle sweep.
     allocs_seen: u64,
+    /// Free segments of this class's listed chunks, newest first: the owner's frees into a
+    /// chunk that is not current push here, and allocations pop from here before they carve
+    /// from the current chunk. So a free anywhere in the class is reused by the next
+    /// allocation in O(1) (tcache's idea), instead of making its chunk spacious and the
+    /// allocation refill from it. Cached segments count as free in their chunk's `live`
+    /// (which stays exact): a chunk whose regions are all free is retired as before, its
+    /// cached segments taken out of the cache first ([`ClassState::purge`]). So the cache
+    /// keeps no chunk alive on its own, and the per-thread idle budget, which counts empty
+    /// chunks, covers it.
+    cache: Option<NonNull<CachedSeg>>,
+    /// Segments in `cache`.
+    cached: u32,
+    /// The most `cache` may hold: [`CACHE_CAP`], or 0 when released regions are scrubbed
+    /// (poison or zeroing: a node would stay in the released bytes).
+    cache_cap: u32,
 }
 
 impl ClassState {
-    const fn new(class: SizeClass) -> Self {
+    const fn new(class: SizeClass, cache_cap: u32) -> Self {
         ClassState {
+            cache: None,
+            cached: 0,
+            cache_cap,
             seg_size: class.size(),
             current: None,
             lists: [Vec::new(), Vec::new()],
@@ -205,6 +237,43 @@ impl ClassState {
     /// Owned chunks besides the current one.
     fn listed(&self) -> usize {
         self.lists[FULL].len() + self.lists[SPACIOUS].len()
+    }
+
+    /// Takes every cached segment of chunk `c` out of the cache (it is about to leave the
+    /// magazine). The segments need no other home: `c` has no live region, or is abandoned
+    /// with its live regions only.
+    fn purge(&mut self, c: ChunkPtr) {
+        let mut prev: Option<NonNull<CachedSeg>> = None;
+        let mut node = self.cache;
+        while let Some(n) = node {
+            // SAFETY: a node of this magazine's cache.
+            let (chunk, _, next) = unsafe { CachedSeg::read(n) };
+            if chunk == c {
+                match prev {
+                    // SAFETY: as above.
+                    Some(p) => unsafe { CachedSeg::set_next(p, next) },
+                    None => self.cache = next,
+                }
+                self.cached -= 1;
+            } else {
+                prev = node;
+            }
+            node = next;
+        }
+    }
+
+    /// Takes the whole cache out: its segments, newest first.
+    fn take_cache(&mut self) -> Vec<(ChunkPtr, u32)> {
+        let mut out = Vec::with_capacity(self.cached as usize);
+        let mut node = self.cache.take();
+        while let Some(n) = node {
+            // SAFETY: a node of this magazine's cache, which no longer lists it.
+            let (chunk, idx, next) = unsafe { CachedSeg::read(n) };
+            out.push((chunk, idx));
+            node = next;
+        }
+        self.cached = 0;
+        out
     }
 
     fn owned(&self) -> impl Iterator<Item = ChunkPtr> + '_ {
@@ -309,8 +378,13 @@ impl Magazine {
     /// Creates a magazine for the calling thread, its stats shard registered.
     fn create(src: Arc<dyn ChunkSource>) -> ModelArc<Magazine> {
         let settings = src.settings();
+        let cache_cap = if settings.poison || settings.zero_on_release {
+            0
+        } else {
+            CACHE_CAP
+        };
         let classes = (0..settings.class_count)
-            .map(|i| ClassState::new(SizeClass(i as u16)))
+            .map(|i| ClassState::new(SizeClass(i as u16), cache_cap))
             .collect();
         let shard = Arc::new(Shard::default());
         src.counters().register(shard.clone());
@@ -390,7 +464,10 @@ impl Magazine {
     fn run<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         let _entered = self.enter();
         // SAFETY: inside the gate, the owner is the only thread touching `state`.
-        self.state.with_mut(|s| f(unsafe { &mut *s }))
+        self.state.with_mut(
+            #[inline(always)]
+            |s| f(unsafe { &mut *s }),
+        )
     }
 
     /// Allocates one region of `class` (a pooled class): the fast path, else the slow path,
@@ -561,8 +638,10 @@ impl State {
         let body = &mut self.body;
         body.idle.clear();
         body.idle_bytes = 0;
-        let classes = std::mem::take(&mut body.classes);
-        for cs in classes.iter() {
+        let mut classes = std::mem::take(&mut body.classes);
+        for cs in classes.iter_mut() {
+            // The cached segments are free space of chunks abandoned below: nothing to do.
+            cs.take_cache();
             for c in cs.owned() {
                 // SAFETY: owned by this magazine, which gives it up here.
                 unsafe { c.drain_remote() };
@@ -582,6 +661,16 @@ impl Body {
     #[inline(always)]
     fn alloc_fast(&mut self, class: SizeClass) -> Option<Carved> {
         let cs = self.classes.get_mut(class.index())?;
+        if let Some(node) = cs.cache {
+            // SAFETY: the first node of this magazine's cache; we unlink it.
+            let (c, idx, next) = unsafe { CachedSeg::take(node) };
+            cs.cache = next;
+            cs.cached -= 1;
+            cs.allocs = cs.allocs.wrapping_add(1);
+            let seg = cs.seg_size;
+            self.shard.add_owned(seg as i64, 1);
+            return Some((c, idx, seg));
+        }
         let c = cs.current?;
         // SAFETY: this magazine owns its current chunks, and we are inside its gate.
         let idx = unsafe { c.carve() }?;
@@ -745,9 +834,11 @@ impl Body {
         Some(c)
     }
 
-    /// Releases a region into an owned chunk: plain loads and stores, unless the chunk is
-    /// not current and just became fully free or was on its class's full list, or is current
-    /// and just emptied for the first time since it was counted.
+    /// Releases a region into an owned chunk: plain loads and stores. A region of a chunk
+    /// that is not current goes to its class's cache (unless the chunk just became fully
+    /// free: then it is retired). A region of the current chunk goes on the chunk's own list,
+    /// and the chunk is counted against the idle budget if it just emptied for the first time
+    /// since it was counted.
     ///
     /// # Safety
     /// This magazine owns `chunk` and the caller gives up the last handle to region `idx`.
@@ -755,8 +846,17 @@ impl Body {
     unsafe fn free(&mut self, chunk: ChunkPtr, idx: u32, link: Option<&Link>) {
         // SAFETY (whole block): owned, inside the gate; the region is the caller's.
         unsafe {
+            let tag = chunk.slot() & TAG_MASK;
+            if tag <= SPACIOUS {
+                if let Some(link) = link {
+                    if self.free_to_cache(chunk, idx, &link.home) {
+                        return;
+                    }
+                }
+            }
             let live = chunk.free_local(idx);
             self.shard.add_owned(-(chunk.seg_size() as i64), -1);
+            // Re-read: a cache flush may have made the chunk current.
             let tag = chunk.slot() & TAG_MASK;
             if tag != IDLE && (live == 0 || tag == FULL) {
                 if let Some(link) = link {
@@ -766,11 +866,97 @@ impl Body {
         }
     }
 
+    /// Releases a region of a listed chunk into its class's cache (flushing the older half
+    /// first if it is full); `false` if the class does not cache (scrubbing is on), or a
+    /// flush made the chunk current, and the caller must free it to the chunk.
+    ///
+    /// # Safety
+    /// As for [`Body::free`], and `chunk` is listed (tagged `FULL` or `SPACIOUS`).
+    // Out of line: inlined, its registers would cost the release into the current chunk
+    // (the allocate/free loop) a tenth more instructions.
+    #[inline(never)]
+    unsafe fn free_to_cache(&mut self, chunk: ChunkPtr, idx: u32, home: &Arc<dyn Home>) -> bool {
+        // SAFETY: owned by this magazine.
+        let class = unsafe { chunk.class() } as usize;
+        let cs = &mut self.classes[class];
+        if cs.cached >= cs.cache_cap {
+            if cs.cache_cap == 0 {
+                return false;
+            }
+            self.flush_cache(class, home);
+            // SAFETY: owned by this magazine.
+            if unsafe { chunk.slot() } & TAG_MASK > SPACIOUS {
+                return false;
+            }
+        }
+        let cs = &mut self.classes[class];
+        // SAFETY: owned; the caller gives up the region; `cs.cache` is this cache's head.
+        let (node, live) = unsafe { chunk.release_to_cache(idx, cs.cache) };
+        self.shard.add_owned(-(cs.seg_size as i64), -1);
+        if live != 0 {
+            cs.cache = Some(node);
+            cs.cached += 1;
+        } else {
+            // Every region of the listed chunk is free: it is retired (with the node, which is
+            // not linked in).
+            // SAFETY: owned by this magazine.
+            let tag = unsafe { chunk.slot() } & TAG_MASK;
+            self.after_free_slow(chunk, 0, tag, home);
+        }
+        true
+    }
+
+    /// The class's cache is full: its older half goes back to the chunks' own lists, and
+    /// chunks on the full list that got space become spacious (see
+    /// [`Body::made_spacious`]).
+    #[cold]
+    #[inline(never)]
+    fn flush_cache(&mut self, class: usize, home: &Arc<dyn Home>) {
+        let cs = &mut self.classes[class];
+        let keep = cs.cached / 2;
+        let mut node = cs.cache;
+        let mut last_kept = None;
+        for _ in 0..keep {
+            let n = node.expect("the cache holds `cached` nodes");
+            last_kept = Some(n);
+            // SAFETY: a node of this magazine's cache.
+            node = unsafe { CachedSeg::read(n) }.2;
+        }
+        match last_kept {
+            // SAFETY: as above.
+            Some(n) => unsafe { CachedSeg::set_next(n, None) },
+            None => cs.cache = None,
+        }
+        cs.cached = keep;
+        // First every segment goes home (none of these chunks can leave the magazine
+        // meanwhile), then the chunks that were full are moved, each once: moving one may
+        // retire the current chunk, which is then no longer touched.
+        let mut were_full: Vec<ChunkPtr> = Vec::new();
+        while let Some(n) = node {
+            // SAFETY: a node of the part just cut off the cache.
+            let (c, idx, next) = unsafe { CachedSeg::read(n) };
+            // SAFETY: owned by this magazine; the segment was cached, so it is free.
+            unsafe { c.uncache(idx) };
+            // SAFETY: owned by this magazine.
+            if unsafe { c.slot() } & TAG_MASK == FULL && !were_full.contains(&c) {
+                were_full.push(c);
+            }
+            node = next;
+        }
+        for c in were_full {
+            // SAFETY: owned by this magazine (the moves below retire only a current chunk,
+            // and these were listed).
+            if unsafe { c.slot() } & TAG_MASK == FULL {
+                self.made_spacious(c, home);
+            }
+        }
+    }
+
     /// Called after the owner freed a region into `c` (see [`State::free`]). A current chunk
     /// that emptied is counted against the idle budget. A listed chunk that is now fully free
-    /// is retired. One that was on the full list becomes current if it is older than the
-    /// current chunk (which is listed, or retired if empty), and spacious otherwise. This
-    /// happens once per chunk each time it fills, never per free.
+    /// is retired (its cached segments leave the cache with it). One that was on the full
+    /// list is moved ([`Body::made_spacious`]). This happens once per chunk each time it
+    /// fills, never per free.
     #[cold]
     #[inline(never)]
     fn after_free_slow(&mut self, c: ChunkPtr, live: u32, tag: usize, home: &Arc<dyn Home>) {
@@ -778,6 +964,21 @@ impl Body {
             self.note_idle(c, home);
             return;
         }
+        if live == 0 {
+            // SAFETY: owned by this magazine.
+            let class = unsafe { c.class() as usize };
+            let cs = &mut self.classes[class];
+            let c = cs.remove(c);
+            cs.purge(c);
+            Self::retire(home, c);
+            return;
+        }
+        self.made_spacious(c, home);
+    }
+
+    /// A chunk on the full list got free space: it becomes current if it is older than the
+    /// current chunk (which is listed, or retired if empty), and spacious otherwise.
+    fn made_spacious(&mut self, c: ChunkPtr, home: &Arc<dyn Home>) {
         // SAFETY: owned by this magazine.
         let class = unsafe { c.class() as usize };
         // One borrow of the class (and of the idle list beside it), not an index per step.
@@ -789,10 +990,6 @@ impl Body {
         } = self;
         let cs = &mut classes[class];
         let c = cs.remove(c);
-        if live == 0 {
-            Self::retire(home, c);
-            return;
-        }
         match cs.current {
             // SAFETY: owned by this magazine.
             Some(cur) if unsafe { c.seq() < cur.seq() } => {
@@ -803,6 +1000,7 @@ impl Body {
                 // SAFETY: owned by this magazine.
                 let (cur_live, cur_space) = unsafe { (cur.live(), cur.has_local_space()) };
                 if cur_live == 0 {
+                    cs.purge(cur);
                     Self::retire(home, cur);
                 } else {
                     cs.push(cur, if cur_space { SPACIOUS } else { FULL });
@@ -846,6 +1044,7 @@ impl Body {
             let class = unsafe { victim.class() as usize };
             let taken = self.take_current(class);
             debug_assert_eq!(taken, Some(victim));
+            self.classes[class].purge(victim);
             Self::retire(home, victim);
         }
     }
@@ -869,7 +1068,9 @@ impl Body {
                     p.live()
                 };
                 if live == 0 {
-                    Self::retire(home, cs.remove(p));
+                    let p = cs.remove(p);
+                    cs.purge(p);
+                    Self::retire(home, p);
                 } else if list == FULL {
                     let p = cs.remove(p);
                     cs.push(p, SPACIOUS);
@@ -912,6 +1113,7 @@ impl Body {
                 };
                 if take {
                     let c = self.take_current(class).expect("checked above");
+                    self.classes[class].purge(c);
                     // SAFETY: owned, nothing live: abandoning hands it over at once.
                     if unsafe { c.abandon() } == RemoteFree::Recycle {
                         out.push(c);
@@ -931,6 +1133,7 @@ impl Body {
                     } == 0
                     {
                         cs.remove(p);
+                        cs.purge(p);
                         // SAFETY: as above.
                         if unsafe { p.abandon() } == RemoteFree::Recycle {
                             out.push(p);
@@ -979,6 +1182,7 @@ impl Body {
                 } else {
                     self.classes[class].remove(c);
                 }
+                self.classes[class].purge(c);
                 // SAFETY: owned, nothing live: abandoning hands it over at once.
                 if unsafe { c.abandon() } == RemoteFree::Recycle {
                     out.push((c, from_cache));
@@ -1035,7 +1239,10 @@ pub(crate) unsafe fn free_owned(chunk: ChunkPtr, idx: u32, token: usize) -> bool
     }
     // SAFETY: inside the gate; owned (checked inside it, so no closer can take it now), and
     // the caller gives up the region.
-    mag.state.with_mut(|s| unsafe { (*s).free(chunk, idx) });
+    mag.state.with_mut(
+        #[inline(always)]
+        |s| unsafe { (*s).free(chunk, idx) },
+    );
     true
 }
 
@@ -1247,7 +1454,10 @@ pub(crate) fn alloc_fast(id: usize, class: SizeClass) -> Option<Carved> {
             // SAFETY: `LAST` holds a live, registered magazine of this thread (it is cleared
             // before any registered magazine is dropped).
             return unsafe { &*m }
-                .run(|s| s.body.alloc_fast(class))
+                .run(
+                    #[inline(always)]
+                    |s| s.body.alloc_fast(class),
+                )
                 .map(checked);
         }
     }
@@ -1299,7 +1509,10 @@ fn alloc_fast_lookup(id: usize, class: SizeClass) -> Option<Carved> {
     LAST.with(|last| last.set((id, m)));
     // SAFETY: a registered magazine of this thread.
     unsafe { &*m }
-        .run(|s| s.body.alloc_fast(class))
+        .run(
+            #[inline(always)]
+            |s| s.body.alloc_fast(class),
+        )
         .map(checked)
 }
 

@@ -240,12 +240,7 @@ pub fn b7<B: Backend>(b: &B, iters: u64) -> Duration {
 }
 
 /// Live-set churn over [`B4_SLOTS`] slots: sizes from `size`, at most `fill` bytes written.
-fn churn<B: Backend>(
-    b: &B,
-    iters: u64,
-    size: impl Fn(&mut Rng) -> usize,
-    fill: usize,
-) -> Duration {
+fn churn<B: Backend>(b: &B, iters: u64, size: impl Fn(&mut Rng) -> usize, fill: usize) -> Duration {
     let mut rng = Rng::new(42);
     let mut slots: Vec<B::Buf> = (0..B4_SLOTS)
         .map(|_| {
