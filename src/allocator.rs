@@ -382,6 +382,10 @@ impl Home for Shared {
         self.id
     }
 
+    fn is_closed(&self) -> bool {
+        Shared::is_closed(self)
+    }
+
     fn recycle(&self, chunk: ChunkPtr) {
         let mut free = Vec::new();
         if chunk.is_unpooled() {
@@ -449,12 +453,12 @@ pub(crate) unsafe fn release_region(chunk: ChunkPtr, idx: u32) {
 #[inline(never)]
 unsafe fn release_remote(chunk: ChunkPtr, idx: u32) {
     // Account first: once the region is handed back the chunk may be recycled at any moment.
-    // A thread with a magazine of this allocator records the release in its own stats shard
-    // (plain load and store; `Stats` sums the shards, so which shard records it does not
-    // matter); others use the shared shard's atomics.
+    // The releasing thread records it in its own stats shard (its magazine's, or its release
+    // shard for this allocator: a plain load and store; `Stats` sums the shards, so which
+    // shard records it does not matter); at thread exit, the shared shard's atomics.
     // SAFETY: the caller holds the region, so the format is stable.
     let size = unsafe { chunk.seg_size() };
-    if !magazine::account_release(chunk.home_id(), size) {
+    if !magazine::account_release(chunk, size) {
         chunk
             .home()
             .counters()

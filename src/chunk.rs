@@ -94,6 +94,9 @@ pub(crate) trait Home: Any + Send + Sync {
     /// A number naming this home among the live ones (kept in each chunk, so a releasing
     /// thread can find its own per-home state without a virtual call).
     fn id(&self) -> usize;
+
+    /// `true` once the home has closed for good (releases still come back to it).
+    fn is_closed(&self) -> bool;
 }
 
 /// A free segment waiting in a magazine's per-class cache, written over the segment's first
@@ -888,6 +891,9 @@ mod tests {
         }
         fn id(&self) -> usize {
             0
+        }
+        fn is_closed(&self) -> bool {
+            false
         }
     }
 

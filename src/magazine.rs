@@ -661,6 +661,9 @@ impl Body {
     #[inline(always)]
     fn alloc_fast(&mut self, class: SizeClass) -> Option<Carved> {
         let cs = self.classes.get_mut(class.index())?;
+        // The cache first: a chunk's free space that a release elsewhere in the class made is
+        // reused before the current chunk is carved, and without looking at the current
+        // chunk's remote stack (a line other threads write).
         if let Some(node) = cs.cache {
             // SAFETY: the first node of this magazine's cache; we unlink it.
             let (c, idx, next) = unsafe { CachedSeg::take(node) };
@@ -846,18 +849,18 @@ impl Body {
     unsafe fn free(&mut self, chunk: ChunkPtr, idx: u32, link: Option<&Link>) {
         // SAFETY (whole block): owned, inside the gate; the region is the caller's.
         unsafe {
-            let tag = chunk.slot() & TAG_MASK;
+            let mut tag = chunk.slot() & TAG_MASK;
             if tag <= SPACIOUS {
                 if let Some(link) = link {
                     if self.free_to_cache(chunk, idx, &link.home) {
                         return;
                     }
+                    // Not cached: caching is off, or a flush made the chunk current.
+                    tag = chunk.slot() & TAG_MASK;
                 }
             }
             let live = chunk.free_local(idx);
             self.shard.add_owned(-(chunk.seg_size() as i64), -1);
-            // Re-read: a cache flush may have made the chunk current.
-            let tag = chunk.slot() & TAG_MASK;
             if tag != IDLE && (live == 0 || tag == FULL) {
                 if let Some(link) = link {
                     self.after_free_slow(chunk, live, tag, &link.home);
@@ -1351,9 +1354,30 @@ impl Roster {
     }
 }
 
-/// The magazines of one thread, indexed by allocator id.
+/// The magazines of one thread, indexed by allocator id, and its release shards.
 struct Registry {
     magazines: Vec<Option<ModelArc<Magazine>>>,
+    /// One stats shard per allocator whose buffers this thread released without having a
+    /// magazine of it (see [`account_release`]).
+    releasers: Vec<Releaser>,
+}
+
+/// A thread's stats shard for the releases of one allocator's buffers it makes without a
+/// magazine of that allocator. The allocator is held weakly: a thread that only consumes
+/// must not keep an allocator alive. While the `Weak` lives its allocation does too, so no
+/// other allocator can sit at the same address: comparing addresses identifies it.
+struct Releaser {
+    home: std::sync::Weak<dyn Home>,
+    shard: Arc<Shard>,
+}
+
+impl Releaser {
+    /// Folds the shard into its allocator's shared counters, if the allocator still lives.
+    fn fold(self) {
+        if let Some(home) = self.home.upgrade() {
+            home.counters().unregister(&self.shard);
+        }
+    }
 }
 
 impl Drop for Registry {
@@ -1361,6 +1385,10 @@ impl Drop for Registry {
         forget_last(usize::MAX);
         for m in self.magazines.drain(..).flatten() {
             leave(m);
+        }
+        forget_last_release();
+        for r in self.releasers.drain(..) {
+            r.fold();
         }
     }
 }
@@ -1380,12 +1408,15 @@ fn leave(m: ModelArc<Magazine>) {
 
 #[cfg(not(loom))]
 thread_local! {
-    static REGISTRY: UnsafeCell<Registry> = const { UnsafeCell::new(Registry { magazines: Vec::new() }) };
+    static REGISTRY: UnsafeCell<Registry> = const {
+        UnsafeCell::new(Registry { magazines: Vec::new(), releasers: Vec::new() })
+    };
 }
 
 #[cfg(loom)]
 thread_local! {
-    static REGISTRY: UnsafeCell<Registry> = UnsafeCell::new(Registry { magazines: Vec::new() });
+    static REGISTRY: UnsafeCell<Registry> =
+        UnsafeCell::new(Registry { magazines: Vec::new(), releasers: Vec::new() });
 }
 
 #[cfg(not(loom))]
@@ -1398,6 +1429,23 @@ thread_local! {
     /// there).
     static LAST: std::cell::Cell<(usize, *const Magazine)> =
         const { std::cell::Cell::new((usize::MAX, ptr::null())) };
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    /// The release shard [`account_release`] used last on this thread, as `(allocator's
+    /// address, shard)`, so a thread that only releases one allocator's buffers finds its
+    /// shard with two plain thread-local loads. Cleared before the registry drops any
+    /// release shard.
+    static LAST_RELEASE: std::cell::Cell<(*const (), *const Shard)> =
+        const { std::cell::Cell::new((ptr::null(), ptr::null())) };
+}
+
+/// Forgets the cached release shard.
+#[inline]
+fn forget_last_release() {
+    #[cfg(not(loom))]
+    LAST_RELEASE.with(|l| l.set((ptr::null(), ptr::null())));
 }
 
 /// Forgets the fast path's cached magazine if it is allocator `id`'s (`usize::MAX`: any).
@@ -1464,11 +1512,17 @@ pub(crate) fn alloc_fast(id: usize, class: SizeClass) -> Option<Carved> {
     alloc_fast_lookup(id, class)
 }
 
-/// Records the release of a `size`-byte region of allocator `id` in the calling thread's own
-/// stats shard, if the thread has a live magazine of that allocator; `false` if it has none
-/// (the caller then uses the shared shard). Never creates a magazine.
+/// Records the release of a `size`-byte region of `chunk`'s allocator in the calling thread's
+/// own stats shard: its live magazine's, if it has one of that allocator, else its release
+/// shard for that allocator (made on first use). `false` only when the thread's registry is
+/// gone (thread exit): the caller then uses the shared shard. Never creates a magazine.
+///
+/// Either way the update is a plain load and store on a line only this thread writes, so a
+/// thread that only consumes (drops what others allocated) does not pay two atomic adds on
+/// the shared shard's line per release.
 #[inline]
-pub(crate) fn account_release(id: usize, size: usize) -> bool {
+pub(crate) fn account_release(chunk: ChunkPtr, size: usize) -> bool {
+    let id = chunk.home_id();
     let add = |s: &mut State| {
         if s.link.is_none() {
             return false;
@@ -1481,15 +1535,79 @@ pub(crate) fn account_release(id: usize, size: usize) -> bool {
         let (last_id, m) = LAST.with(|last| last.get());
         if last_id == id {
             // SAFETY: as in `alloc_fast`.
-            return unsafe { &*m }.run(add);
-        }
-        if last_id == usize::MAX {
+            if unsafe { &*m }.run(add) {
+                return true;
+            }
+        } else if last_id == usize::MAX {
             // The thread has not allocated since its last magazine change (a thread that only
-            // releases, typically): skip the registry; the shared shard is as exact.
-            return false;
+            // releases, typically): skip the magazines.
+            let at = Arc::as_ptr(chunk.home()).cast::<()>();
+            let (home, shard) = LAST_RELEASE.with(|l| l.get());
+            if home == at {
+                // SAFETY: `LAST_RELEASE` names a shard the registry holds (it is cleared
+                // before the registry lets go of one).
+                unsafe { &*shard }.add_owned(-(size as i64), -1);
+                return true;
+            }
+            return account_release_shard(chunk.home(), size);
         }
     }
-    with_existing(id, |m| m.run(add)).unwrap_or(false)
+    if with_existing(id, |m| m.run(add)) == Some(true) {
+        return true;
+    }
+    account_release_shard(chunk.home(), size)
+}
+
+/// The releasing thread's own shard for `home`'s releases (see [`account_release`]).
+fn account_release_shard(home: &Arc<dyn Home>, size: usize) -> bool {
+    REGISTRY
+        .try_with(|reg| -> bool {
+            reg.with_mut(|reg| {
+                // SAFETY: the registry is this thread's alone, and nothing called below
+                // re-enters it (registering a shard takes only the counters' lock).
+                let reg = unsafe { &mut *reg };
+                let at = Arc::as_ptr(home).cast::<()>();
+                let found = reg
+                    .releasers
+                    .iter()
+                    .position(|r| r.home.as_ptr().cast::<()>() == at);
+                let i = match found {
+                    Some(i) => i,
+                    // A closed allocator gets none: its remaining releases use the shared
+                    // shard, and the thread keeps nothing of it.
+                    None if home.is_closed() => return false,
+                    None => add_releaser(reg, home),
+                };
+                let shard = &reg.releasers[i].shard;
+                shard.add_owned(-(size as i64), -1);
+                #[cfg(not(loom))]
+                LAST_RELEASE.with(|l| l.set((at, Arc::as_ptr(shard))));
+                true
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Makes the calling thread's release shard for `home` (dropping those of allocators that
+/// are gone); answers its index.
+#[cold]
+fn add_releaser(reg: &mut Registry, home: &Arc<dyn Home>) -> usize {
+    forget_last_release();
+    let mut i = 0;
+    while i < reg.releasers.len() {
+        if reg.releasers[i].home.strong_count() == 0 {
+            reg.releasers.swap_remove(i).fold();
+        } else {
+            i += 1;
+        }
+    }
+    let shard = Arc::new(Shard::default());
+    home.counters().register_releaser(shard.clone());
+    reg.releasers.push(Releaser {
+        home: Arc::downgrade(home),
+        shard,
+    });
+    reg.releasers.len() - 1
 }
 
 /// [`alloc_fast`] through the registry, remembering the magazine found in `LAST`.

@@ -1,18 +1,20 @@
 //! Statistics: the counters every other room updates, and the [`Stats`] snapshot users read.
 //!
-//! Owns: [`Counters`] (one per allocator) and [`Shard`]s (one per magazine, plus one shared
-//! shard for threads that are not a region's owner). May import: `sync`, `error`.
+//! Owns: [`Counters`] (one per allocator) and [`Shard`]s (one per magazine, one per thread
+//! that releases the allocator's buffers without a magazine of it, plus one shared shard for
+//! the rest). May import: `sync`, `error`.
 //!
 //! Invariants:
 //! * Counters that change on slow paths only (chunk creation and release, caching, unpooled
 //!   buffers) are plain shared atomics.
 //! * `live_bytes` and `live_buffers` change on every allocation and release, so they are
 //!   sharded: a magazine's owner thread updates its own cache-line-padded [`Shard`] with a
-//!   relaxed load and a relaxed store (no read-modify-write, no contention); a thread that
-//!   releases a region it does not own pays a `fetch_add` on the shared shard, as it already
-//!   pays an atomic to hand the region back. A shard may go negative; the sum is exact.
-//! * A magazine's shard is folded into the shared shard under the registry lock when the
-//!   magazine dies, so a snapshot never counts it twice or loses it.
+//!   relaxed load and a relaxed store (no read-modify-write, no contention); so does a thread
+//!   that releases regions it does not own, in its own magazine's shard or its *release shard*
+//!   for that allocator; only a release at thread exit or into a closed allocator pays a
+//!   `fetch_add` on the shared shard. A shard may go negative; the sum is exact.
+//! * A magazine's (or release) shard is folded into the shared shard under the registry lock
+//!   when the magazine dies (the thread exits), so a snapshot never counts it twice or loses it.
 //! * A snapshot is exact whenever no thread is allocating or releasing concurrently.
 
 use std::fmt;
@@ -142,8 +144,15 @@ pub(crate) struct Counters {
     unpooled_allocations: AtomicU64,
     /// Live counts changed by threads that are not a region's owner.
     pub(crate) shared: Shard,
-    /// Shards of the living magazines.
-    shards: Mutex<Vec<Arc<Shard>>>,
+    /// Shards of the living magazines, and of the threads that release this allocator's
+    /// buffers without a magazine of it.
+    shards: Mutex<Shards>,
+}
+
+#[derive(Debug, Default)]
+struct Shards {
+    magazines: Vec<Arc<Shard>>,
+    releasers: Vec<Arc<Shard>>,
 }
 
 impl Counters {
@@ -196,16 +205,28 @@ impl Counters {
 
     /// Registers a new magazine's shard.
     pub(crate) fn register(&self, shard: Arc<Shard>) {
-        self.shards.with(|v| v.push(shard));
+        self.shards.with(|v| v.magazines.push(shard));
     }
 
-    /// Folds a dying magazine's shard into the shared shard and forgets it.
+    /// Registers the shard of a thread that releases this allocator's buffers without having
+    /// a magazine of it (a consumer): its releases are counted there with plain loads and
+    /// stores instead of two atomic adds on the shared shard's line. Not counted in
+    /// `Stats::magazines`.
+    pub(crate) fn register_releaser(&self, shard: Arc<Shard>) {
+        self.shards.with(|v| v.releasers.push(shard));
+    }
+
+    /// Folds a dying magazine's (or releasing thread's) shard into the shared shard and
+    /// forgets it.
     pub(crate) fn unregister(&self, shard: &Arc<Shard>) {
         self.shards.with(|v| {
-            if let Some(i) = v.iter().position(|s| Arc::ptr_eq(s, shard)) {
-                let s = v.swap_remove(i);
-                let (bytes, buffers) = s.read();
-                self.shared.add_shared(bytes, buffers);
+            for list in [&mut v.magazines, &mut v.releasers] {
+                if let Some(i) = list.iter().position(|s| Arc::ptr_eq(s, shard)) {
+                    let s = list.swap_remove(i);
+                    let (bytes, buffers) = s.read();
+                    self.shared.add_shared(bytes, buffers);
+                    return;
+                }
             }
         });
     }
@@ -216,12 +237,12 @@ impl Counters {
         // magazine is folded into it under that lock, so the snapshot sees it exactly once.
         let (bytes, buffers, magazines) = self.shards.with(|v| {
             let (mut b, mut n) = self.shared.read();
-            for s in v.iter() {
+            for s in v.magazines.iter().chain(&v.releasers) {
                 let (sb, sn) = s.read();
                 b = b.wrapping_add(sb);
                 n = n.wrapping_add(sn);
             }
-            (b, n, v.len())
+            (b, n, v.magazines.len())
         });
         Stats {
             allocated_bytes: self.allocated_bytes.load(Relaxed),

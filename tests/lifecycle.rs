@@ -233,3 +233,50 @@ fn trim_thread_hands_back_only_the_callers_idle_chunks() {
     );
     assert_eq!(after.allocated_bytes, 0, "{after}");
 }
+
+/// A thread that only releases (a consumer) counts its releases in a stats shard of its own:
+/// the figures stay exact while it lives, with two allocators at once, and after it exits
+/// (its shard is folded into the allocator's), and it is no magazine.
+#[test]
+fn a_consumer_thread_counts_in_its_own_shard() {
+    let pools = [small_pool(), small_pool()];
+    let bufs: Vec<Vec<_>> = pools
+        .iter()
+        .map(|p| (0..40).map(|_| p.allocate(64)).collect())
+        .collect();
+    let (to_consumer, from_producer) = std::sync::mpsc::channel::<Vec<_>>();
+    let (step_done, wait_step) = std::sync::mpsc::channel::<()>();
+    let consumer = thread::spawn(move || {
+        for batch in from_producer {
+            drop(batch);
+            step_done.send(()).unwrap();
+        }
+    });
+    let mut left = [40usize, 40];
+    for (i, mut v) in bufs.into_iter().enumerate() {
+        // Half, then the rest, each checked while the consumer lives.
+        let rest = v.split_off(20);
+        for part in [v, rest] {
+            to_consumer.send(part).unwrap();
+            wait_step.recv().unwrap();
+            left[i] -= 20;
+            for (p, &n) in pools.iter().zip(&left) {
+                let s = p.stats();
+                assert_eq!((s.live_buffers, s.live_bytes), (n, n * 64), "{s}");
+                assert_eq!(s.magazines, 1, "a consumer has no magazine: {s}");
+            }
+        }
+    }
+    drop(to_consumer);
+    consumer.join().unwrap();
+    for p in &pools {
+        let s = p.stats();
+        assert!(s.is_quiet(), "after the consumer exited: {s}");
+        // This thread allocates and releases again: its own magazine counts, and the
+        // consumer's folded releases stay counted once.
+        let b = p.allocate(64);
+        assert_eq!(p.stats().live_buffers, 1);
+        drop(b);
+        assert!(p.stats().is_quiet());
+    }
+}
