@@ -262,18 +262,10 @@ impl ClassState {
         }
     }
 
-    /// Takes the whole cache out: its segments, newest first.
-    fn take_cache(&mut self) -> Vec<(ChunkPtr, u32)> {
-        let mut out = Vec::with_capacity(self.cached as usize);
-        let mut node = self.cache.take();
-        while let Some(n) = node {
-            // SAFETY: a node of this magazine's cache, which no longer lists it.
-            let (chunk, idx, next) = unsafe { CachedSeg::read(n) };
-            out.push((chunk, idx));
-            node = next;
-        }
+    /// Forgets the whole cache (its chunks are all being given up).
+    fn clear_cache(&mut self) {
+        self.cache = None;
         self.cached = 0;
-        out
     }
 
     fn owned(&self) -> impl Iterator<Item = ChunkPtr> + '_ {
@@ -641,7 +633,7 @@ impl State {
         let mut classes = std::mem::take(&mut body.classes);
         for cs in classes.iter_mut() {
             // The cached segments are free space of chunks abandoned below: nothing to do.
-            cs.take_cache();
+            cs.clear_cache();
             for c in cs.owned() {
                 // SAFETY: owned by this magazine, which gives it up here.
                 unsafe { c.drain_remote() };

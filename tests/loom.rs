@@ -28,7 +28,8 @@
 //! into the same chunk; 10. `trim()` racing thread exit; 11. `trim()` racing an
 //! `allocate_with` whose `init` allocates (review finding 1); 12. the close racing the idle
 //! sweep (finding 2); 13. the idle sweep racing allocation; 14. the close racing the owner's
-//! local frees (the re-check inside the gate); 15. one `trim()` claiming two owners at once.
+//! local frees (the re-check inside the gate); 15. one `trim()` claiming two owners at once;
+//! and of the speed issue: 16. a consumer thread's release shard folded while snapshots run.
 //!
 //! Every model runs with a preemption bound of 3 except models 2, 12, 13 and 15, which run at
 //! 2 to keep CI within its time: they explore 74,000, 63,000, 480,000 and 197,000 executions
@@ -626,5 +627,38 @@ fn one_trim_claims_two_owners() {
         pool.trim();
         let s = pool.stats();
         assert_eq!((s.allocated_bytes, s.chunks), (0, 0), "{s}");
+    });
+}
+
+/// Model 16. A thread that only releases (a consumer) counts its releases in a release shard
+/// of its own, registered with the allocator's counters; when it exits, the shard is folded
+/// into the shared counters, which may happen after `join` (see the loom quirk above) and so
+/// race with this thread's snapshots. Every snapshot counts the release at most once, and
+/// after `join` exactly once, folded or not; the allocator ends quiet.
+#[test]
+fn a_consumer_exits_during_a_snapshot() {
+    model("a_consumer_exits_during_a_snapshot", 3, || {
+        let pool = tiny_pool();
+        let a = filled(&pool, 1);
+        let b = filled(&pool, 2);
+        let consumer = thread::spawn(move || {
+            check(&a, 1);
+            drop(a);
+        });
+        race();
+        let s = pool.stats();
+        assert!(
+            (1..=2).contains(&s.live_buffers),
+            "a release counted twice or a buffer lost: {s}"
+        );
+        consumer.join().unwrap();
+        for _ in 0..2 {
+            let s = pool.stats();
+            assert_eq!((s.live_buffers, s.live_bytes), (1, SEG), "{s}");
+            thread::yield_now();
+        }
+        check(&b, 2);
+        drop(b);
+        assert!(pool.stats().is_quiet(), "{}", pool.stats());
     });
 }

@@ -84,7 +84,7 @@ fn churn(slots: usize, rounds: usize, size: impl Fn(&mut Rng) -> usize) {
 #[test]
 fn churn_at_one_small_size() {
     let (slots, rounds) = if cfg!(miri) {
-        (300, 2_000)
+        (150, 600)
     } else {
         (8192, 200_000)
     };
@@ -94,7 +94,7 @@ fn churn_at_one_small_size() {
 #[test]
 fn churn_at_mixed_sizes() {
     let (slots, rounds, top) = if cfg!(miri) {
-        (100, 1_000, 8 << 10)
+        (40, 200, 2 << 10)
     } else {
         (2048, 60_000, 64 << 10)
     };
