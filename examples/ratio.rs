@@ -34,7 +34,7 @@ use workloads::{label, Plain, Pool, B1_SIZES, B2_SIZES, GLOBAL_ALLOCATOR};
 const USAGE: &str = "\
 usage: ratio [--quick] [--all-allocators] [--out FILE] [--no-memory] [--help]
 
-Runs each benchmark row (B1..B6, xmalloc, larson; with --features codec also the codec rows,
+Runs each benchmark row (B1..B7, xmalloc, larson; with --features codec also the codec rows,
 against tokio-util's codec on BytesMut) on adaptive-pool and on bytes::BytesMut,
 alternating the two in one process, and prints pool time / BytesMut time per row (below 1.00
 the pool is faster), then the memory rows. Writes the tables as Markdown.
