@@ -355,6 +355,15 @@ struct Body {
     went_to_allocator: bool,
 }
 
+/// What is left to do after [`Body::free`].
+enum Freed {
+    Done,
+    /// The chunk is not current: the region is not released yet.
+    Listed,
+    /// The current chunk just emptied.
+    EmptiedCurrent,
+}
+
 /// What a reclaim takes from a magazine.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Reclaim {
@@ -618,7 +627,16 @@ impl State {
     #[inline(always)]
     unsafe fn free(&mut self, chunk: ChunkPtr, idx: u32) {
         // SAFETY: by the caller's guarantee.
-        unsafe { self.body.free(chunk, idx, self.link.as_ref()) }
+        match unsafe { self.body.free(chunk, idx) } {
+            Freed::Done => {}
+            // SAFETY: by the caller's guarantee (the region is not released yet).
+            Freed::Listed => unsafe { self.body.free_listed(chunk, idx, self.link.as_ref()) },
+            Freed::EmptiedCurrent => {
+                if let Some(link) = &self.link {
+                    self.body.after_free_slow(chunk, 0, CURRENT, &link.home);
+                }
+            }
+        }
     }
 
     /// Gives up every chunk for good (thread exit, or the allocator's close): each is drained
@@ -829,76 +847,96 @@ impl Body {
         Some(c)
     }
 
-    /// Releases a region into an owned chunk: plain loads and stores. A region of a chunk
-    /// that is not current goes to its class's cache (unless the chunk just became fully
-    /// free: then it is retired). A region of the current chunk goes on the chunk's own list,
-    /// and the chunk is counted against the idle budget if it just emptied for the first time
+    /// Releases a region into an owned chunk when it is current: plain loads and stores onto
+    /// the chunk's own list. Answers what is left to do: nothing; the release itself, for a
+    /// chunk that is not current ([`Body::free_listed`]: the class's cache); or counting the
+    /// current chunk against the idle budget, because it just emptied for the first time
     /// since it was counted.
     ///
     /// # Safety
-    /// This magazine owns `chunk` and the caller gives up the last handle to region `idx`.
+    /// This magazine owns `chunk` and the caller gives up the last handle to region `idx`
+    /// (and, on `Freed::Listed`, releases it with [`Body::free_listed`]).
     #[inline(always)]
-    unsafe fn free(&mut self, chunk: ChunkPtr, idx: u32, link: Option<&Link>) {
+    unsafe fn free(&mut self, chunk: ChunkPtr, idx: u32) -> Freed {
         // SAFETY (whole block): owned, inside the gate; the region is the caller's.
         unsafe {
-            let mut tag = chunk.slot() & TAG_MASK;
+            let tag = chunk.slot() & TAG_MASK;
             if tag <= SPACIOUS {
-                if let Some(link) = link {
-                    if self.free_to_cache(chunk, idx, &link.home) {
-                        return;
-                    }
-                    // Not cached: caching is off, or a flush made the chunk current.
-                    tag = chunk.slot() & TAG_MASK;
-                }
+                return Freed::Listed;
             }
+            let seg = chunk.seg_size();
             let live = chunk.free_local(idx);
-            self.shard.add_owned(-(chunk.seg_size() as i64), -1);
-            if tag != IDLE && (live == 0 || tag == FULL) {
-                if let Some(link) = link {
-                    self.after_free_slow(chunk, live, tag, &link.home);
-                }
+            self.shard.add_owned(-(seg as i64), -1);
+            // A current chunk tagged `IDLE` is counted already.
+            if tag == CURRENT && live == 0 {
+                return Freed::EmptiedCurrent;
             }
+            Freed::Done
         }
     }
 
-    /// Releases a region of a listed chunk into its class's cache (flushing the older half
-    /// first if it is full); `false` if the class does not cache (scrubbing is on), or a
-    /// flush made the chunk current, and the caller must free it to the chunk.
+    /// Releases a region of a listed chunk (tagged `FULL` or `SPACIOUS`) into its class's
+    /// cache, flushing the older half of the cache first if it is full. If every region of
+    /// the chunk is now free, the chunk is retired instead. Without the cache (scrubbing is
+    /// on), or when a flush made the chunk current, the region goes on the chunk's own list.
     ///
     /// # Safety
-    /// As for [`Body::free`], and `chunk` is listed (tagged `FULL` or `SPACIOUS`).
+    /// As for [`Body::free`], and `chunk` is listed.
     // Out of line: inlined, its registers would cost the release into the current chunk
     // (the allocate/free loop) a tenth more instructions.
     #[inline(never)]
-    unsafe fn free_to_cache(&mut self, chunk: ChunkPtr, idx: u32, home: &Arc<dyn Home>) -> bool {
+    unsafe fn free_listed(&mut self, chunk: ChunkPtr, idx: u32, link: Option<&Link>) {
         // SAFETY: owned by this magazine.
         let class = unsafe { chunk.class() } as usize;
+        let Some(link) = link else {
+            // No allocator any more (cannot happen for an owned chunk, which a dying
+            // magazine abandons first): keep the accounting exact all the same.
+            // SAFETY: as the caller guarantees.
+            unsafe { self.free_local_counted(chunk, idx) };
+            return;
+        };
+        let home = &link.home;
         let cs = &mut self.classes[class];
-        if cs.cached >= cs.cache_cap {
-            if cs.cache_cap == 0 {
-                return false;
-            }
+        if cs.cached >= cs.cache_cap && cs.cache_cap != 0 {
             self.flush_cache(class, home);
-            // SAFETY: owned by this magazine.
-            if unsafe { chunk.slot() } & TAG_MASK > SPACIOUS {
-                return false;
-            }
         }
         let cs = &mut self.classes[class];
-        // SAFETY: owned; the caller gives up the region; `cs.cache` is this cache's head.
-        let (node, live) = unsafe { chunk.release_to_cache(idx, cs.cache) };
-        self.shard.add_owned(-(cs.seg_size as i64), -1);
-        if live != 0 {
-            cs.cache = Some(node);
-            cs.cached += 1;
-        } else {
-            // Every region of the listed chunk is free: it is retired (with the node, which is
-            // not linked in).
-            // SAFETY: owned by this magazine.
-            let tag = unsafe { chunk.slot() } & TAG_MASK;
-            self.after_free_slow(chunk, 0, tag, home);
+        // SAFETY: owned by this magazine.
+        let tag = unsafe { chunk.slot() } & TAG_MASK;
+        if cs.cached < cs.cache_cap && tag <= SPACIOUS {
+            // SAFETY: owned; the caller gives up the region; `cs.cache` is this cache's head.
+            let (node, live) = unsafe { chunk.release_to_cache(idx, cs.cache) };
+            self.shard.add_owned(-(cs.seg_size as i64), -1);
+            if live != 0 {
+                cs.cache = Some(node);
+                cs.cached += 1;
+            } else {
+                // Every region of the listed chunk is free: it is retired (with the node,
+                // which is not linked in).
+                self.after_free_slow(chunk, 0, tag, home);
+            }
+            return;
         }
-        true
+        // SAFETY: as the caller guarantees.
+        let live = unsafe { self.free_local_counted(chunk, idx) };
+        if tag != IDLE && (live == 0 || tag == FULL) {
+            self.after_free_slow(chunk, live, tag, home);
+        }
+    }
+
+    /// Puts region `idx` on its chunk's own free list and counts the release; answers the
+    /// live regions left.
+    ///
+    /// # Safety
+    /// As for [`Body::free`].
+    unsafe fn free_local_counted(&mut self, chunk: ChunkPtr, idx: u32) -> u32 {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            let seg = chunk.seg_size();
+            let live = chunk.free_local(idx);
+            self.shard.add_owned(-(seg as i64), -1);
+            live
+        }
     }
 
     /// The class's cache is full: its older half goes back to the chunks' own lists, and
