@@ -155,7 +155,9 @@ impl Builder {
     /// poison byte when [`poison`](Self::poison) is on (the default in debug builds); the
     /// pool then keeps a 4-byte free-list link (a segment index, not your data) in the first
     /// bytes of a free region, which a later buffer's spare capacity may show. Safe code never
-    /// sees spare capacity anyway; this is defence in depth for secrets.
+    /// sees spare capacity anyway; this is defence in depth for secrets. It turns off the
+    /// magazines' per-class cache of free segments (whose 24-byte links would sit in the
+    /// released bytes): releases into chunks that are not current go to the chunks' own lists.
     pub fn zero_on_release(mut self, yes: bool) -> Self {
         self.zero_on_release = yes;
         self
@@ -196,7 +198,9 @@ impl Builder {
 
     /// Fill released regions with a poison byte and check it when a region is reused, so a
     /// write through a dangling pointer is caught (the allocator panics naming it). Default:
-    /// on under `debug_assertions`, off otherwise.
+    /// on under `debug_assertions`, off otherwise. Like [`zero_on_release`](Self::zero_on_release),
+    /// it turns off the magazines' per-class cache of free segments, whose links would sit in
+    /// the released bytes.
     pub fn poison(mut self, yes: bool) -> Self {
         self.poison = Some(yes);
         self
