@@ -471,6 +471,32 @@ unsafe fn release_remote(chunk: ChunkPtr, idx: u32) {
     }
 }
 
+/// `bytes` of a live region of `chunk` are no longer covered by a live handle (a handle of a
+/// split region dropped while others live on): added to the allocator's `pinned_bytes`.
+#[inline]
+pub(crate) fn pin(chunk: ChunkPtr, bytes: usize) {
+    chunk.home().counters().pin(bytes);
+}
+
+/// `bytes` [`pin`]ned in a region of `chunk` are covered again or released with the region.
+#[inline]
+pub(crate) fn unpin(chunk: ChunkPtr, bytes: usize) {
+    chunk.home().counters().unpin(bytes);
+}
+
+/// The allocator that owns `chunk`, borrowed from the chunk's header (no reference count
+/// touched): valid while the caller holds a region of `chunk`.
+fn shared_ref(chunk: &ChunkPtr) -> &Shared {
+    let home: &(dyn Any + Send + Sync) = &**chunk.home();
+    home.downcast_ref::<Shared>()
+        .expect("every chunk's home is an allocator")
+}
+
+/// The `compact_frozen_below` setting of the allocator that owns `chunk` (0: off).
+pub(crate) fn compact_percent(chunk: ChunkPtr) -> u32 {
+    shared_ref(&chunk).settings.compact_below_percent
+}
+
 /// Allocates a region from the allocator that owns `chunk` (a buffer's growth or clone).
 pub(crate) fn region_like(chunk: ChunkPtr, capacity: usize) -> Result<Region, AllocError> {
     shared_of(chunk).try_allocate(capacity)

@@ -35,13 +35,30 @@ use crate::chunk::ChunkPtr;
 use crate::error::{AllocError, InitError};
 use crate::sync::{self, AtomicUsize, Ordering::*};
 
-/// The number of handles on a region shared by `split_to`/`split_off`, and the region's size.
+/// The number of handles on a region shared by `split_to`/`split_off`, the region's size,
+/// and the bytes of it that dropped handles gave up.
 struct ShareCount {
     refs: AtomicUsize,
     /// Bytes of the whole region, from its start. Recorded when the region is first shared
     /// (an unshared handle's view always ends at its region's end, so `offset + cap` is the
     /// region then); in-place growth of the last handle and growth hints read it.
     region: usize,
+    /// Bytes of the region that no live handle covers: the views of handles that dropped
+    /// while others lived on (added before their decrement of `refs`). The same bytes are in
+    /// the allocator's `pinned_bytes`, from which the region's last handle takes them out.
+    uncovered: AtomicUsize,
+}
+
+impl ShareCount {
+    /// A count for a region of `region` bytes with `refs` handles and nothing uncovered,
+    /// leaked from a `Box` (the last handle frees it).
+    fn leak(refs: usize, region: usize) -> NonNull<ShareCount> {
+        NonNull::from(Box::leak(Box::new(ShareCount {
+            refs: AtomicUsize::new(refs),
+            region,
+            uncovered: AtomicUsize::new(0),
+        })))
+    }
 }
 
 /// The most of a shared region's size that growth after a split takes as its hint, as
@@ -336,6 +353,8 @@ impl PooledBuf {
         if offset + needed <= region {
             // Only reachable when shared: the bytes after the view belonged to dropped handles.
             self.cap = region - offset;
+            // Covered again, all but the bytes before the view.
+            self.set_uncovered(chunk, offset);
             return true;
         }
         if needed <= region && offset >= self.len {
@@ -344,9 +363,26 @@ impl PooledBuf {
             unsafe { ptr::copy_nonoverlapping(self.ptr.as_ptr(), base.as_ptr(), self.len) };
             self.ptr = base;
             self.cap = region;
+            self.set_uncovered(chunk, 0);
             return true;
         }
         false
+    }
+
+    /// Sets the uncovered bytes of this handle's shared region to `bytes` (this handle is its
+    /// only one and has just taken the rest of the region back), keeping the allocator's
+    /// `pinned_bytes` in step. Nothing to do for an unshared region.
+    fn set_uncovered(&mut self, chunk: ChunkPtr, bytes: usize) {
+        let Some(s) = self.share else { return };
+        // SAFETY: the count lives while any handle does; `self` is one (the only one, so no
+        // other thread touches the count now).
+        let count = unsafe { s.as_ref() };
+        let old = count.uncovered.swap(bytes, Relaxed);
+        if bytes > old {
+            allocator::pin(chunk, bytes - old);
+        } else if old > bytes {
+            allocator::unpin(chunk, old - bytes);
+        }
     }
 
     /// The moving case of `reserve`: a new region for `needed` bytes, the contents copied
@@ -479,11 +515,116 @@ impl PooledBuf {
     /// Converts into an immutable `bytes::Bytes` without copying (`Bytes::from_owner`, which
     /// boxes the buffer once). The `Bytes`, its clones and slices keep the memory; the last
     /// one dropped, on any thread, returns it to the pool.
+    ///
+    /// **Keeping a small frozen slice for long keeps its whole region.** A `Bytes` frozen from
+    /// a `split_to` of a large read buffer holds the read buffer's entire region until the
+    /// `Bytes` (and every clone) drops: a store of such values can hold many times the bytes
+    /// it stores (`Stats::pinned_bytes` shows it). For values kept beyond the request, use
+    /// [`freeze_compact`](Self::freeze_compact), or build the allocator with
+    /// [`compact_frozen_below`](crate::Builder::compact_frozen_below), with which `freeze`
+    /// itself copies a small view of a split region into a region of its own size.
+    #[inline]
     pub fn freeze(self) -> Bytes {
         if self.chunk.is_none() {
             return Bytes::new();
         }
+        if self.share.is_some() {
+            return self.freeze_shared();
+        }
         Bytes::from_owner(self)
+    }
+
+    /// `freeze` of a handle of a shared region: compacts under the allocator's
+    /// `compact_frozen_below` when the region holds bytes of other handles, live or dropped.
+    #[inline(never)]
+    fn freeze_shared(self) -> Bytes {
+        let (Some(chunk), Some(s)) = (self.chunk, self.share) else {
+            return Bytes::from_owner(self);
+        };
+        let percent = allocator::compact_percent(chunk);
+        // SAFETY: the count lives while any handle does; `self` is one.
+        let count = unsafe { s.as_ref() };
+        let split = count.refs.load(Relaxed) != 1 || count.uncovered.load(Relaxed) != 0;
+        if percent != 0 && split && self.is_small_in_region(percent) {
+            return self.compact();
+        }
+        Bytes::from_owner(self)
+    }
+
+    /// Freezes into `Bytes`, copying the bytes into a region of their own size when they are
+    /// a small part of this handle's region, so that the `Bytes` does not keep the rest of the
+    /// region alive: use it for values kept long (a cache, a key-value store, a session's last
+    /// message) that were split from a large read buffer. "Small" is under the allocator's
+    /// [`compact_frozen_below`](crate::Builder::compact_frozen_below) percentage of the
+    /// region, or [`DEFAULT_COMPACT_PERCENT`](crate::DEFAULT_COMPACT_PERCENT) (50 %) when that
+    /// is not set. Otherwise, and if the copy's allocation fails, it is a plain zero-copy
+    /// [`freeze`](Self::freeze).
+    ///
+    /// The copy costs an allocation and a `memcpy` of the bytes (see `docs/BENCHMARKS.md`);
+    /// the handle given up releases its part of the region at once.
+    ///
+    /// ```
+    /// use adaptive_pool::AdaptiveAllocator;
+    ///
+    /// let pool = AdaptiveAllocator::new();
+    /// let mut read = pool.allocate(64 << 10);
+    /// read.extend_from_slice(b"key=value; the rest of a large read");
+    /// let value = read.split_to(9).freeze_compact(); // copied: 9 B of a 64 KiB region
+    /// drop(read);
+    /// assert_eq!(value, "key=value");
+    /// let s = pool.stats();
+    /// assert_eq!((s.live_buffers, s.pinned_bytes), (1, 0));
+    /// assert!(s.live_bytes < 64, "only the value's own small region is live: {s}");
+    /// ```
+    pub fn freeze_compact(self) -> Bytes {
+        let Some(chunk) = self.chunk else {
+            return Bytes::new();
+        };
+        let percent = match allocator::compact_percent(chunk) {
+            0 => crate::DEFAULT_COMPACT_PERCENT,
+            p => p,
+        };
+        if self.is_small_in_region(percent) {
+            return self.compact();
+        }
+        Bytes::from_owner(self)
+    }
+
+    /// `true` if the bytes written are less than `percent` % of this handle's whole region.
+    fn is_small_in_region(&self, percent: u32) -> bool {
+        let region = match (self.share, self.chunk) {
+            // SAFETY: the count lives while any handle does; `self` is one.
+            (Some(s), _) => unsafe { s.as_ref() }.region,
+            (None, Some(chunk)) => {
+                // SAFETY: this handle keeps region `idx` live.
+                let base = unsafe { chunk.segment(self.idx) };
+                // SAFETY: `ptr` lies within the region starting at `base`.
+                let offset = unsafe { self.ptr.as_ptr().offset_from(base.as_ptr()) } as usize;
+                offset + self.cap
+            }
+            (None, None) => return false,
+        };
+        (self.len as u128) * 100 < u128::from(percent) * region as u128
+    }
+
+    /// Copies the bytes into a buffer of their own size from the same allocator and freezes
+    /// that; `self` is dropped (releasing its part of the region). Zero-copy if the copy
+    /// cannot be allocated.
+    #[cold]
+    fn compact(self) -> Bytes {
+        let Some(chunk) = self.chunk else {
+            return Bytes::new();
+        };
+        if self.len == 0 {
+            return Bytes::new();
+        }
+        let Ok(region) = allocator::region_like(chunk, self.len) else {
+            return Bytes::from_owner(self);
+        };
+        let mut own = PooledBuf::from_region(region);
+        own.extend_from_slice(&self);
+        drop(self);
+        Bytes::from_owner(own)
     }
 
     /// Appends `other` when it is the part split off right after this one (`split_off`, or
@@ -621,11 +762,8 @@ impl PooledBuf {
                 let base = unsafe { chunk.segment(self.idx) };
                 // SAFETY: `ptr` lies within the region starting at `base`.
                 let offset = unsafe { self.ptr.as_ptr().offset_from(base.as_ptr()) } as usize;
-                let s = NonNull::from(Box::leak(Box::new(ShareCount {
-                    refs: AtomicUsize::new(2),
-                    // Unshared until now, so the view ends at the region's end.
-                    region: offset + self.cap,
-                })));
+                // Unshared until now, so the view ends at the region's end.
+                let s = ShareCount::leak(2, offset + self.cap);
                 self.share = Some(s);
                 Some(s)
             }
@@ -728,17 +866,48 @@ impl Drop for PooledBuf {
             return;
         };
         if let Some(s) = self.share {
-            // SAFETY: the count lives while any handle does; `self` is one.
-            if unsafe { s.as_ref() }.refs.fetch_sub(1, Release) != 1 {
+            if !self.leave_share(chunk, s) {
                 return;
             }
-            // Every other handle's accesses happen before the region is released.
-            sync::acquire_count(&unsafe { s.as_ref() }.refs);
-            // SAFETY: this was the last handle; the count was leaked from a `Box`.
-            drop(unsafe { Box::from_raw(s.as_ptr()) });
         }
         // SAFETY: this is the last handle on the region.
         unsafe { allocator::release_region(chunk, self.idx) }
+    }
+}
+
+impl PooledBuf {
+    /// The shared part of dropping a handle: gives up its place in region's count `s`.
+    /// Answers `true` if it was the region's last handle (the count is then freed and the
+    /// caller releases the region). A handle that leaves others behind adds its view to the
+    /// region's uncovered bytes and to the allocator's `pinned_bytes`; the last one takes the
+    /// region's whole uncovered figure back out, so the figure returns to exactly zero.
+    fn leave_share(&mut self, chunk: ChunkPtr, s: NonNull<ShareCount>) -> bool {
+        // SAFETY: the count lives while any handle does; `self` is one.
+        let count = unsafe { s.as_ref() };
+        // One handle left (this one): nobody can add a handle, so this is the last drop.
+        // `Acquire` pairs with the `Release` decrements of the handles dropped before.
+        if count.refs.load(Acquire) != 1 {
+            // Others may live on: this view becomes bytes no live handle covers. Counted
+            // before the decrement, after which another thread may free the count.
+            if self.cap != 0 {
+                count.uncovered.fetch_add(self.cap, Relaxed);
+                allocator::pin(chunk, self.cap);
+            }
+            if count.refs.fetch_sub(1, Release) != 1 {
+                return false;
+            }
+            // Every other handle's accesses (their `uncovered` additions included) happen
+            // before the region is released.
+            sync::acquire_count(&count.refs);
+        }
+        let uncovered = count.uncovered.load(Relaxed);
+        if uncovered != 0 {
+            allocator::unpin(chunk, uncovered);
+        }
+        // SAFETY: this was the last handle; the count was leaked from a `Box`, and nothing
+        // refers to it any more.
+        drop(unsafe { Box::from_raw(s.as_ptr()) });
+        true
     }
 }
 
