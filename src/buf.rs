@@ -25,6 +25,7 @@ use std::hash::{Hash, Hasher};
 use std::io;
 use std::mem::MaybeUninit;
 use std::ops::{Bound, Deref, DerefMut, RangeBounds};
+use std::panic::Location;
 use std::ptr::{self, NonNull};
 
 use bytes::buf::UninitSlice;
@@ -34,6 +35,7 @@ use crate::allocator::{self, AdaptiveAllocator, InitGuard, Region};
 use crate::chunk::ChunkPtr;
 use crate::error::{AllocError, InitError};
 use crate::sync::{self, AtomicUsize, Ordering::*};
+use crate::tracking::{SampleId, Tracker};
 
 /// The number of handles on a region shared by `split_to`/`split_off`, the region's size,
 /// and the bytes of it that dropped handles gave up.
@@ -47,16 +49,22 @@ struct ShareCount {
     /// while others lived on (added before their decrement of `refs`). The same bytes are in
     /// the allocator's `pinned_bytes`, from which the region's last handle takes them out.
     uncovered: AtomicUsize,
+    /// The region's record in its allocator's live-buffer report, when it was sampled
+    /// (`Builder::sample_allocations`): a sampled region is "shared" from birth, with one
+    /// handle, so that its last handle's drop (out of line, on the shared path) ends the
+    /// record and the unshared drop path pays nothing for sampling.
+    sample: Option<SampleId>,
 }
 
 impl ShareCount {
     /// A count for a region of `region` bytes with `refs` handles and nothing uncovered,
     /// leaked from a `Box` (the last handle frees it).
-    fn leak(refs: usize, region: usize) -> NonNull<ShareCount> {
+    fn leak(refs: usize, region: usize, sample: Option<SampleId>) -> NonNull<ShareCount> {
         NonNull::from(Box::leak(Box::new(ShareCount {
             refs: AtomicUsize::new(refs),
             region,
             uncovered: AtomicUsize::new(0),
+            sample,
         })))
     }
 }
@@ -185,6 +193,7 @@ impl PooledBuf {
 
     /// Like [`with_capacity`](Self::with_capacity), but returns the error instead of
     /// panicking.
+    #[track_caller]
     pub fn try_with_capacity(capacity: usize) -> Result<PooledBuf, AllocError> {
         crate::global().try_allocate(capacity)
     }
@@ -369,6 +378,38 @@ impl PooledBuf {
         false
     }
 
+    /// Makes this fresh buffer (its region unshared, just carved) a sampled one: its region
+    /// becomes shared with one handle and recorded as allocated at `site`.
+    fn start_sample(&mut self, t: &Tracker, id: SampleId, site: &'static Location<'static>) {
+        debug_assert!(self.share.is_none());
+        let s = ShareCount::leak(1, self.cap, Some(id));
+        self.share = Some(s);
+        // SAFETY: the count (and its `uncovered`) lives until the region's last handle drops,
+        // which removes the record first (`leave_share`).
+        unsafe { t.insert(id, site, self.cap, &s.as_ref().uncovered) };
+    }
+
+    /// If `old` is a sampled region's handle, records this fresh buffer (which takes over its
+    /// contents: growth, a compacting freeze) as a sampled region of the same site and age.
+    fn continue_sample_of(&mut self, old: &PooledBuf) {
+        let (Some(s), Some(chunk)) = (old.share, self.chunk) else {
+            return;
+        };
+        // SAFETY: the count lives while any handle does; `old` is one.
+        let Some(from) = (unsafe { s.as_ref() }).sample else {
+            return;
+        };
+        let Some(t) = allocator::tracker_of(&chunk) else {
+            return;
+        };
+        debug_assert!(self.share.is_none());
+        let id = t.new_id();
+        let s = ShareCount::leak(1, self.cap, Some(id));
+        self.share = Some(s);
+        // SAFETY: as in `start_sample`.
+        unsafe { t.insert_like(from, id, self.cap, &s.as_ref().uncovered) };
+    }
+
     /// Sets the uncovered bytes of this handle's shared region to `bytes` (this handle is its
     /// only one and has just taken the rest of the region back), keeping the allocator's
     /// `pinned_bytes` in step. Nothing to do for an unshared region.
@@ -428,6 +469,7 @@ impl PooledBuf {
             ptr::copy_nonoverlapping(self.ptr.as_ptr(), grown.ptr.as_ptr(), self.len);
             grown.set_len(self.len);
         }
+        grown.continue_sample_of(self);
         // The old region is released when `grown`'s old value (now `self`'s) drops.
         std::mem::swap(self, &mut grown);
         Ok(())
@@ -623,6 +665,7 @@ impl PooledBuf {
         };
         let mut own = PooledBuf::from_region(region);
         own.extend_from_slice(&self);
+        own.continue_sample_of(&self);
         drop(self);
         Bytes::from_owner(own)
     }
@@ -763,7 +806,7 @@ impl PooledBuf {
                 // SAFETY: `ptr` lies within the region starting at `base`.
                 let offset = unsafe { self.ptr.as_ptr().offset_from(base.as_ptr()) } as usize;
                 // Unshared until now, so the view ends at the region's end.
-                let s = ShareCount::leak(2, offset + self.cap);
+                let s = ShareCount::leak(2, offset + self.cap, None);
                 self.share = Some(s);
                 Some(s)
             }
@@ -795,8 +838,8 @@ impl AdaptiveAllocator {
     #[inline(never)]
     #[track_caller]
     fn allocate_slow(&self, capacity: usize) -> PooledBuf {
-        match self.region_slow(capacity) {
-            Ok(region) => PooledBuf::from_region(region),
+        match self.try_allocate_slow(capacity) {
+            Ok(buf) => buf,
             Err(e) => panic!("adaptive-pool: allocating a buffer of {capacity} bytes failed: {e}"),
         }
     }
@@ -808,11 +851,27 @@ impl AdaptiveAllocator {
     /// [`AllocError::MemoryLimit`] past `max_memory`, [`AllocError::System`] if the system
     /// refuses memory; in every case nothing is left allocated.
     #[inline(always)]
+    #[track_caller]
     pub fn try_allocate(&self, capacity: usize) -> Result<PooledBuf, AllocError> {
         match self.region_fast(capacity) {
             Some(region) => Ok(PooledBuf::from_region(region)),
-            None => self.region_slow(capacity).map(PooledBuf::from_region),
+            None => self.try_allocate_slow(capacity),
         }
+    }
+
+    /// Everything but the fast path, and the sampling of an allocator that samples (whose
+    /// allocations all come here: its magazine is never the fast path's cached one).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn try_allocate_slow(&self, capacity: usize) -> Result<PooledBuf, AllocError> {
+        let mut buf = PooledBuf::from_region(self.region_slow(capacity)?);
+        if let Some(t) = self.tracker() {
+            if let Some(id) = t.tick() {
+                buf.start_sample(t, id, Location::caller());
+            }
+        }
+        Ok(buf)
     }
 
     /// Allocates a buffer and runs `init` on it. If the allocation fails, or `init` returns
@@ -845,6 +904,7 @@ impl AdaptiveAllocator {
     /// assert_eq!(pool.stats().live_buffers, before.live_buffers);
     /// # Ok::<(), InitError<std::io::Error>>(())
     /// ```
+    #[track_caller]
     pub fn allocate_with<E, F>(&self, capacity: usize, init: F) -> Result<PooledBuf, InitError<E>>
     where
         F: FnOnce(&mut PooledBuf) -> Result<(), E>,
@@ -903,6 +963,12 @@ impl PooledBuf {
         let uncovered = count.uncovered.load(Relaxed);
         if uncovered != 0 {
             allocator::unpin(chunk, uncovered);
+        }
+        if let Some(id) = count.sample {
+            // Before the count (whose `uncovered` the record points to) is freed.
+            if let Some(t) = allocator::tracker_of(&chunk) {
+                t.remove(id);
+            }
         }
         // SAFETY: this was the last handle; the count was leaked from a `Box`, and nothing
         // refers to it any more.

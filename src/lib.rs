@@ -70,6 +70,7 @@ mod recv;
 mod size_class;
 mod stats;
 mod sync;
+mod tracking;
 
 pub use allocator::{global, AdaptiveAllocator};
 pub use buf::PooledBuf;
@@ -82,6 +83,7 @@ pub use error::{AllocError, InitError};
 pub use os::{mapped_bytes, MemorySource};
 pub use recv::RecvPredictor;
 pub use stats::Stats;
+pub use tracking::{LiveBuffer, ReportOrder};
 
 #[doc = include_str!("../docs/DESIGN.md")]
 pub mod implementation {}
