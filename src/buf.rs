@@ -925,13 +925,16 @@ impl Drop for PooledBuf {
         let Some(chunk) = self.chunk else {
             return;
         };
+        // Read before the shared path's call, so that the unshared path keeps no copy of
+        // `self` across it (one instruction on every drop, as callgrind showed).
+        let idx = self.idx;
         if let Some(s) = self.share {
             if !self.leave_share(chunk, s) {
                 return;
             }
         }
         // SAFETY: this is the last handle on the region.
-        unsafe { allocator::release_region(chunk, self.idx) }
+        unsafe { allocator::release_region(chunk, idx) }
     }
 }
 

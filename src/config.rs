@@ -218,15 +218,17 @@ impl Builder {
         self
     }
 
-    /// Record 1 in `every` allocations (made through `allocate`, `try_allocate`,
-    /// `allocate_with`, `PooledBuf::with_capacity`, …) with the caller's source location,
+    /// Record 1 in `every` allocations (made through `allocate`, `try_allocate` and
+    /// `allocate_with`; growth and compaction keep a record's site) with the caller's source
+    /// location,
     /// the time and the capacity, until the buffer's region is released, for
     /// [`AdaptiveAllocator::live_report`](crate::AdaptiveAllocator::live_report): the pool's
     /// counterpart of Netty's leak detector. `1` records every allocation. Default: off, and
     /// then it costs nothing (an allocator that samples takes its allocations out of line;
     /// those that do not are unaffected). On, every allocation of this allocator pays a call
     /// and an atomic increment, and a sampled one a lock, a boxed record and a share count
-    /// (see `docs/TUNING.md`).
+    /// (see `docs/TUNING.md`). [`global()`](crate::global) has the default settings and does
+    /// not sample.
     pub fn sample_allocations(mut self, every: u32) -> Self {
         self.sample_every = Some(every);
         self

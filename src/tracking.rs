@@ -26,9 +26,10 @@ use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering::*};
 /// [`AdaptiveAllocator::live_report`](crate::AdaptiveAllocator::live_report) returns it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LiveBuffer {
-    /// Where the buffer was allocated: the caller of `allocate`, `try_allocate`,
-    /// `allocate_with`, `PooledBuf::with_capacity` or `try_with_capacity`. A buffer that grew
-    /// into a new region, or a value copied out by `freeze_compact`, keeps its original site.
+    /// Where the buffer was allocated: the caller of `allocate`, `try_allocate` or
+    /// `allocate_with` (the entry points pass it down with `#[track_caller]`). A buffer that
+    /// grew into a new region, or a value copied out by `freeze_compact`, keeps its original
+    /// site.
     pub site: &'static Location<'static>,
     /// Time since the allocation (for a region that growth moved to, since the original
     /// allocation).

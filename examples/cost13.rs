@@ -1,11 +1,12 @@
-//! What compaction costs: a value split from a large read buffer and frozen, zero-copy
-//! (`freeze`) or copied into a region of its own (`freeze_compact`), then dropped. Meant to be
-//! run under callgrind, as `examples/fastpath.rs` is (figures in `docs/BENCHMARKS.md`):
+//! What issue 13's features cost: compaction (a value split from a large read buffer and
+//! frozen, zero-copy with `freeze` or copied into a region of its own with `freeze_compact`,
+//! then dropped) and allocation sampling when it is on. Meant to be run under callgrind, as
+//! `examples/fastpath.rs` is (figures in `docs/BENCHMARKS.md`):
 //!
 //! ```text
-//! cargo build --release --example compact_cost
-//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/compact_cost freeze 4096 0
-//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/compact_cost freeze 4096 100000
+//! cargo build --release --example cost13
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/cost13 freeze 4096 0
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/cost13 freeze 4096 100000
 //! ```
 //!
 //! (instructions with N = 100,000 minus instructions with N = 0) / 100,000 is the cost of one
@@ -14,8 +15,10 @@
 //!
 //! Modes: `freeze SIZE N` (`split_to(SIZE).freeze()`), `compact SIZE N`
 //! (`split_to(SIZE).freeze_compact()`), `setting SIZE N` (`split_to(SIZE).freeze()` on an
-//! allocator built with `compact_frozen_below(50)`). Without valgrind it prints nanoseconds per
-//! value, which are only indicative.
+//! allocator built with `compact_frozen_below(50)`); `alloc-drop SIZE N` (allocate and drop on
+//! a default allocator), `sampled-alloc-drop SIZE N` (the same with `sample_allocations(1000)`)
+//! and `sampled1-alloc-drop SIZE N` (with `sample_allocations(1)`: every buffer recorded).
+//! Without valgrind it prints nanoseconds per operation, which are only indicative.
 
 use std::env;
 use std::hint::black_box;
@@ -26,7 +29,8 @@ use adaptive_pool::{AdaptiveAllocator, PooledBuf};
 
 const READ: usize = 64 << 10;
 
-const USAGE: &str = "usage: compact_cost freeze|compact|setting SIZE N";
+const USAGE: &str =
+    "usage: cost13 freeze|compact|setting|alloc-drop|sampled-alloc-drop|sampled1-alloc-drop SIZE N";
 
 fn main() {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -38,13 +42,37 @@ fn main() {
         _ => usage(),
     };
     let pool = match mode.as_str() {
-        "freeze" | "compact" => AdaptiveAllocator::new(),
+        "freeze" | "compact" | "alloc-drop" => AdaptiveAllocator::new(),
         "setting" => AdaptiveAllocator::builder()
             .compact_frozen_below(50)
             .build()
             .expect("valid settings"),
+        "sampled-alloc-drop" | "sampled1-alloc-drop" => AdaptiveAllocator::builder()
+            .sample_allocations(if mode == "sampled1-alloc-drop" {
+                1
+            } else {
+                1000
+            })
+            .build()
+            .expect("valid settings"),
         _ => usage(),
     };
+    if mode.ends_with("alloc-drop") {
+        let run = |count: usize| {
+            for _ in 0..count {
+                let b = pool.allocate(black_box(size));
+                black_box(&b);
+            }
+        };
+        run(1000);
+        let start = Instant::now();
+        run(n);
+        if n > 0 {
+            let ns = start.elapsed().as_secs_f64() * 1e9 / n as f64;
+            println!("{mode} {size} B: {ns:.1} ns per operation (indicative)");
+        }
+        return;
+    }
     let compact = mode == "compact";
     let fresh = |pool: &AdaptiveAllocator| {
         let mut read = pool.allocate(READ);
@@ -72,7 +100,7 @@ fn main() {
     run(n);
     if n > 0 {
         let ns = start.elapsed().as_secs_f64() * 1e9 / n as f64;
-        println!("{mode} {size} B: {ns:.1} ns per value (indicative)");
+        println!("{mode} {size} B: {ns:.1} ns per operation (indicative)");
     }
 }
 
