@@ -40,10 +40,8 @@ fn a_kept_buffer_is_found_by_its_site() {
             Ok::<(), ()>(())
         });
     }
-    let (held, held_line) = (
-        pool.allocate_with(300, |_| Ok::<(), ()>(())).unwrap(),
-        line!(),
-    );
+    let held_line = line!() + 1;
+    let held = pool.allocate_with(300, |_| Ok::<(), ()>(())).unwrap();
     let (tried, tried_line) = (pool.try_allocate(5000).unwrap(), line!());
 
     let oldest = pool.live_report(ReportOrder::Oldest, 10);
