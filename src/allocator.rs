@@ -738,10 +738,11 @@ impl AdaptiveAllocator {
     /// use adaptive_pool::{AdaptiveAllocator, ReportOrder};
     ///
     /// let pool = AdaptiveAllocator::builder().sample_allocations(1).build()?;
-    /// let kept = pool.allocate(4096); // line 6 of this example
+    /// let site = line!() + 1;
+    /// let kept = pool.allocate(4096);
     /// let report = pool.live_report(ReportOrder::Oldest, 10);
     /// assert_eq!(report.len(), 1);
-    /// assert_eq!(report[0].site.line(), 6);
+    /// assert_eq!(report[0].site.line(), site);
     /// assert!(report[0].capacity >= 4096);
     /// drop(kept);
     /// assert!(pool.live_report(ReportOrder::Oldest, 10).is_empty());
