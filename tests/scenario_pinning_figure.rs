@@ -21,14 +21,16 @@ use bytes::Bytes;
 mod common;
 use common::Rng;
 
+/// Smaller sizes under Miri (the same assertions).
+const SMALL: bool = cfg!(miri);
 /// Size of one stored value.
-const VALUE: usize = 4096;
+const VALUE: usize = if SMALL { 512 } else { 4096 };
 /// Size asked for each read buffer (the pool rounds it to its class).
-const READ: usize = if cfg!(miri) { 32 << 10 } else { 128 << 10 };
+const READ: usize = if SMALL { 8 << 10 } else { 128 << 10 };
 /// Distinct keys.
-const KEYS: usize = if cfg!(miri) { 16 } else { 256 };
+const KEYS: usize = if SMALL { 16 } else { 256 };
 /// Values received.
-const MESSAGES: usize = if cfg!(miri) { 96 } else { 4096 };
+const MESSAGES: usize = if SMALL { 96 } else { 4096 };
 
 /// How the server stores a received value.
 #[derive(Clone, Copy, Debug, PartialEq)]
