@@ -28,9 +28,9 @@ const VALUE: usize = if SMALL { 512 } else { 4096 };
 /// Size asked for each read buffer (the pool rounds it to its class).
 const READ: usize = if SMALL { 8 << 10 } else { 128 << 10 };
 /// Distinct keys.
-const KEYS: usize = if SMALL { 16 } else { 256 };
+const KEYS: usize = if SMALL { 12 } else { 256 };
 /// Values received.
-const MESSAGES: usize = if SMALL { 96 } else { 4096 };
+const MESSAGES: usize = if SMALL { 64 } else { 4096 };
 
 /// How the server stores a received value.
 #[derive(Clone, Copy, Debug, PartialEq)]
