@@ -20,10 +20,12 @@
 //! table (the same workload is run again with `bytes::BytesMut` for comparison unless
 //! `--no-compare` is given) and the allocator's final statistics, checks that no buffer is
 //! left alive, and writes an SVG plot of memory over time for both runs (`--plot`, default
-//! `target/soak.svg`): the pool's `allocated_bytes`, the bytes the application holds (the
-//! capacity of every buffer kept in a ring or in flight, counted the same way for both), and
-//! the process's resident set size, which is what the system allocator behind `BytesMut`
-//! keeps.
+//! `target/soak.svg`): the pool's `allocated_bytes` and `pinned_bytes`, the bytes the
+//! application holds (the capacity of every buffer kept in a ring or in flight, counted the
+//! same way for both), and the process's resident set size, which is what the system
+//! allocator behind `BytesMut` keeps. The workload freezes whole buffers and never keeps a
+//! split part, so its `pinned_bytes` is expected to stay at 0: the line is there to show a
+//! workload of your own that does (see `docs/TUNING.md`, "Spotting pinning").
 
 use std::env;
 use std::ops::Deref;
@@ -352,6 +354,9 @@ struct Sample {
     secs: f64,
     /// The pool's `allocated_bytes` (none for `BytesMut`).
     allocated: Option<usize>,
+    /// The pool's `pinned_bytes`: bytes of live regions no live handle covers (none for
+    /// `BytesMut`).
+    pinned: Option<usize>,
     /// Capacity of the buffers the application holds.
     held: usize,
     rss: Option<usize>,
@@ -364,6 +369,7 @@ struct Outcome {
     burst_ops_per_s: f64,
     peak_allocated: Option<usize>,
     peak_live: Option<usize>,
+    peak_pinned: Option<usize>,
     peak_held: usize,
     peak_rss: Option<usize>,
     /// The resident set before the run started.
@@ -430,6 +436,7 @@ fn run<B: Backend>(backend: B, opts: &Options) -> Outcome {
     // Report once per second; sample the statistics more often for the peaks.
     let mut peak_allocated = 0;
     let mut peak_live = 0;
+    let mut peak_pinned = 0;
     let mut peak_held = 0;
     let mut peak_rss = None::<usize>;
     let mut samples = Vec::new();
@@ -442,10 +449,12 @@ fn run<B: Backend>(backend: B, opts: &Options) -> Outcome {
         if let Some(s) = &stats {
             peak_allocated = peak_allocated.max(s.allocated_bytes);
             peak_live = peak_live.max(s.live_bytes);
+            peak_pinned = peak_pinned.max(s.pinned_bytes);
         }
         let sample = Sample {
             secs: start.elapsed().as_secs_f64(),
             allocated: stats.map(|s| s.allocated_bytes),
+            pinned: stats.map(|s| s.pinned_bytes),
             held: shared.held(),
             rss: rss(),
         };
@@ -467,12 +476,13 @@ fn run<B: Backend>(backend: B, opts: &Options) -> Outcome {
             let rss = sample.rss.map_or_else(|| "n/a".into(), mib);
             match backend.stats() {
                 Some(s) => println!(
-                    "[{:5.1} s] {phase}  {:>11.0} ops/s  live {:>10}  allocated {:>10}  cached {:>10}  rss {:>10}",
+                    "[{:5.1} s] {phase}  {:>11.0} ops/s  live {:>10}  allocated {:>10}  cached {:>10}  pinned {:>10}  rss {:>10}",
                     elapsed.as_secs_f64(),
                     rate,
                     mib(s.live_bytes),
                     mib(s.allocated_bytes),
                     mib(s.cached_bytes),
+                    mib(s.pinned_bytes),
                     rss,
                 ),
                 None => println!(
@@ -496,6 +506,7 @@ fn run<B: Backend>(backend: B, opts: &Options) -> Outcome {
         .unwrap_or(Sample {
             secs: 0.0,
             allocated: None,
+            pinned: None,
             held: 0,
             rss: None,
         });
@@ -511,6 +522,7 @@ fn run<B: Backend>(backend: B, opts: &Options) -> Outcome {
         burst_ops_per_s: burst_ops as f64 / burst_end.as_secs_f64(),
         peak_allocated: backend.stats().map(|_| peak_allocated),
         peak_live: backend.stats().map(|_| peak_live),
+        peak_pinned: backend.stats().map(|_| peak_pinned),
         peak_held,
         peak_rss,
         start_rss,
@@ -573,6 +585,14 @@ fn plot(path: &std::path::Path, runs: &[&Outcome]) -> Result<(), Box<dyn std::er
                 o.samples
                     .iter()
                     .filter_map(|s| Some((s.secs, to_mib(s.allocated?))))
+                    .collect(),
+            ));
+            series.push((
+                format!("{}: pinned_bytes", o.name),
+                RGBColor(0x2c, 0xa0, 0x2c).stroke_width(2),
+                o.samples
+                    .iter()
+                    .filter_map(|s| Some((s.secs, to_mib(s.pinned?))))
                     .collect(),
             ));
         }
@@ -679,6 +699,14 @@ fn main() {
             "pool: peak allocated / peak live = {:.2}; peak allocated / peak held by the application = {:.2}",
             a as f64 / l.max(1) as f64,
             a as f64 / pooled.peak_held.max(1) as f64
+        );
+    }
+    if let Some(p) = pooled.peak_pinned {
+        println!(
+            "pool: peak pinned_bytes {} ({:.1} % of peak allocated; bytes of live regions that \
+             no live buffer covers, kept alive by split or frozen parts)",
+            mib(p),
+            100.0 * p as f64 / pooled.peak_allocated.unwrap_or(0).max(1) as f64
         );
     }
     println!(

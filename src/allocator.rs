@@ -32,6 +32,7 @@ use crate::os::{self, Memory};
 use crate::size_class::SizeClass;
 use crate::stats::{Counters, Stats};
 use crate::sync::{self, AtomicU64, AtomicUsize, Mutex, Ordering::*};
+use crate::tracking::{LiveBuffer, ReportOrder, Tracker};
 
 /// An adaptive pooling allocator of byte buffers.
 ///
@@ -94,6 +95,8 @@ pub(crate) struct Shared {
     /// The background reclaimer, if one runs (woken at close).
     #[cfg(not(loom))]
     reclaimer: Mutex<Option<std::thread::Thread>>,
+    /// The live-buffer record, when the allocator samples (`sample_allocations`).
+    tracker: Option<Tracker>,
 }
 
 impl fmt::Debug for Shared {
@@ -475,6 +478,37 @@ unsafe fn release_remote(chunk: ChunkPtr, idx: u32) {
     }
 }
 
+/// `bytes` of a live region of `chunk` are no longer covered by a live handle (a handle of a
+/// split region dropped while others live on): added to the allocator's `pinned_bytes`.
+#[inline]
+pub(crate) fn pin(chunk: ChunkPtr, bytes: usize) {
+    chunk.home().counters().pin(bytes);
+}
+
+/// `bytes` [`pin`]ned in a region of `chunk` are covered again or released with the region.
+#[inline]
+pub(crate) fn unpin(chunk: ChunkPtr, bytes: usize) {
+    chunk.home().counters().unpin(bytes);
+}
+
+/// The allocator that owns `chunk`, borrowed from the chunk's header (no reference count
+/// touched): valid while the caller holds a region of `chunk`.
+fn shared_ref(chunk: &ChunkPtr) -> &Shared {
+    let home: &(dyn Any + Send + Sync) = &**chunk.home();
+    home.downcast_ref::<Shared>()
+        .expect("every chunk's home is an allocator")
+}
+
+/// The live-buffer record of the allocator that owns `chunk`, if it samples.
+pub(crate) fn tracker_of(chunk: &ChunkPtr) -> Option<&Tracker> {
+    shared_ref(chunk).tracker.as_ref()
+}
+
+/// The `compact_frozen_below` setting of the allocator that owns `chunk` (0: off).
+pub(crate) fn compact_percent(chunk: ChunkPtr) -> u32 {
+    shared_ref(&chunk).settings.compact_below_percent
+}
+
 /// Allocates a region from the allocator that owns `chunk` (a buffer's growth or clone).
 pub(crate) fn region_like(chunk: ChunkPtr, capacity: usize) -> Result<Region, AllocError> {
     shared_of(chunk).try_allocate(capacity)
@@ -590,6 +624,7 @@ impl AdaptiveAllocator {
             settings.max_cached_bytes,
         );
         let first_sweep = os::now_ns().saturating_add(settings.sweep_period_ns());
+        let settings_sample_every = settings.sample_every;
         let shared = Arc::new(Shared {
             id: take_id(),
             memory: Memory::new(settings.memory_source, settings.max_cached_bytes),
@@ -602,6 +637,7 @@ impl AdaptiveAllocator {
             maintenance: Mutex::new(()),
             #[cfg(not(loom))]
             reclaimer: Mutex::new(None),
+            tracker: Tracker::new(settings_sample_every),
         });
         #[cfg(not(loom))]
         if shared.settings.background_reclaim {
@@ -689,6 +725,48 @@ impl AdaptiveAllocator {
         }
         shared.maybe_sweep();
         bytes
+    }
+
+    /// The live buffers recorded by sampling ([`Builder::sample_allocations`]), up to
+    /// `limit` of them, oldest or largest first: each with its allocation site (file and
+    /// line of the caller of `allocate` and the other entry points), age, capacity, and the
+    /// bytes of its region that no live handle covers. Empty when the allocator does not
+    /// sample. A buffer's entry goes when its region is released (its last handle, split
+    /// parts and frozen `Bytes` included, drops).
+    ///
+    /// With sampling 1 in N, about 1 in N live buffers appears; the sites that recur among the
+    /// oldest entries are where buffers are kept, or leaked. Taking the report holds the
+    /// record's lock for one pass over it.
+    ///
+    /// ```
+    /// use adaptive_pool::{AdaptiveAllocator, ReportOrder};
+    ///
+    /// let pool = AdaptiveAllocator::builder().sample_allocations(1).build()?;
+    /// let site = line!() + 1;
+    /// let kept = pool.allocate(4096);
+    /// let report = pool.live_report(ReportOrder::Oldest, 10);
+    /// assert_eq!(report.len(), 1);
+    /// assert_eq!(report[0].site.line(), site);
+    /// assert!(report[0].capacity >= 4096);
+    /// drop(kept);
+    /// assert!(pool.live_report(ReportOrder::Oldest, 10).is_empty());
+    /// # Ok::<(), adaptive_pool::ConfigError>(())
+    /// ```
+    pub fn live_report(&self, order: ReportOrder, limit: usize) -> Vec<LiveBuffer> {
+        match &self.shared.tracker {
+            Some(t) => t.report(order, limit),
+            None => Vec::new(),
+        }
+    }
+
+    /// Number of live buffers recorded by sampling (0 when the allocator does not sample).
+    pub fn sampled_live_buffers(&self) -> usize {
+        self.shared.tracker.as_ref().map_or(0, Tracker::len)
+    }
+
+    /// The allocator's live-buffer record, if it samples (module `buf` starts records).
+    pub(crate) fn tracker(&self) -> Option<&Tracker> {
+        self.shared.tracker.as_ref()
     }
 
     /// The settings in force, after validation (for diagnostics).

@@ -25,6 +25,7 @@ use std::hash::{Hash, Hasher};
 use std::io;
 use std::mem::MaybeUninit;
 use std::ops::{Bound, Deref, DerefMut, RangeBounds};
+use std::panic::Location;
 use std::ptr::{self, NonNull};
 
 use bytes::buf::UninitSlice;
@@ -34,14 +35,38 @@ use crate::allocator::{self, AdaptiveAllocator, InitGuard, Region};
 use crate::chunk::ChunkPtr;
 use crate::error::{AllocError, InitError};
 use crate::sync::{self, AtomicUsize, Ordering::*};
+use crate::tracking::{SampleId, Tracker};
 
-/// The number of handles on a region shared by `split_to`/`split_off`, and the region's size.
+/// The number of handles on a region shared by `split_to`/`split_off`, the region's size,
+/// and the bytes of it that dropped handles gave up.
 struct ShareCount {
     refs: AtomicUsize,
     /// Bytes of the whole region, from its start. Recorded when the region is first shared
     /// (an unshared handle's view always ends at its region's end, so `offset + cap` is the
     /// region then); in-place growth of the last handle and growth hints read it.
     region: usize,
+    /// Bytes of the region that no live handle covers: the views of handles that dropped
+    /// while others lived on (added before their decrement of `refs`). The same bytes are in
+    /// the allocator's `pinned_bytes`, from which the region's last handle takes them out.
+    uncovered: AtomicUsize,
+    /// The region's record in its allocator's live-buffer report, when it was sampled
+    /// (`Builder::sample_allocations`): a sampled region is "shared" from birth, with one
+    /// handle, so that its last handle's drop (out of line, on the shared path) ends the
+    /// record and the unshared drop path pays nothing for sampling.
+    sample: Option<SampleId>,
+}
+
+impl ShareCount {
+    /// A count for a region of `region` bytes with `refs` handles and nothing uncovered,
+    /// leaked from a `Box` (the last handle frees it).
+    fn leak(refs: usize, region: usize, sample: Option<SampleId>) -> NonNull<ShareCount> {
+        NonNull::from(Box::leak(Box::new(ShareCount {
+            refs: AtomicUsize::new(refs),
+            region,
+            uncovered: AtomicUsize::new(0),
+            sample,
+        })))
+    }
 }
 
 /// The most of a shared region's size that growth after a split takes as its hint, as
@@ -168,6 +193,7 @@ impl PooledBuf {
 
     /// Like [`with_capacity`](Self::with_capacity), but returns the error instead of
     /// panicking.
+    #[track_caller]
     pub fn try_with_capacity(capacity: usize) -> Result<PooledBuf, AllocError> {
         crate::global().try_allocate(capacity)
     }
@@ -336,6 +362,8 @@ impl PooledBuf {
         if offset + needed <= region {
             // Only reachable when shared: the bytes after the view belonged to dropped handles.
             self.cap = region - offset;
+            // Covered again, all but the bytes before the view.
+            self.set_uncovered(chunk, offset);
             return true;
         }
         if needed <= region && offset >= self.len {
@@ -344,9 +372,58 @@ impl PooledBuf {
             unsafe { ptr::copy_nonoverlapping(self.ptr.as_ptr(), base.as_ptr(), self.len) };
             self.ptr = base;
             self.cap = region;
+            self.set_uncovered(chunk, 0);
             return true;
         }
         false
+    }
+
+    /// Makes this fresh buffer (its region unshared, just carved) a sampled one: its region
+    /// becomes shared with one handle and recorded as allocated at `site`.
+    fn start_sample(&mut self, t: &Tracker, id: SampleId, site: &'static Location<'static>) {
+        debug_assert!(self.share.is_none());
+        let s = ShareCount::leak(1, self.cap, Some(id));
+        self.share = Some(s);
+        // SAFETY: the count (and its `uncovered`) lives until the region's last handle drops,
+        // which removes the record first (`leave_share`).
+        unsafe { t.insert(id, site, self.cap, &s.as_ref().uncovered) };
+    }
+
+    /// If `old` is a sampled region's handle, records this fresh buffer (which takes over its
+    /// contents: growth, a compacting freeze) as a sampled region of the same site and age.
+    fn continue_sample_of(&mut self, old: &PooledBuf) {
+        let (Some(s), Some(chunk)) = (old.share, self.chunk) else {
+            return;
+        };
+        // SAFETY: the count lives while any handle does; `old` is one.
+        let Some(from) = (unsafe { s.as_ref() }).sample else {
+            return;
+        };
+        let Some(t) = allocator::tracker_of(&chunk) else {
+            return;
+        };
+        debug_assert!(self.share.is_none());
+        let id = t.new_id();
+        let s = ShareCount::leak(1, self.cap, Some(id));
+        self.share = Some(s);
+        // SAFETY: as in `start_sample`.
+        unsafe { t.insert_like(from, id, self.cap, &s.as_ref().uncovered) };
+    }
+
+    /// Sets the uncovered bytes of this handle's shared region to `bytes` (this handle is its
+    /// only one and has just taken the rest of the region back), keeping the allocator's
+    /// `pinned_bytes` in step. Nothing to do for an unshared region.
+    fn set_uncovered(&mut self, chunk: ChunkPtr, bytes: usize) {
+        let Some(s) = self.share else { return };
+        // SAFETY: the count lives while any handle does; `self` is one (the only one, so no
+        // other thread touches the count now).
+        let count = unsafe { s.as_ref() };
+        let old = count.uncovered.swap(bytes, Relaxed);
+        if bytes > old {
+            allocator::pin(chunk, bytes - old);
+        } else if old > bytes {
+            allocator::unpin(chunk, old - bytes);
+        }
     }
 
     /// The moving case of `reserve`: a new region for `needed` bytes, the contents copied
@@ -392,6 +469,7 @@ impl PooledBuf {
             ptr::copy_nonoverlapping(self.ptr.as_ptr(), grown.ptr.as_ptr(), self.len);
             grown.set_len(self.len);
         }
+        grown.continue_sample_of(self);
         // The old region is released when `grown`'s old value (now `self`'s) drops.
         std::mem::swap(self, &mut grown);
         Ok(())
@@ -479,11 +557,117 @@ impl PooledBuf {
     /// Converts into an immutable `bytes::Bytes` without copying (`Bytes::from_owner`, which
     /// boxes the buffer once). The `Bytes`, its clones and slices keep the memory; the last
     /// one dropped, on any thread, returns it to the pool.
+    ///
+    /// **Keeping a small frozen slice for long keeps its whole region.** A `Bytes` frozen from
+    /// a `split_to` of a large read buffer holds the read buffer's entire region until the
+    /// `Bytes` (and every clone) drops: a store of such values can hold many times the bytes
+    /// it stores (`Stats::pinned_bytes` shows it). For values kept beyond the request, use
+    /// [`freeze_compact`](Self::freeze_compact), or build the allocator with
+    /// [`compact_frozen_below`](crate::Builder::compact_frozen_below), with which `freeze`
+    /// itself copies a small view of a split region into a region of its own size.
+    #[inline]
     pub fn freeze(self) -> Bytes {
         if self.chunk.is_none() {
             return Bytes::new();
         }
+        if self.share.is_some() {
+            return self.freeze_shared();
+        }
         Bytes::from_owner(self)
+    }
+
+    /// `freeze` of a handle of a shared region: compacts under the allocator's
+    /// `compact_frozen_below` when the region holds bytes of other handles, live or dropped.
+    #[inline(never)]
+    fn freeze_shared(self) -> Bytes {
+        let (Some(chunk), Some(s)) = (self.chunk, self.share) else {
+            return Bytes::from_owner(self);
+        };
+        let percent = allocator::compact_percent(chunk);
+        // SAFETY: the count lives while any handle does; `self` is one.
+        let count = unsafe { s.as_ref() };
+        let split = count.refs.load(Relaxed) != 1 || count.uncovered.load(Relaxed) != 0;
+        if percent != 0 && split && self.is_small_in_region(percent) {
+            return self.compact();
+        }
+        Bytes::from_owner(self)
+    }
+
+    /// Freezes into `Bytes`, copying the bytes into a region of their own size when they are
+    /// a small part of this handle's region, so that the `Bytes` does not keep the rest of the
+    /// region alive: use it for values kept long (a cache, a key-value store, a session's last
+    /// message) that were split from a large read buffer. "Small" is under the allocator's
+    /// [`compact_frozen_below`](crate::Builder::compact_frozen_below) percentage of the
+    /// region, or [`DEFAULT_COMPACT_PERCENT`](crate::DEFAULT_COMPACT_PERCENT) (50 %) when that
+    /// is not set. Otherwise, and if the copy's allocation fails, it is a plain zero-copy
+    /// [`freeze`](Self::freeze).
+    ///
+    /// The copy costs an allocation and a `memcpy` of the bytes (see `docs/BENCHMARKS.md`);
+    /// the handle given up releases its part of the region at once.
+    ///
+    /// ```
+    /// use adaptive_pool::AdaptiveAllocator;
+    ///
+    /// let pool = AdaptiveAllocator::new();
+    /// let mut read = pool.allocate(64 << 10);
+    /// read.extend_from_slice(b"key=value; the rest of a large read");
+    /// let value = read.split_to(9).freeze_compact(); // copied: 9 B of a 64 KiB region
+    /// drop(read);
+    /// assert_eq!(value, "key=value");
+    /// let s = pool.stats();
+    /// assert_eq!((s.live_buffers, s.pinned_bytes), (1, 0));
+    /// assert!(s.live_bytes < 64, "only the value's own small region is live: {s}");
+    /// ```
+    pub fn freeze_compact(self) -> Bytes {
+        let Some(chunk) = self.chunk else {
+            return Bytes::new();
+        };
+        let percent = match allocator::compact_percent(chunk) {
+            0 => crate::DEFAULT_COMPACT_PERCENT,
+            p => p,
+        };
+        if self.is_small_in_region(percent) {
+            return self.compact();
+        }
+        Bytes::from_owner(self)
+    }
+
+    /// `true` if the bytes written are less than `percent` % of this handle's whole region.
+    fn is_small_in_region(&self, percent: u32) -> bool {
+        let region = match (self.share, self.chunk) {
+            // SAFETY: the count lives while any handle does; `self` is one.
+            (Some(s), _) => unsafe { s.as_ref() }.region,
+            (None, Some(chunk)) => {
+                // SAFETY: this handle keeps region `idx` live.
+                let base = unsafe { chunk.segment(self.idx) };
+                // SAFETY: `ptr` lies within the region starting at `base`.
+                let offset = unsafe { self.ptr.as_ptr().offset_from(base.as_ptr()) } as usize;
+                offset + self.cap
+            }
+            (None, None) => return false,
+        };
+        (self.len as u128) * 100 < u128::from(percent) * region as u128
+    }
+
+    /// Copies the bytes into a buffer of their own size from the same allocator and freezes
+    /// that; `self` is dropped (releasing its part of the region). Zero-copy if the copy
+    /// cannot be allocated.
+    #[cold]
+    fn compact(self) -> Bytes {
+        let Some(chunk) = self.chunk else {
+            return Bytes::new();
+        };
+        if self.len == 0 {
+            return Bytes::new();
+        }
+        let Ok(region) = allocator::region_like(chunk, self.len) else {
+            return Bytes::from_owner(self);
+        };
+        let mut own = PooledBuf::from_region(region);
+        own.extend_from_slice(&self);
+        own.continue_sample_of(&self);
+        drop(self);
+        Bytes::from_owner(own)
     }
 
     /// Appends `other` when it is the part split off right after this one (`split_off`, or
@@ -621,11 +805,8 @@ impl PooledBuf {
                 let base = unsafe { chunk.segment(self.idx) };
                 // SAFETY: `ptr` lies within the region starting at `base`.
                 let offset = unsafe { self.ptr.as_ptr().offset_from(base.as_ptr()) } as usize;
-                let s = NonNull::from(Box::leak(Box::new(ShareCount {
-                    refs: AtomicUsize::new(2),
-                    // Unshared until now, so the view ends at the region's end.
-                    region: offset + self.cap,
-                })));
+                // Unshared until now, so the view ends at the region's end.
+                let s = ShareCount::leak(2, offset + self.cap, None);
                 self.share = Some(s);
                 Some(s)
             }
@@ -657,8 +838,8 @@ impl AdaptiveAllocator {
     #[inline(never)]
     #[track_caller]
     fn allocate_slow(&self, capacity: usize) -> PooledBuf {
-        match self.region_slow(capacity) {
-            Ok(region) => PooledBuf::from_region(region),
+        match self.try_allocate_slow(capacity) {
+            Ok(buf) => buf,
             Err(e) => panic!("adaptive-pool: allocating a buffer of {capacity} bytes failed: {e}"),
         }
     }
@@ -670,11 +851,27 @@ impl AdaptiveAllocator {
     /// [`AllocError::MemoryLimit`] past `max_memory`, [`AllocError::System`] if the system
     /// refuses memory; in every case nothing is left allocated.
     #[inline(always)]
+    #[track_caller]
     pub fn try_allocate(&self, capacity: usize) -> Result<PooledBuf, AllocError> {
         match self.region_fast(capacity) {
             Some(region) => Ok(PooledBuf::from_region(region)),
-            None => self.region_slow(capacity).map(PooledBuf::from_region),
+            None => self.try_allocate_slow(capacity),
         }
+    }
+
+    /// Everything but the fast path, and the sampling of an allocator that samples (whose
+    /// allocations all come here: its magazine is never the fast path's cached one).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn try_allocate_slow(&self, capacity: usize) -> Result<PooledBuf, AllocError> {
+        let mut buf = PooledBuf::from_region(self.region_slow(capacity)?);
+        if let Some(t) = self.tracker() {
+            if let Some(id) = t.tick() {
+                buf.start_sample(t, id, Location::caller());
+            }
+        }
+        Ok(buf)
     }
 
     /// Allocates a buffer and runs `init` on it. If the allocation fails, or `init` returns
@@ -707,6 +904,7 @@ impl AdaptiveAllocator {
     /// assert_eq!(pool.stats().live_buffers, before.live_buffers);
     /// # Ok::<(), InitError<std::io::Error>>(())
     /// ```
+    #[track_caller]
     pub fn allocate_with<E, F>(&self, capacity: usize, init: F) -> Result<PooledBuf, InitError<E>>
     where
         F: FnOnce(&mut PooledBuf) -> Result<(), E>,
@@ -727,18 +925,58 @@ impl Drop for PooledBuf {
         let Some(chunk) = self.chunk else {
             return;
         };
+        // Read before the shared path's call, so that the unshared path keeps no copy of
+        // `self` across it (one instruction on every drop, as callgrind showed).
+        let idx = self.idx;
         if let Some(s) = self.share {
-            // SAFETY: the count lives while any handle does; `self` is one.
-            if unsafe { s.as_ref() }.refs.fetch_sub(1, Release) != 1 {
+            if !self.leave_share(chunk, s) {
                 return;
             }
-            // Every other handle's accesses happen before the region is released.
-            sync::acquire_count(&unsafe { s.as_ref() }.refs);
-            // SAFETY: this was the last handle; the count was leaked from a `Box`.
-            drop(unsafe { Box::from_raw(s.as_ptr()) });
         }
         // SAFETY: this is the last handle on the region.
-        unsafe { allocator::release_region(chunk, self.idx) }
+        unsafe { allocator::release_region(chunk, idx) }
+    }
+}
+
+impl PooledBuf {
+    /// The shared part of dropping a handle: gives up its place in region's count `s`.
+    /// Answers `true` if it was the region's last handle (the count is then freed and the
+    /// caller releases the region). A handle that leaves others behind adds its view to the
+    /// region's uncovered bytes and to the allocator's `pinned_bytes`; the last one takes the
+    /// region's whole uncovered figure back out, so the figure returns to exactly zero.
+    fn leave_share(&mut self, chunk: ChunkPtr, s: NonNull<ShareCount>) -> bool {
+        // SAFETY: the count lives while any handle does; `self` is one.
+        let count = unsafe { s.as_ref() };
+        // One handle left (this one): nobody can add a handle, so this is the last drop.
+        // `Acquire` pairs with the `Release` decrements of the handles dropped before.
+        if count.refs.load(Acquire) != 1 {
+            // Others may live on: this view becomes bytes no live handle covers. Counted
+            // before the decrement, after which another thread may free the count.
+            if self.cap != 0 {
+                count.uncovered.fetch_add(self.cap, Relaxed);
+                allocator::pin(chunk, self.cap);
+            }
+            if count.refs.fetch_sub(1, Release) != 1 {
+                return false;
+            }
+            // Every other handle's accesses (their `uncovered` additions included) happen
+            // before the region is released.
+            sync::acquire_count(&count.refs);
+        }
+        let uncovered = count.uncovered.load(Relaxed);
+        if uncovered != 0 {
+            allocator::unpin(chunk, uncovered);
+        }
+        if let Some(id) = count.sample {
+            // Before the count (whose `uncovered` the record points to) is freed.
+            if let Some(t) = allocator::tracker_of(&chunk) {
+                t.remove(id);
+            }
+        }
+        // SAFETY: this was the last handle; the count was leaked from a `Box`, and nothing
+        // refers to it any more.
+        drop(unsafe { Box::from_raw(s.as_ptr()) });
+        true
     }
 }
 

@@ -20,6 +20,9 @@ pub const DEFAULT_MAX_CACHED_BYTES: usize = 8 << 20;
 pub const DEFAULT_MAX_THREAD_IDLE_BYTES: usize = 1 << 20;
 /// Default for [`Builder::idle_release`]: 10 seconds.
 pub const DEFAULT_IDLE_RELEASE: Duration = Duration::from_secs(10);
+/// The threshold [`PooledBuf::freeze_compact`](crate::PooledBuf::freeze_compact) uses when
+/// [`Builder::compact_frozen_below`] is not set: a view under 50 % of its region is copied.
+pub const DEFAULT_COMPACT_PERCENT: u32 = 50;
 /// The smallest chunk size accepted: 4 KiB.
 pub const MIN_CHUNK_SIZE_FLOOR: usize = 4 << 10;
 /// The largest chunk size accepted: 1 GiB.
@@ -91,6 +94,8 @@ pub struct Builder {
     max_thread_idle_bytes: Option<usize>,
     memory_source: Option<MemorySource>,
     background_reclaim: bool,
+    compact_frozen_below: Option<u32>,
+    sample_every: Option<u32>,
 }
 
 impl Builder {
@@ -193,6 +198,41 @@ impl Builder {
     /// the allocator closes. Default: off (the crate spawns no thread unless asked).
     pub fn background_reclaim(mut self, yes: bool) -> Self {
         self.background_reclaim = yes;
+        self
+    }
+
+    /// Make [`PooledBuf::freeze`](crate::PooledBuf::freeze) copy a small view of a split
+    /// region out into a region of its own: when a handle of a region that other handles
+    /// share (or shared: `split_to`, `split_off`) is frozen and its bytes are less than
+    /// `percent` % of that region, the bytes are copied into a new buffer of their size and
+    /// the handle is dropped, so a long-lived frozen slice no longer keeps the whole region
+    /// alive. Otherwise `freeze` stays zero-copy; a buffer never split is never copied. The
+    /// same threshold is what [`PooledBuf::freeze_compact`](crate::PooledBuf::freeze_compact)
+    /// uses on this allocator's buffers. `percent` from 1 to 100. Default: off (`freeze` never
+    /// copies; `freeze_compact` uses
+    /// [`DEFAULT_COMPACT_PERCENT`](crate::DEFAULT_COMPACT_PERCENT)).
+    ///
+    /// The cost: a copy of the view and an allocation, when it applies (measured in
+    /// `docs/BENCHMARKS.md`); nothing on the freeze of a buffer that was never split, and one
+    /// settings lookup on the freeze of a split one.
+    pub fn compact_frozen_below(mut self, percent: u32) -> Self {
+        self.compact_frozen_below = Some(percent);
+        self
+    }
+
+    /// Record 1 in `every` allocations (made through `allocate`, `try_allocate` and
+    /// `allocate_with`; growth and compaction keep a record's site) with the caller's source
+    /// location,
+    /// the time and the capacity, until the buffer's region is released, for
+    /// [`AdaptiveAllocator::live_report`](crate::AdaptiveAllocator::live_report): the pool's
+    /// counterpart of Netty's leak detector. `1` records every allocation. Default: off, and
+    /// then it costs nothing (an allocator that samples takes its allocations out of line;
+    /// those that do not are unaffected). On, every allocation of this allocator pays a call
+    /// and an atomic increment, and a sampled one a lock, a boxed record and a share count
+    /// (see `docs/TUNING.md`). [`global()`](crate::global) has the default settings and does
+    /// not sample.
+    pub fn sample_allocations(mut self, every: u32) -> Self {
+        self.sample_every = Some(every);
         self
     }
 
@@ -374,6 +414,30 @@ impl Builder {
                 "is not available under loom",
             ));
         }
+        let compact_below_percent = match self.compact_frozen_below {
+            Some(p) if p == 0 || p > 100 => {
+                return Err(ConfigError::new(
+                    "compact_frozen_below",
+                    format!(
+                        "must be a percentage from 1 to 100, got {p} (leave it unset to keep \
+                         `freeze` zero-copy)"
+                    ),
+                ))
+            }
+            Some(p) => p,
+            None => 0,
+        };
+        let sample_every = match self.sample_every {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "sample_allocations",
+                    "must be at least 1 (1 records every allocation; leave it unset to record \
+                     none)",
+                ))
+            }
+            Some(n) => n,
+            None => 0,
+        };
         let max_pooled = max_chunk / 4;
         Ok(Settings {
             max_memory,
@@ -388,6 +452,8 @@ impl Builder {
             max_thread_idle_bytes,
             memory_source,
             background_reclaim: self.background_reclaim,
+            compact_below_percent,
+            sample_every,
         })
     }
 }
@@ -419,6 +485,10 @@ pub(crate) struct Settings {
     pub(crate) memory_source: MemorySource,
     /// Sweep idle memory from a thread of its own.
     pub(crate) background_reclaim: bool,
+    /// `freeze` copies a split view smaller than this percentage of its region; 0: never.
+    pub(crate) compact_below_percent: u32,
+    /// Record 1 in this many allocations for the live report; 0: none.
+    pub(crate) sample_every: u32,
 }
 
 impl Settings {
@@ -515,6 +585,33 @@ mod tests {
         assert_eq!(
             err(Builder::new().idle_release(Duration::ZERO)).setting(),
             "idle_release"
+        );
+        for p in [0, 101, u32::MAX] {
+            let e = err(Builder::new().compact_frozen_below(p));
+            assert_eq!(e.setting(), "compact_frozen_below");
+            assert!(e.reason().contains(&p.to_string()), "{e}");
+        }
+        for p in [1, 50, 100] {
+            let s = Builder::new().compact_frozen_below(p).validate().unwrap();
+            assert_eq!(s.compact_below_percent, p);
+        }
+        assert_eq!(
+            err(Builder::new().sample_allocations(0)).setting(),
+            "sample_allocations"
+        );
+        assert_eq!(
+            Builder::new()
+                .sample_allocations(7)
+                .validate()
+                .unwrap()
+                .sample_every,
+            7
+        );
+        let d = Builder::new().validate().unwrap();
+        assert_eq!(
+            (d.compact_below_percent, d.sample_every),
+            (0, 0),
+            "both off"
         );
         let e = err(Builder::new().min_chunk_size(3 << 12));
         assert!(

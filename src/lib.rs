@@ -70,18 +70,20 @@ mod recv;
 mod size_class;
 mod stats;
 mod sync;
+mod tracking;
 
 pub use allocator::{global, AdaptiveAllocator};
 pub use buf::PooledBuf;
 pub use config::{
-    Builder, ConfigError, DEFAULT_IDLE_RELEASE, DEFAULT_MAX_CACHED_BYTES, DEFAULT_MAX_CHUNK_SIZE,
-    DEFAULT_MAX_THREAD_IDLE_BYTES, DEFAULT_MIN_CHUNK_SIZE, MAX_CHUNK_SIZE_CEILING,
-    MIN_CHUNK_SIZE_FLOOR,
+    Builder, ConfigError, DEFAULT_COMPACT_PERCENT, DEFAULT_IDLE_RELEASE, DEFAULT_MAX_CACHED_BYTES,
+    DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MAX_THREAD_IDLE_BYTES, DEFAULT_MIN_CHUNK_SIZE,
+    MAX_CHUNK_SIZE_CEILING, MIN_CHUNK_SIZE_FLOOR,
 };
 pub use error::{AllocError, InitError};
 pub use os::{mapped_bytes, MemorySource};
 pub use recv::RecvPredictor;
 pub use stats::Stats;
+pub use tracking::{LiveBuffer, ReportOrder};
 
 #[doc = include_str!("../docs/DESIGN.md")]
 pub mod implementation {}

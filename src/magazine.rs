@@ -1653,15 +1653,19 @@ fn alloc_fast_lookup(id: usize, class: SizeClass) -> Option<Carved> {
         })
         .ok()
         .flatten()?;
+    // SAFETY: a registered magazine of this thread.
+    let carved = unsafe { &*m }.run(|s| {
+        // An allocator that samples allocations never enters `LAST` and takes every
+        // allocation to the slow path, where the sampling is: the others pay nothing for it.
+        let sampling = s
+            .link
+            .as_ref()
+            .is_some_and(|l| l.src.settings().sample_every != 0);
+        (!sampling).then(|| s.body.alloc_fast(class))
+    })?;
     #[cfg(not(loom))]
     LAST.with(|last| last.set((id, m)));
-    // SAFETY: a registered magazine of this thread.
-    unsafe { &*m }
-        .run(
-            #[inline(always)]
-            |s| s.body.alloc_fast(class),
-        )
-        .map(checked)
+    carved.map(checked)
 }
 
 /// Runs `f` with the calling thread's magazine for allocator `id` if it has one.

@@ -60,6 +60,16 @@ pub struct Stats {
     /// or `trim()`). Zero with
     /// [`MemorySource::GlobalAllocator`](crate::MemorySource::GlobalAllocator).
     pub mapped_bytes: usize,
+    /// Bytes of live regions that no live handle's view covers: what dropped handles of a
+    /// split region (`split_to`/`split_off`, and the `Bytes` frozen from them) gave up while
+    /// other handles of the region live on. Those bytes count in `live_bytes` (the region is
+    /// live) but serve no buffer; they come back only when the region's last handle drops.
+    /// A large figure means long-lived slices keep large regions alive (see
+    /// [`PooledBuf::freeze_compact`](crate::PooledBuf::freeze_compact)). Not seen: a
+    /// `Bytes::slice` narrowing a frozen view, and bytes skipped by `advance` on a handle
+    /// (see `docs/TUNING.md`, "Spotting pinning"). Exact when threads are quiet; zero when
+    /// no buffer is split.
+    pub pinned_bytes: usize,
 }
 
 impl Stats {
@@ -81,13 +91,14 @@ impl fmt::Display for Stats {
         write!(
             f,
             "allocated {} B in {} chunks ({} B cached), {} live buffers of {} B, {} magazines; \
-             chunks allocated/released {}/{}, unpooled {}, mapped {} B",
+             pinned {} B; chunks allocated/released {}/{}, unpooled {}, mapped {} B",
             self.allocated_bytes,
             self.chunks,
             self.cached_bytes,
             self.live_buffers,
             self.live_bytes,
             self.magazines,
+            self.pinned_bytes,
             self.chunk_allocations,
             self.chunk_releases,
             self.unpooled_allocations,
@@ -142,6 +153,9 @@ pub(crate) struct Counters {
     chunk_allocations: AtomicU64,
     chunk_releases: AtomicU64,
     unpooled_allocations: AtomicU64,
+    /// Bytes of live shared regions that no live handle covers (`Stats::pinned_bytes`):
+    /// changed only when a handle of a split region drops, never on the unshared fast path.
+    pinned_bytes: AtomicUsize,
     /// Live counts changed by threads that are not a region's owner.
     pub(crate) shared: Shard,
     /// Shards of the living magazines, and of the threads that release this allocator's
@@ -203,6 +217,19 @@ impl Counters {
         self.unreserve(bytes);
     }
 
+    /// `bytes` of a shared region became uncovered (a handle dropped while others live).
+    #[inline]
+    pub(crate) fn pin(&self, bytes: usize) {
+        self.pinned_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// `bytes` previously [`pin`](Counters::pin)ned are covered again, or their region is
+    /// released.
+    #[inline]
+    pub(crate) fn unpin(&self, bytes: usize) {
+        self.pinned_bytes.fetch_sub(bytes, Relaxed);
+    }
+
     /// Registers a new magazine's shard.
     pub(crate) fn register(&self, shard: Arc<Shard>) {
         self.shards.with(|v| v.magazines.push(shard));
@@ -255,6 +282,7 @@ impl Counters {
             unpooled_allocations: self.unpooled_allocations.load(Relaxed),
             magazines,
             mapped_bytes: 0,
+            pinned_bytes: self.pinned_bytes.load(Relaxed),
         }
     }
 }

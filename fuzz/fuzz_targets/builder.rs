@@ -70,6 +70,10 @@ struct Input {
     /// `memory_source`: `true` for the global allocator, `false` for the OS.
     heap: Option<bool>,
     background_reclaim: bool,
+    /// `compact_frozen_below`: valid from 1 to 100.
+    compact_frozen_below: Option<u32>,
+    /// `sample_allocations`: valid from 1.
+    sample_allocations: Option<u32>,
     requests: Vec<Request>,
 }
 
@@ -152,6 +156,12 @@ fuzz_target!(|input: Input| {
         });
     }
     builder = builder.background_reclaim(input.background_reclaim);
+    if let Some(p) = input.compact_frozen_below {
+        builder = builder.compact_frozen_below(p);
+    }
+    if let Some(n) = input.sample_allocations {
+        builder = builder.sample_allocations(n);
+    }
     let min_chunk = input.min_chunk_size.map(Amount::get);
     let max_chunk = input.max_chunk_size.map(Amount::get);
     let chunks_valid = min_chunk.is_none_or(valid_chunk)
@@ -171,6 +181,15 @@ fuzz_target!(|input: Input| {
                 "max_thread_idle_bytes" => input.max_thread_idle_bytes.is_some(),
                 "memory_source" => input.heap.is_some(),
                 "background_reclaim" => input.background_reclaim,
+                "compact_frozen_below" => {
+                    let p = input.compact_frozen_below.expect("refused, so set");
+                    assert!(p == 0 || p > 100, "compact_frozen_below({p}) refused: {e}");
+                    true
+                }
+                "sample_allocations" => {
+                    assert_eq!(input.sample_allocations, Some(0), "refused: {e}");
+                    true
+                }
                 other => panic!("the error names an unknown setting {other:?}: {e}"),
             };
             assert!(set, "refused a setting the input left at its default: {e}");
@@ -195,6 +214,22 @@ fuzz_target!(|input: Input| {
     if input.idle_release_ms == Some(0) {
         panic!("idle_release(0) was accepted");
     }
+    if let Some(p) = input.compact_frozen_below {
+        assert!(
+            (1..=100).contains(&p),
+            "compact_frozen_below({p}) was accepted"
+        );
+    }
+    assert_ne!(
+        input.sample_allocations,
+        Some(0),
+        "sample_allocations(0) was accepted"
+    );
+    // With sampling 1 in `every`, the successful allocations numbered 0, every, 2 every, …
+    // are recorded, and stay in the report while kept.
+    let every = input.sample_allocations.unwrap_or(0) as usize;
+    let mut served = 0usize;
+    let mut sampled_kept = 0usize;
     let limit = max_memory.unwrap_or(usize::MAX);
     if let Some(m) = max_memory {
         let least = least_limit(min_chunk, max_chunk);
@@ -231,6 +266,8 @@ fuzz_target!(|input: Input| {
         }
         match pool.try_allocate(size) {
             Ok(mut buf) => {
+                let sampled = every != 0 && served % every == 0;
+                served += 1;
                 assert!(size <= MAX_REAL, "{size} bytes allocated");
                 assert!(buf.capacity() >= size && buf.is_empty());
                 touch(&mut buf, n as u8);
@@ -246,6 +283,7 @@ fuzz_target!(|input: Input| {
                 if r.keep {
                     live_bytes += buf.capacity();
                     kept.push(buf);
+                    sampled_kept += sampled as usize;
                 }
             }
             Err(AllocError::CapacityOverflow { requested }) => {
@@ -273,6 +311,12 @@ fuzz_target!(|input: Input| {
         }
         assert_eq!(s.live_buffers, kept.len(), "{s}");
         assert_eq!(s.live_bytes, live_bytes, "{s}");
+        assert_eq!(s.pinned_bytes, 0, "nothing is split: {s}");
+        assert_eq!(
+            pool.sampled_live_buffers(),
+            sampled_kept,
+            "sampled and kept"
+        );
         assert_eq!(
             s.chunk_allocations - s.chunk_releases,
             s.chunks as u64,

@@ -1585,6 +1585,11 @@ impl Harness {
                 "live larger than held, {}",
                 ctx()
             );
+            assert!(
+                s.pinned_bytes <= s.live_bytes,
+                "pinned bytes are bytes of live regions, {}",
+                ctx()
+            );
             assert_eq!(
                 s.chunk_allocations - s.chunk_releases,
                 s.chunks as u64,
@@ -1635,6 +1640,10 @@ impl Harness {
             let h = self.pools[0].handle().expect("open");
             let s = h.stats();
             assert!(s.is_quiet(), "everything dropped but not quiet: {s}");
+            assert_eq!(
+                s.pinned_bytes, 0,
+                "everything dropped, pinned bytes left (the figure drifted): {s}"
+            );
             h.trim();
             let s = h.stats();
             assert_eq!(
@@ -1658,7 +1667,7 @@ impl Harness {
                 self.release_handle(region);
                 let s = h.stats();
                 assert!(
-                    s.is_quiet(),
+                    s.is_quiet() && s.pinned_bytes == 0,
                     "a closed allocator's buffers dropped, not quiet: {s}"
                 );
                 assert_eq!(
