@@ -29,10 +29,12 @@ use crate::config::{Builder, Settings};
 use crate::error::AllocError;
 use crate::magazine::{self, ChunkSource, Reclaim, Roster};
 use crate::os::{self, Memory};
+use crate::ready::Ready;
 use crate::size_class::SizeClass;
 use crate::stats::{Counters, Stats};
 use crate::sync::{self, AtomicU64, AtomicUsize, Mutex, Ordering::*};
 use crate::tracking::{LiveBuffer, ReportOrder, Tracker};
+use crate::waiters::Waiters;
 
 /// An adaptive pooling allocator of byte buffers.
 ///
@@ -398,6 +400,8 @@ impl Home for Shared {
             // handshake drained.
             self.central
                 .offer(chunk, &self.counters, os::now_ns(), &mut free);
+            // A cached chunk counts as free for back-pressure (module `waiters`).
+            self.counters.waiters.notify();
         }
         Self::free_all(free);
     }
@@ -772,6 +776,80 @@ impl AdaptiveAllocator {
     /// The settings in force, after validation (for diagnostics).
     fn settings(&self) -> &Settings {
         &self.shared.settings
+    }
+}
+
+/// Back-pressure at the memory limit (the future is in module `ready`, the registry in
+/// module `waiters`).
+impl AdaptiveAllocator {
+    /// A future that resolves when an allocation of `bytes` would fit under the allocator's
+    /// watermark: when the bytes held from the system, less those idle in the central
+    /// cache, plus `bytes`, are at most
+    /// [`ready_watermark`](crate::Builder::ready_watermark) (by default `max_memory`). A
+    /// server near the limit awaits it before it allocates a read buffer, and so waits
+    /// instead of failing with [`AllocError::MemoryLimit`].
+    ///
+    /// * An allocator without `max_memory` is always ready, and so is a request larger than
+    ///   the watermark (it can never fit: the allocation that follows reports the error).
+    /// * Before it waits, it frees idle memory everywhere once (the central cache and every
+    ///   thread's empty chunks), as an allocation at the limit does.
+    /// * While it waits it is woken whenever held memory goes down: a chunk or an unpooled
+    ///   buffer given back to the system, or a chunk entering the central cache. A chunk
+    ///   emptied and kept by its thread's magazine (within `max_thread_idle_bytes`) is not
+    ///   counted as free and wakes nobody; the idle sweep or `trim()` gives it back.
+    /// * It is a hint, not a reservation: another task may take the room first, so the
+    ///   allocation after it can still fail (and a request needs a whole chunk when its
+    ///   thread has none with room). Every waiter is woken and re-checks its own condition.
+    /// * Dropping the future before it resolves leaves nothing registered.
+    ///
+    /// It needs no runtime: any executor drives it.
+    ///
+    /// ```
+    /// use adaptive_pool::AdaptiveAllocator;
+    /// use std::future::Future;
+    /// use std::pin::pin;
+    /// use std::task::{Context, Poll, Waker};
+    ///
+    /// let pool = AdaptiveAllocator::builder().max_memory(4 << 20).build()?;
+    /// let big = pool.allocate(3 << 20); // held: 3 MiB, unpooled
+    /// let mut cx = Context::from_waker(Waker::noop());
+    /// {
+    ///     let mut ready = pin!(pool.ready(2 << 20));
+    ///     assert!(ready.as_mut().poll(&mut cx).is_pending()); // 3 + 2 > 4 MiB
+    ///     assert_eq!(pool.waiting_for_memory(), 1);
+    ///     drop(big); // woken here
+    ///     assert!(ready.as_mut().poll(&mut cx).is_ready());
+    /// }
+    /// assert_eq!(pool.waiting_for_memory(), 0);
+    /// # Ok::<(), adaptive_pool::ConfigError>(())
+    /// ```
+    pub fn ready(&self, bytes: usize) -> Ready<'_> {
+        Ready::new(self, bytes)
+    }
+
+    /// How many [`ready`](Self::ready) futures are registered, waiting for memory now.
+    pub fn waiting_for_memory(&self) -> usize {
+        self.shared.counters.waiters.registered()
+    }
+
+    /// Whether an allocation of `bytes` fits under the watermark now (see
+    /// [`ready`](Self::ready)).
+    pub(crate) fn fits_under_watermark(&self, bytes: usize) -> bool {
+        let s = &self.shared.settings;
+        if s.max_memory == usize::MAX || bytes > s.ready_watermark {
+            return true;
+        }
+        self.shared.counters.held_beyond_cache() <= s.ready_watermark - bytes
+    }
+
+    /// The registry of tasks waiting for memory.
+    pub(crate) fn memory_waiters(&self) -> &Waiters {
+        &self.shared.counters.waiters
+    }
+
+    /// Frees idle memory everywhere, as an allocation at the limit does.
+    pub(crate) fn reclaim_for_waiter(&self) {
+        self.shared.reclaim_everything();
     }
 }
 
