@@ -56,10 +56,12 @@ impl Waiters {
     /// waiter, then fences: the caller must re-check its condition after this returns, and
     /// wait only if it still does not hold.
     pub(crate) fn register(&self, key: &mut Option<usize>, waker: &Waker) {
-        self.slab.with(|s| match *key {
+        // A waker replaced is dropped after the lock is released (dropping a waker may run
+        // arbitrary code, a task's last reference, which may release memory and notify).
+        let replaced = self.slab.with(|s| match *key {
             Some(k) => match &mut s.wakers[k] {
-                Some(w) if w.will_wake(waker) => {}
-                slot => *slot = Some(waker.clone()),
+                Some(w) if w.will_wake(waker) => None,
+                slot => slot.replace(waker.clone()),
             },
             None => {
                 let k = match s.free.pop() {
@@ -74,8 +76,10 @@ impl Waiters {
                 };
                 *key = Some(k);
                 self.count.fetch_add(1, Relaxed);
+                None
             }
         });
+        drop(replaced);
         // The waiter's half of the protocol: ordered against every releaser's fence.
         fence(SeqCst);
     }

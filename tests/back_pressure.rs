@@ -325,3 +325,79 @@ fn one_release_wakes_every_waiter() {
     }
     assert_eq!(pool.waiting_for_memory(), 0);
 }
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// Under tokio: a `ready` future cancelled by a timeout (the pool stays over its limit)
+/// leaves nothing registered.
+#[test]
+#[cfg_attr(miri, ignore = "tokio's runtime under Miri is slow")]
+fn under_tokio_a_timed_out_wait_leaves_nothing_registered() {
+    let pool = pool();
+    let big = pool.allocate(BIG);
+    let rt = runtime();
+    let timed_out = rt.block_on(async {
+        tokio::time::timeout(Duration::from_millis(20), pool.ready(BIG))
+            .await
+            .is_err()
+    });
+    assert!(timed_out, "the pool stayed over its limit");
+    assert_eq!(pool.waiting_for_memory(), 0);
+    drop(big);
+    rt.block_on(pool.ready(BIG));
+    assert_eq!(pool.waiting_for_memory(), 0);
+}
+
+/// Under tokio: tasks that each need more than half of the limit take turns through
+/// `ready` (awaited before each allocation, and again when another task took the room
+/// first), and all of them finish: nobody is left waiting for a release that came before
+/// it registered.
+#[test]
+#[cfg_attr(miri, ignore = "tokio's runtime under Miri is slow")]
+fn under_tokio_tasks_take_turns_at_the_limit() {
+    let pool = pool();
+    let rt = runtime();
+    let served = rt.block_on(async {
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    let mut served = 0;
+                    for _ in 0..25 {
+                        let buf = loop {
+                            pool.ready(BIG).await;
+                            // Another task may have taken the room first: wait again.
+                            if let Ok(b) = pool.try_allocate(BIG) {
+                                break b;
+                            }
+                        };
+                        // Only one such buffer fits at a time.
+                        assert!(pool.stats().live_bytes < 2 * BIG);
+                        tokio::task::yield_now().await;
+                        drop(buf);
+                        served += 1;
+                    }
+                    served
+                })
+            })
+            .collect();
+        let mut served = 0;
+        for t in tasks {
+            served += tokio::time::timeout(Duration::from_secs(60), t)
+                .await
+                .expect("a task waited for ever: a lost wake-up")
+                .unwrap();
+        }
+        served
+    });
+    drop(rt);
+    assert_eq!(served, 8 * 25);
+    assert_eq!(pool.waiting_for_memory(), 0);
+    assert!(pool.stats().is_quiet());
+}
