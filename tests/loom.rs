@@ -32,7 +32,8 @@
 //! and of the speed issue: 16. a consumer thread's release shard folded while snapshots run.
 //!
 //! Back-pressure (issue 13): 17. a task waiting in `ready()` registers while another thread
-//! releases the memory it waits for (the waiter registry's check, register, re-check).
+//! releases the memory it waits for (the waiter registry's check, register, re-check); 18. the
+//! same when the memory comes back as a chunk entering the central cache.
 //!
 //! Every model runs with a preemption bound of 3 except models 2, 12, 13 and 15, which run at
 //! 2 to keep CI within its time: they explore 74,000, 63,000, 480,000 and 197,000 executions
@@ -745,5 +746,38 @@ fn ready_races_a_release() {
         assert_eq!(pool.waiting_for_memory(), 0);
         let s = pool.stats();
         assert_eq!((s.allocated_bytes, s.live_buffers), (0, 0), "{s}");
+    });
+}
+
+/// Model 18. Back-pressure through the cache: a chunk abandoned by its thread (which exited)
+/// with one live buffer; the main thread waits in `ready()` for room that exists only once
+/// that chunk is free, while another thread drops the buffer, so the chunk enters the
+/// central cache (`Shared::recycle`, the second place that notifies waiters; a cached chunk
+/// counts as free). The waiter resolves whatever the interleaving, and nothing stays
+/// registered. Fails when `recycle` does not notify.
+#[test]
+fn ready_races_a_chunk_entering_the_cache() {
+    const LIMIT: usize = 80 << 10;
+    model("ready_races_a_chunk_entering_the_cache", 3, || {
+        let pool = AdaptiveAllocator::builder()
+            .min_chunk_size(CHUNK)
+            .max_chunk_size(CHUNK)
+            .max_cached_bytes(CHUNK)
+            .max_memory(LIMIT)
+            .build()
+            .unwrap();
+        let p = pool.clone();
+        let buf = thread::spawn(move || p.allocate(SEG)).join().unwrap();
+        wait_for_magazines(&pool);
+        assert_eq!(pool.stats().allocated_bytes, CHUNK);
+        let releaser = thread::spawn(move || drop(buf));
+        race();
+        // Fits only once the chunk is free (cached or given back).
+        block_on(pool.ready(LIMIT - CHUNK + 1));
+        releaser.join().unwrap();
+        assert_eq!(pool.waiting_for_memory(), 0);
+        let s = pool.stats();
+        assert_eq!(s.live_buffers, 0, "{s}");
+        assert_eq!(s.allocated_bytes, s.cached_bytes, "{s}");
     });
 }
