@@ -5,7 +5,8 @@
 //! Owns: the shared state of one allocator ([`Shared`]: settings, memory source, central
 //! queue, roster of magazines, counters, life cycle) and the release routing of a region
 //! (owner thread or remote). May import: `magazine`, `central`, `chunk`, `os`, `config`,
-//! `stats`, `error`, `size_class`, `sync`. It hands out [`Region`]s; buffers (module `buf`)
+//! `stats`, `error`, `size_class`, `sync`, `waiters` (back-pressure's registry, which the
+//! counters hold; the future that waits on it, module `ready`, sits above this room). It hands out [`Region`]s; buffers (module `buf`)
 //! wrap them, so nothing here knows a buffer.
 //!
 //! The data path: `allocate` → the thread's magazine → chunk carve → a region;
@@ -29,7 +30,6 @@ use crate::config::{Builder, Settings};
 use crate::error::AllocError;
 use crate::magazine::{self, ChunkSource, Reclaim, Roster};
 use crate::os::{self, Memory};
-use crate::ready::Ready;
 use crate::size_class::SizeClass;
 use crate::stats::{Counters, Stats};
 use crate::sync::{self, AtomicU64, AtomicUsize, Mutex, Ordering::*};
@@ -779,59 +779,9 @@ impl AdaptiveAllocator {
     }
 }
 
-/// Back-pressure at the memory limit (the future is in module `ready`, the registry in
-/// module `waiters`).
+/// Back-pressure at the memory limit: what the `ready` module (the future, and the public
+/// `ready` and `waiting_for_memory`, defined there next to it) needs from the allocator.
 impl AdaptiveAllocator {
-    /// A future that resolves when an allocation of `bytes` would fit under the allocator's
-    /// watermark: when the bytes held from the system, less those idle in the central
-    /// cache, plus `bytes`, are at most
-    /// [`ready_watermark`](crate::Builder::ready_watermark) (by default `max_memory`). A
-    /// server near the limit awaits it before it allocates a read buffer, and so waits
-    /// instead of failing with [`AllocError::MemoryLimit`].
-    ///
-    /// * An allocator without `max_memory` is always ready, and so is a request larger than
-    ///   the watermark (it can never fit: the allocation that follows reports the error).
-    /// * Before it waits, it frees idle memory everywhere once (the central cache and every
-    ///   thread's empty chunks), as an allocation at the limit does.
-    /// * While it waits it is woken whenever held memory goes down: a chunk or an unpooled
-    ///   buffer given back to the system, or a chunk entering the central cache. A chunk
-    ///   emptied and kept by its thread's magazine (within `max_thread_idle_bytes`) is not
-    ///   counted as free and wakes nobody; the idle sweep or `trim()` gives it back.
-    /// * It is a hint, not a reservation: another task may take the room first, so the
-    ///   allocation after it can still fail (and a request needs a whole chunk when its
-    ///   thread has none with room). Every waiter is woken and re-checks its own condition.
-    /// * Dropping the future before it resolves leaves nothing registered.
-    ///
-    /// It needs no runtime: any executor drives it.
-    ///
-    /// ```
-    /// use adaptive_pool::AdaptiveAllocator;
-    /// use std::future::Future;
-    /// use std::pin::pin;
-    /// use std::task::{Context, Poll, Waker};
-    ///
-    /// let pool = AdaptiveAllocator::builder().max_memory(4 << 20).build()?;
-    /// let big = pool.allocate(3 << 20); // held: 3 MiB, unpooled
-    /// let mut cx = Context::from_waker(Waker::noop());
-    /// {
-    ///     let mut ready = pin!(pool.ready(2 << 20));
-    ///     assert!(ready.as_mut().poll(&mut cx).is_pending()); // 3 + 2 > 4 MiB
-    ///     assert_eq!(pool.waiting_for_memory(), 1);
-    ///     drop(big); // woken here
-    ///     assert!(ready.as_mut().poll(&mut cx).is_ready());
-    /// }
-    /// assert_eq!(pool.waiting_for_memory(), 0);
-    /// # Ok::<(), adaptive_pool::ConfigError>(())
-    /// ```
-    pub fn ready(&self, bytes: usize) -> Ready<'_> {
-        Ready::new(self, bytes)
-    }
-
-    /// How many [`ready`](Self::ready) futures are registered, waiting for memory now.
-    pub fn waiting_for_memory(&self) -> usize {
-        self.shared.counters.waiters.registered()
-    }
-
     /// Whether an allocation of `bytes` fits under the watermark now (see
     /// [`ready`](Self::ready)).
     pub(crate) fn fits_under_watermark(&self, bytes: usize) -> bool {

@@ -1,10 +1,11 @@
 //! Back-pressure at the memory limit: [`Ready`], the future of
 //! [`AdaptiveAllocator::ready`], which waits until an allocation would fit under the
-//! allocator's watermark.
+//! allocator's watermark, and the public entry points `ready` and `waiting_for_memory`
+//! (defined here, next to the future, as `buf` defines `allocate`).
 //!
 //! Owns: the future's state (its key in the allocator's waiter registry, whether it has
-//! reclaimed). May import: `allocator` (the condition, the registry, the reclaim) and
-//! `waiters`. Needs no runtime: it is a plain [`Future`] woken through [`std::task::Waker`],
+//! reclaimed). May import: `allocator` (the condition, the registry, the reclaim; the arrow
+//! runs one way: the allocator knows nothing of this future). Needs no runtime: it is a plain [`Future`] woken through [`std::task::Waker`],
 //! so it works under tokio or any other executor. The wake-up protocol is in module
 //! `waiters`.
 
@@ -30,8 +31,60 @@ pub struct Ready<'a> {
     reclaimed: bool,
 }
 
+impl AdaptiveAllocator {
+    /// A future that resolves when an allocation of `bytes` would fit under the allocator's
+    /// watermark: when the bytes held from the system, less those idle in the central
+    /// cache, plus `bytes`, are at most
+    /// [`ready_watermark`](crate::Builder::ready_watermark) (by default `max_memory`). A
+    /// server near the limit awaits it before it allocates a read buffer, and so waits
+    /// instead of failing with [`AllocError::MemoryLimit`](crate::AllocError::MemoryLimit).
+    ///
+    /// * An allocator without `max_memory` is always ready, and so is a request larger than
+    ///   the watermark (it can never fit: the allocation that follows reports the error).
+    /// * Before it waits, it frees idle memory everywhere once (the central cache and every
+    ///   thread's empty chunks), as an allocation at the limit does.
+    /// * While it waits it is woken whenever held memory goes down: a chunk or an unpooled
+    ///   buffer given back to the system, or a chunk entering the central cache. A chunk
+    ///   emptied and kept by its thread's magazine (within `max_thread_idle_bytes`) is not
+    ///   counted as free and wakes nobody; the idle sweep or `trim()` gives it back.
+    /// * It is a hint, not a reservation: another task may take the room first, so the
+    ///   allocation after it can still fail (and a request needs a whole chunk when its
+    ///   thread has none with room). Every waiter is woken and re-checks its own condition.
+    /// * Dropping the future before it resolves leaves nothing registered.
+    ///
+    /// It needs no runtime: any executor drives it.
+    ///
+    /// ```
+    /// use adaptive_pool::AdaptiveAllocator;
+    /// use std::future::Future;
+    /// use std::pin::pin;
+    /// use std::task::{Context, Poll, Waker};
+    ///
+    /// let pool = AdaptiveAllocator::builder().max_memory(4 << 20).build()?;
+    /// let big = pool.allocate(3 << 20); // held: 3 MiB, unpooled
+    /// let mut cx = Context::from_waker(Waker::noop());
+    /// {
+    ///     let mut ready = pin!(pool.ready(2 << 20));
+    ///     assert!(ready.as_mut().poll(&mut cx).is_pending()); // 3 + 2 > 4 MiB
+    ///     assert_eq!(pool.waiting_for_memory(), 1);
+    ///     drop(big); // woken here
+    ///     assert!(ready.as_mut().poll(&mut cx).is_ready());
+    /// }
+    /// assert_eq!(pool.waiting_for_memory(), 0);
+    /// # Ok::<(), adaptive_pool::ConfigError>(())
+    /// ```
+    pub fn ready(&self, bytes: usize) -> Ready<'_> {
+        Ready::new(self, bytes)
+    }
+
+    /// How many [`ready`](Self::ready) futures are registered, waiting for memory now.
+    pub fn waiting_for_memory(&self) -> usize {
+        self.memory_waiters().registered()
+    }
+}
+
 impl<'a> Ready<'a> {
-    pub(crate) fn new(alloc: &'a AdaptiveAllocator, bytes: usize) -> Self {
+    fn new(alloc: &'a AdaptiveAllocator, bytes: usize) -> Self {
         Ready {
             alloc,
             bytes,
