@@ -125,3 +125,64 @@ impl Waiters {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize as StdCount;
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct Count(StdCount);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn waker() -> (Arc<Count>, Waker) {
+        let c = Arc::new(Count(StdCount::new(0)));
+        (c.clone(), Waker::from(c))
+    }
+
+    #[test]
+    fn keys_are_reused_and_only_registered_wakers_are_woken() {
+        let w = Waiters::default();
+        let (counts, wakers): (Vec<_>, Vec<_>) = (0..3).map(|_| waker()).unzip();
+        let mut keys = [None; 3];
+        for (k, wk) in keys.iter_mut().zip(&wakers) {
+            w.register(k, wk);
+        }
+        assert_eq!(w.registered(), 3);
+        assert_eq!(keys, [Some(0), Some(1), Some(2)]);
+        // Refreshing a registration does not count it twice.
+        w.register(&mut keys[0], &wakers[0]);
+        assert_eq!(w.registered(), 3);
+        w.deregister(&mut keys[1]);
+        assert_eq!((keys[1], w.registered()), (None, 2));
+        w.notify();
+        let woken: Vec<usize> = counts.iter().map(|c| c.0.load(Relaxed)).collect();
+        assert_eq!(woken, [1, 0, 1]);
+        // Woken wakers were taken out: a second release wakes nobody until they re-register,
+        // and the waiters stay counted until they deregister.
+        w.notify();
+        assert_eq!(counts[0].0.load(Relaxed), 1);
+        assert_eq!(w.registered(), 2);
+        // The freed key is reused.
+        let (c3, w3) = waker();
+        let mut k3 = None;
+        w.register(&mut k3, &w3);
+        assert_eq!(k3, Some(1));
+        w.register(&mut keys[0], &wakers[0]);
+        w.notify();
+        assert_eq!(counts[0].0.load(Relaxed), 2);
+        assert_eq!(c3.0.load(Relaxed), 1);
+        assert_eq!(counts[2].0.load(Relaxed), 1);
+        let [mut k0, _, mut k2] = keys;
+        for k in [&mut k0, &mut k2, &mut k3] {
+            w.deregister(k);
+        }
+        assert_eq!(w.registered(), 0);
+    }
+}
