@@ -6,8 +6,8 @@
 //! queue, roster of magazines, counters, life cycle) and the release routing of a region
 //! (owner thread or remote). May import: `magazine`, `central`, `chunk`, `os`, `config`,
 //! `stats`, `error`, `size_class`, `sync`, `waiters` (back-pressure's registry, which the
-//! counters hold; the future that waits on it, module `ready`, sits above this room). It hands out [`Region`]s; buffers (module `buf`)
-//! wrap them, so nothing here knows a buffer.
+//! counters hold; the future that waits on it, module `ready`, sits above this room). It
+//! hands out [`Region`]s; buffers (module `buf`) wrap them, so nothing here knows a buffer.
 //!
 //! The data path: `allocate` → the thread's magazine → chunk carve → a region;
 //! `drop` → [`release_region`] → the chunk's local free list (owner thread) or its remote
