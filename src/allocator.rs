@@ -786,10 +786,19 @@ impl AdaptiveAllocator {
     /// [`ready`](Self::ready)).
     pub(crate) fn fits_under_watermark(&self, bytes: usize) -> bool {
         let s = &self.shared.settings;
-        if s.max_memory == usize::MAX || bytes > s.ready_watermark {
+        if s.max_memory == usize::MAX {
             return true;
         }
-        self.shared.counters.held_beyond_cache() <= s.ready_watermark - bytes
+        // The least an allocation of `bytes` takes at the limit: a region of its own, rounded
+        // as `allocate_unpooled` rounds it.
+        let need = self
+            .shared
+            .memory
+            .unpooled_size(bytes.max(32).saturating_add(15) & !15);
+        if need > s.ready_watermark {
+            return true;
+        }
+        self.shared.counters.held_beyond_cache() <= s.ready_watermark - need
     }
 
     /// The registry of tasks waiting for memory.

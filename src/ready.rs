@@ -34,7 +34,8 @@ pub struct Ready<'a> {
 impl AdaptiveAllocator {
     /// A future that resolves when an allocation of `bytes` would fit under the allocator's
     /// watermark: when the bytes held from the system, less those idle in the central
-    /// cache, plus `bytes`, are at most
+    /// cache, plus `bytes` (rounded up as a region of its own is: to 16 bytes, at least 32;
+    /// to the page from 1 MiB when mapped), are at most
     /// [`ready_watermark`](crate::Builder::ready_watermark) (by default `max_memory`). A
     /// server near the limit awaits it before it allocates a read buffer, and so waits
     /// instead of failing with [`AllocError::MemoryLimit`](crate::AllocError::MemoryLimit).

@@ -401,3 +401,32 @@ fn under_tokio_tasks_take_turns_at_the_limit() {
     assert_eq!(pool.waiting_for_memory(), 0);
     assert!(pool.stats().is_quiet());
 }
+
+/// At the very edge of the limit, `ready(n)` agrees with the allocation that follows: it
+/// counts `n` as the allocation's last resort does (a region of its own, rounded up to 16
+/// bytes and at least 32), so when it resolves that region fits, and while it waits the
+/// allocation fails. (Counting `n` as it is would call 16 free bytes enough for `ready(1)`.)
+#[test]
+fn ready_agrees_with_the_allocation_at_the_edge() {
+    let pool = pool();
+    let (_flag, waker) = flag();
+    let cases: [(usize, &[(usize, bool)]); 2] = [
+        (KIB, &[(KIB - 4, true), (KIB, true), (KIB + 1, false)]),
+        (16, &[(0, false), (1, false), (16, false)]),
+    ];
+    for (room, requests) in cases {
+        let big = pool.allocate(LIMIT - room);
+        assert_eq!(pool.stats().allocated_bytes, LIMIT - room);
+        for &(n, fits) in requests {
+            {
+                let mut r = pin!(pool.ready(n));
+                let ready = poll(r.as_mut(), &waker).is_ready();
+                assert_eq!(ready, fits, "ready({n}) with {room} B free");
+            }
+            assert_eq!(pool.waiting_for_memory(), 0);
+            let allocated = pool.try_allocate(n).is_ok();
+            assert_eq!(allocated, fits, "allocate({n}) with {room} B free");
+        }
+        drop(big);
+    }
+}
