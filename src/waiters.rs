@@ -19,7 +19,7 @@
 //! if the waiter's comes first, the releaser's load sees the waiter counted and wakes it. No
 //! wake-up is lost. When nobody waits, a releaser pays the fence and one relaxed load, and
 //! only on the slow paths where a chunk or an unpooled region leaves a magazine (never on
-//! the per-buffer release path). Checked by loom model 16 (`tests/loom.rs`).
+//! the per-buffer release path). Checked by loom models 17 and 18 (`tests/loom.rs`).
 
 use std::fmt;
 use std::task::Waker;
