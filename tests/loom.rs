@@ -36,10 +36,10 @@
 //! same when the memory comes back as a chunk entering the central cache.
 //!
 //! Every model runs with a preemption bound of 3 except models 2, 12, 13 and 15, which run at
-//! 2 to keep CI within its time: they explore 74,000, 62,000, 430,000 and 191,000 executions
-//! at 2 already (63,000, 482,000 and 197,000 for models 12, 13 and 15 before back-pressure's
-//! `fence(SeqCst)` where a chunk goes back, which loom orders against every other `SeqCst`
-//! fence of an execution; model 12 at 3: 2.8 million executions in about five minutes, and it passes; run
+//! 2 to keep CI within its time: they explore 74,000, 58,000, 412,000 and 187,000 executions
+//! at 2 already (59,000, 461,000 and 193,000 for models 12, 13 and 15 on main `1d7ea6d`,
+//! before back-pressure's `fence(SeqCst)` where a chunk goes back, which loom orders against
+//! every other `SeqCst` fence of an execution; model 12 at 3: 2.8 million executions in about five minutes, and it passes; run
 //! with `LOOM_MAX_PREEMPTIONS=3` to check them deeper). `LOOM_MAX_PREEMPTIONS` overrides the bound of every model. The
 //! configurations are tiny (4 KiB chunks of four 1 KiB segments, a cache of one chunk), so the
 //! whole run takes about a minute and a half in release.
