@@ -5,8 +5,9 @@
 //! Owns: the shared state of one allocator ([`Shared`]: settings, memory source, central
 //! queue, roster of magazines, counters, life cycle) and the release routing of a region
 //! (owner thread or remote). May import: `magazine`, `central`, `chunk`, `os`, `config`,
-//! `stats`, `error`, `size_class`, `sync`. It hands out [`Region`]s; buffers (module `buf`)
-//! wrap them, so nothing here knows a buffer.
+//! `stats`, `error`, `size_class`, `sync`, `waiters` (back-pressure's registry, which the
+//! counters hold; the future that waits on it, module `ready`, sits above this room). It
+//! hands out [`Region`]s; buffers (module `buf`) wrap them, so nothing here knows a buffer.
 //!
 //! The data path: `allocate` → the thread's magazine → chunk carve → a region;
 //! `drop` → [`release_region`] → the chunk's local free list (owner thread) or its remote
@@ -33,6 +34,7 @@ use crate::size_class::SizeClass;
 use crate::stats::{Counters, Stats};
 use crate::sync::{self, AtomicU64, AtomicUsize, Mutex, Ordering::*};
 use crate::tracking::{LiveBuffer, ReportOrder, Tracker};
+use crate::waiters::Waiters;
 
 /// An adaptive pooling allocator of byte buffers.
 ///
@@ -398,6 +400,8 @@ impl Home for Shared {
             // handshake drained.
             self.central
                 .offer(chunk, &self.counters, os::now_ns(), &mut free);
+            // A cached chunk counts as free for back-pressure (module `waiters`).
+            self.counters.waiters.notify();
         }
         Self::free_all(free);
     }
@@ -772,6 +776,39 @@ impl AdaptiveAllocator {
     /// The settings in force, after validation (for diagnostics).
     fn settings(&self) -> &Settings {
         &self.shared.settings
+    }
+}
+
+/// Back-pressure at the memory limit: what the `ready` module (the future, and the public
+/// `ready` and `waiting_for_memory`, defined there next to it) needs from the allocator.
+impl AdaptiveAllocator {
+    /// Whether an allocation of `bytes` fits under the watermark now (see
+    /// [`ready`](Self::ready)).
+    pub(crate) fn fits_under_watermark(&self, bytes: usize) -> bool {
+        let s = &self.shared.settings;
+        if s.max_memory == usize::MAX {
+            return true;
+        }
+        // The least an allocation of `bytes` takes at the limit: a region of its own, rounded
+        // as `allocate_unpooled` rounds it.
+        let need = self
+            .shared
+            .memory
+            .unpooled_size(bytes.max(32).saturating_add(15) & !15);
+        if need > s.ready_watermark {
+            return true;
+        }
+        self.shared.counters.held_beyond_cache() <= s.ready_watermark - need
+    }
+
+    /// The registry of tasks waiting for memory.
+    pub(crate) fn memory_waiters(&self) -> &Waiters {
+        &self.shared.counters.waiters
+    }
+
+    /// Frees idle memory everywhere, as an allocation at the limit does.
+    pub(crate) fn reclaim_for_waiter(&self) {
+        self.shared.reclaim_everything();
     }
 }
 

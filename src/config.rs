@@ -96,6 +96,7 @@ pub struct Builder {
     background_reclaim: bool,
     compact_frozen_below: Option<u32>,
     sample_every: Option<u32>,
+    ready_watermark: Option<usize>,
 }
 
 impl Builder {
@@ -233,6 +234,18 @@ impl Builder {
     /// not sample.
     pub fn sample_allocations(mut self, every: u32) -> Self {
         self.sample_every = Some(every);
+        self
+    }
+
+    /// The watermark of back-pressure: [`AdaptiveAllocator::ready(n)`] resolves when the
+    /// bytes held from the system, less those idle in the central cache, plus `n`, are at
+    /// most `bytes`. Needs [`max_memory`](Self::max_memory), and may not exceed it; below it,
+    /// it leaves headroom (waiting tasks resume only once that much is free, so they do not
+    /// wake one by one into the limit). Default: `max_memory`.
+    ///
+    /// [`AdaptiveAllocator::ready(n)`]: crate::AdaptiveAllocator::ready
+    pub fn ready_watermark(mut self, bytes: usize) -> Self {
+        self.ready_watermark = Some(bytes);
         self
     }
 
@@ -438,6 +451,28 @@ impl Builder {
             Some(n) => n,
             None => 0,
         };
+        let ready_watermark = match self.ready_watermark {
+            Some(_) if self.max_memory.is_none() => {
+                return Err(ConfigError::new(
+                    "ready_watermark",
+                    "needs max_memory (without a limit the allocator is always ready)",
+                ))
+            }
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "ready_watermark",
+                    "must be greater than zero",
+                ))
+            }
+            Some(w) if w > max_memory => {
+                return Err(ConfigError::new(
+                    "ready_watermark",
+                    format!("{w} is larger than max_memory {max_memory}"),
+                ))
+            }
+            Some(w) => w,
+            None => max_memory,
+        };
         let max_pooled = max_chunk / 4;
         Ok(Settings {
             max_memory,
@@ -454,6 +489,7 @@ impl Builder {
             background_reclaim: self.background_reclaim,
             compact_below_percent,
             sample_every,
+            ready_watermark,
         })
     }
 }
@@ -489,6 +525,8 @@ pub(crate) struct Settings {
     pub(crate) compact_below_percent: u32,
     /// Record 1 in this many allocations for the live report; 0: none.
     pub(crate) sample_every: u32,
+    /// Back-pressure's watermark (`max_memory` by default; `usize::MAX` without a limit).
+    pub(crate) ready_watermark: usize,
 }
 
 impl Settings {
@@ -648,5 +686,30 @@ mod tests {
         assert_eq!(s.max_cached_bytes, 0);
         let s = Builder::new().min_chunk_size(8 << 20).validate().unwrap();
         assert_eq!((s.min_chunk, s.max_chunk), (8 << 20, 8 << 20));
+    }
+
+    #[test]
+    fn ready_watermark_is_validated() {
+        let s = Builder::new().max_memory(4 << 20).validate().unwrap();
+        assert_eq!(s.ready_watermark, 4 << 20);
+        let s = Builder::new()
+            .max_memory(4 << 20)
+            .ready_watermark(3 << 20)
+            .validate()
+            .unwrap();
+        assert_eq!(s.ready_watermark, 3 << 20);
+        assert_eq!(
+            Builder::new().validate().unwrap().ready_watermark,
+            usize::MAX
+        );
+        for b in [
+            Builder::new().ready_watermark(1 << 20),
+            Builder::new().max_memory(4 << 20).ready_watermark(0),
+            Builder::new()
+                .max_memory(4 << 20)
+                .ready_watermark((4 << 20) + 1),
+        ] {
+            assert_eq!(err(b).setting(), "ready_watermark");
+        }
     }
 }

@@ -66,11 +66,13 @@ mod error;
 pub mod io;
 mod magazine;
 mod os;
+mod ready;
 mod recv;
 mod size_class;
 mod stats;
 mod sync;
 mod tracking;
+mod waiters;
 
 pub use allocator::{global, AdaptiveAllocator};
 pub use buf::PooledBuf;
@@ -81,6 +83,7 @@ pub use config::{
 };
 pub use error::{AllocError, InitError};
 pub use os::{mapped_bytes, MemorySource};
+pub use ready::Ready;
 pub use recv::RecvPredictor;
 pub use stats::Stats;
 pub use tracking::{LiveBuffer, ReportOrder};

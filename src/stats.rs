@@ -2,7 +2,8 @@
 //!
 //! Owns: [`Counters`] (one per allocator) and [`Shard`]s (one per magazine, one per thread
 //! that releases the allocator's buffers without a magazine of it, plus one shared shard for
-//! the rest). May import: `sync`, `error`.
+//! the rest). May import: `sync`, `error`, `waiters` (the counters hold the allocator's
+//! registry of tasks waiting for memory, and notify it where held memory goes down).
 //!
 //! Invariants:
 //! * Counters that change on slow paths only (chunk creation and release, caching, unpooled
@@ -22,6 +23,7 @@ use std::sync::Arc;
 
 use crate::error::AllocError;
 use crate::sync::{AtomicI64, AtomicU64, AtomicUsize, Mutex, Ordering::*};
+use crate::waiters::Waiters;
 
 /// A snapshot of an allocator's statistics.
 ///
@@ -161,6 +163,10 @@ pub(crate) struct Counters {
     /// Shards of the living magazines, and of the threads that release this allocator's
     /// buffers without a magazine of it.
     shards: Mutex<Shards>,
+    /// Tasks waiting for memory under the watermark (back-pressure), notified where held
+    /// memory goes down: here in [`Counters::unreserve`], and when a chunk enters the
+    /// central cache (`Shared::recycle`).
+    pub(crate) waiters: Waiters,
 }
 
 #[derive(Debug, Default)]
@@ -196,6 +202,16 @@ impl Counters {
     /// Gives back a reservation made by [`Counters::reserve`].
     pub(crate) fn unreserve(&self, bytes: usize) {
         self.allocated_bytes.fetch_sub(bytes, Relaxed);
+        self.waiters.notify();
+    }
+
+    /// Bytes held from the system and not idle in the central cache: what back-pressure
+    /// compares with its watermark (a cached chunk is as good as free, since an allocation
+    /// at the limit evicts the cache first). Two relaxed loads; callers that must not miss a
+    /// release read it after the waiter registry's fence.
+    pub(crate) fn held_beyond_cache(&self) -> usize {
+        let held = self.allocated_bytes.load(Relaxed);
+        held.saturating_sub(self.cached_bytes.load(Relaxed))
     }
 
     /// A chunk (`unpooled == false`) or unpooled buffer was taken from the system.

@@ -31,9 +31,15 @@
 //! local frees (the re-check inside the gate); 15. one `trim()` claiming two owners at once;
 //! and of the speed issue: 16. a consumer thread's release shard folded while snapshots run.
 //!
+//! Back-pressure (issue 13): 17. a task waiting in `ready()` registers while another thread
+//! releases the memory it waits for (the waiter registry's check, register, re-check); 18. the
+//! same when the memory comes back as a chunk entering the central cache.
+//!
 //! Every model runs with a preemption bound of 3 except models 2, 12, 13 and 15, which run at
-//! 2 to keep CI within its time: they explore 74,000, 63,000, 480,000 and 197,000 executions
-//! at 2 already (model 12 at 3: 2.8 million executions in about five minutes, and it passes; run
+//! 2 to keep CI within its time: they explore 74,000, 58,000, 412,000 and 187,000 executions
+//! at 2 already (59,000, 461,000 and 193,000 for models 12, 13 and 15 on main `1d7ea6d`,
+//! before back-pressure's `fence(SeqCst)` where a chunk goes back, which loom orders against
+//! every other `SeqCst` fence of an execution; model 12 at 3: 2.8 million executions in about five minutes, and it passes; run
 //! with `LOOM_MAX_PREEMPTIONS=3` to check them deeper). `LOOM_MAX_PREEMPTIONS` overrides the bound of every model. The
 //! configurations are tiny (4 KiB chunks of four 1 KiB segments, a cache of one chunk), so the
 //! whole run takes about a minute and a half in release.
@@ -660,5 +666,120 @@ fn a_consumer_exits_during_a_snapshot() {
         check(&b, 2);
         drop(b);
         assert!(pool.stats().is_quiet(), "{}", pool.stats());
+    });
+}
+
+/// Drives a future to completion on the calling thread, polling again only after its waker
+/// was woken. Under loom the waker notifies a `loom::sync::Notify` the thread waits on, so an
+/// execution in which the future waits for a wake-up that never comes is reported as a
+/// deadlock; on real threads it parks.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    #[cfg(loom)]
+    struct Wakeup(loom::sync::Notify);
+    #[cfg(loom)]
+    impl Wakeup {
+        fn new() -> Self {
+            Wakeup(loom::sync::Notify::new())
+        }
+        fn wait(&self) {
+            self.0.wait();
+        }
+    }
+    #[cfg(loom)]
+    impl Wake for Wakeup {
+        fn wake(self: Arc<Self>) {
+            self.0.notify();
+        }
+    }
+    #[cfg(not(loom))]
+    struct Wakeup(std::thread::Thread);
+    #[cfg(not(loom))]
+    impl Wakeup {
+        fn new() -> Self {
+            Wakeup(std::thread::current())
+        }
+        fn wait(&self) {
+            std::thread::park();
+        }
+    }
+    #[cfg(not(loom))]
+    impl Wake for Wakeup {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let wakeup = Arc::new(Wakeup::new());
+    let waker = Waker::from(wakeup.clone());
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut Context::from_waker(&waker)) {
+            return v;
+        }
+        wakeup.wait();
+    }
+}
+
+/// Model 17. Back-pressure: the main thread waits in `ready(BIG)` while an unpooled buffer
+/// of `BIG` bytes keeps the allocator over its limit, and another thread drops that buffer.
+/// The waiter checks, registers its waker, fences and re-checks; the releaser lowers the
+/// bytes held, fences and loads the waiter count (relaxed). Whatever the interleaving, the
+/// waiter resolves: it sees the release in its re-check, or the releaser sees it registered
+/// and wakes it (a lost wake-up leaves it blocked, which loom reports as a deadlock).
+/// Afterwards nothing is registered or held. Fails when the waiter skips its re-check.
+#[test]
+fn ready_races_a_release() {
+    const LIMIT: usize = 80 << 10;
+    const BIG: usize = 48 << 10;
+    model("ready_races_a_release", 3, || {
+        let pool = AdaptiveAllocator::builder()
+            .min_chunk_size(CHUNK)
+            .max_chunk_size(CHUNK)
+            .max_cached_bytes(CHUNK)
+            .max_memory(LIMIT)
+            .build()
+            .unwrap();
+        let big = pool.allocate(BIG);
+        let releaser = thread::spawn(move || drop(big));
+        race();
+        block_on(pool.ready(BIG));
+        releaser.join().unwrap();
+        assert_eq!(pool.waiting_for_memory(), 0);
+        let s = pool.stats();
+        assert_eq!((s.allocated_bytes, s.live_buffers), (0, 0), "{s}");
+    });
+}
+
+/// Model 18. Back-pressure through the cache: a chunk abandoned by its thread (which exited)
+/// with one live buffer; the main thread waits in `ready()` for room that exists only once
+/// that chunk is free, while another thread drops the buffer, so the chunk enters the
+/// central cache (`Shared::recycle`, the second place that notifies waiters; a cached chunk
+/// counts as free). The waiter resolves whatever the interleaving, and nothing stays
+/// registered. Fails when `recycle` does not notify.
+#[test]
+fn ready_races_a_chunk_entering_the_cache() {
+    const LIMIT: usize = 80 << 10;
+    model("ready_races_a_chunk_entering_the_cache", 3, || {
+        let pool = AdaptiveAllocator::builder()
+            .min_chunk_size(CHUNK)
+            .max_chunk_size(CHUNK)
+            .max_cached_bytes(CHUNK)
+            .max_memory(LIMIT)
+            .build()
+            .unwrap();
+        let p = pool.clone();
+        let buf = thread::spawn(move || p.allocate(SEG)).join().unwrap();
+        wait_for_magazines(&pool);
+        assert_eq!(pool.stats().allocated_bytes, CHUNK);
+        let releaser = thread::spawn(move || drop(buf));
+        race();
+        // Fits only once the chunk is free (cached or given back).
+        block_on(pool.ready(LIMIT - CHUNK + 1));
+        releaser.join().unwrap();
+        assert_eq!(pool.waiting_for_memory(), 0);
+        let s = pool.stats();
+        assert_eq!(s.live_buffers, 0, "{s}");
+        assert_eq!(s.allocated_bytes, s.cached_bytes, "{s}");
     });
 }
