@@ -4,7 +4,8 @@
 //!
 //! Owns: [`Magazine`] (the current chunk and the partly used chunks of every size class, the
 //! per-thread budget of idle chunks, the drain of remote frees, the hand-back on thread
-//! exit), its [`Gate`], the [`Roster`], the registry, the registration guard. May import:
+//! exit), its [`Gate`], the [`Roster`], the registry (with each thread's release shards: see
+//! [`account_release`]), the registration guard. May import:
 //! `chunk`, `size_class`, `config`, `sync`, `stats`, `error`, and `os` for the process-wide
 //! barrier. It reaches the allocator only through the [`ChunkSource`] trait, which the
 //! allocator implements.
