@@ -447,12 +447,13 @@ impl ChunkSource for Shared {
 #[inline(always)]
 pub(crate) unsafe fn release_region(chunk: ChunkPtr, idx: u32) {
     let token = sync::thread_token();
-    // SAFETY: this thread saw itself as the owner, and the caller gives up the region.
-    if chunk.is_owned_by(token) && unsafe { magazine::free_owned(chunk, idx, token) } {
-        return;
+    if chunk.is_owned_by(token) {
+        // SAFETY: this thread saw itself as the owner, and the caller gives up the region;
+        // `release_remote` releases a region of a chunk this thread does not own (any more:
+        // the allocator may close meanwhile and abandon it).
+        return unsafe { magazine::free_owned(chunk, idx, token, release_remote) };
     }
-    // SAFETY: as the caller guarantees; this thread does not own the chunk (or no longer:
-    // the allocator closed and abandoned it).
+    // SAFETY: as the caller guarantees; this thread does not own the chunk.
     unsafe { release_remote(chunk, idx) }
 }
 

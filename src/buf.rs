@@ -929,9 +929,7 @@ impl Drop for PooledBuf {
         // `self` across it (one instruction on every drop, as callgrind showed).
         let idx = self.idx;
         if let Some(s) = self.share {
-            if !self.leave_share(chunk, s) {
-                return;
-            }
+            return self.drop_shared(chunk, idx, s);
         }
         // SAFETY: this is the last handle on the region.
         unsafe { allocator::release_region(chunk, idx) }
@@ -939,6 +937,16 @@ impl Drop for PooledBuf {
 }
 
 impl PooledBuf {
+    /// Drops a handle of a shared region (out of line, and the drop's last act, so the
+    /// unshared drop saves no registers for it): releases the region if it was the last.
+    #[inline(never)]
+    fn drop_shared(&mut self, chunk: ChunkPtr, idx: u32, s: NonNull<ShareCount>) {
+        if self.leave_share(chunk, s) {
+            // SAFETY: this was the last handle on the region.
+            unsafe { allocator::release_region(chunk, idx) }
+        }
+    }
+
     /// The shared part of dropping a handle: gives up its place in region's count `s`.
     /// Answers `true` if it was the region's last handle (the count is then freed and the
     /// caller releases the region). A handle that leaves others behind adds its view to the

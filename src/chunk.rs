@@ -607,16 +607,35 @@ impl ChunkPtr {
         }
     }
 
+    /// `true` if released regions of this chunk are scrubbed (poison or zeroing).
+    #[inline(always)]
+    pub(crate) fn scrubs(self) -> bool {
+        self.header().scrub
+    }
+
     /// Returns segment `idx` to the local free list; answers the number of live regions left.
     ///
     /// # Safety
     /// The calling thread owns the chunk and is releasing the last handle to region `idx`.
     #[inline(always)]
     pub(crate) unsafe fn free_local(self, idx: u32) -> u32 {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            self.scrub(idx, LINK);
+            self.free_local_unscrubbed(idx)
+        }
+    }
+
+    /// [`free_local`](ChunkPtr::free_local) for a chunk that does not scrub
+    /// ([`scrubs`](ChunkPtr::scrubs) is `false`).
+    ///
+    /// # Safety
+    /// As for [`free_local`](ChunkPtr::free_local).
+    #[inline(always)]
+    pub(crate) unsafe fn free_local_unscrubbed(self, idx: u32) -> u32 {
         let h = self.header();
         // SAFETY (whole block): owner-only fields by the owner; the segment is the caller's.
         unsafe {
-            self.scrub(idx, LINK);
             self.set_link(idx, h.own.local_head.get());
             h.own.local_head.set(idx);
             let live = h.own.live.get() - 1;

@@ -359,8 +359,9 @@ struct Body {
 /// What is left to do after [`Body::free`].
 enum Freed {
     Done,
-    /// The chunk is not current: the region is not released yet.
-    Listed,
+    /// The chunk is not current, or scrubs released regions: the region is not released yet
+    /// ([`Body::free_listed`] does it).
+    Slow,
     /// The current chunk just emptied.
     EmptiedCurrent,
 }
@@ -429,12 +430,29 @@ impl Magazine {
     /// magazine. Only the owning thread may call it.
     #[inline(always)]
     fn enter(&self) -> Entered<'_> {
+        if self.try_enter() {
+            Entered(self)
+        } else {
+            self.enter_rest()
+        }
+    }
+
+    /// The first step of [`Magazine::enter`]: stores `active`, passes the light barrier and
+    /// loads the claim word; `true` if it was clear (the caller is inside and makes the
+    /// guard), `false` if the caller must finish with [`Magazine::enter_rest`] (`active`
+    /// stays 1 meanwhile, which a reclaimer only waits on).
+    #[inline(always)]
+    fn try_enter(&self) -> bool {
         self.gate.active.store(1, Relaxed);
         sync::light_barrier();
-        let c = self.gate.claim.load(Acquire);
-        if c != 0 {
-            self.enter_slow(c);
-        }
+        self.gate.claim.load(Acquire) == 0
+    }
+
+    /// The rest of [`Magazine::enter`] after [`Magazine::try_enter`] found the claim word set.
+    #[cold]
+    #[inline(never)]
+    fn enter_rest(&self) -> Entered<'_> {
+        self.enter_slow(self.gate.claim.load(Acquire));
         Entered(self)
     }
 
@@ -619,25 +637,6 @@ impl State {
         let State { link, body } = self;
         let link = link.as_ref()?;
         Some(body.refill(class, link))
-    }
-
-    /// See [`Body::free`].
-    ///
-    /// # Safety
-    /// As for [`Body::free`].
-    #[inline(always)]
-    unsafe fn free(&mut self, chunk: ChunkPtr, idx: u32) {
-        // SAFETY: by the caller's guarantee.
-        match unsafe { self.body.free(chunk, idx) } {
-            Freed::Done => {}
-            // SAFETY: by the caller's guarantee (the region is not released yet).
-            Freed::Listed => unsafe { self.body.free_listed(chunk, idx, self.link.as_ref()) },
-            Freed::EmptiedCurrent => {
-                if let Some(link) = &self.link {
-                    self.body.after_free_slow(chunk, 0, CURRENT, &link.home);
-                }
-            }
-        }
     }
 
     /// Gives up every chunk for good (thread exit, or the allocator's close): each is drained
@@ -850,23 +849,23 @@ impl Body {
 
     /// Releases a region into an owned chunk when it is current: plain loads and stores onto
     /// the chunk's own list. Answers what is left to do: nothing; the release itself, for a
-    /// chunk that is not current ([`Body::free_listed`]: the class's cache); or counting the
-    /// current chunk against the idle budget, because it just emptied for the first time
-    /// since it was counted.
+    /// chunk that is not current ([`Body::free_listed`]: the class's cache) or that scrubs
+    /// released regions; or counting the current chunk against the idle budget, because it
+    /// just emptied for the first time since it was counted.
     ///
     /// # Safety
     /// This magazine owns `chunk` and the caller gives up the last handle to region `idx`
-    /// (and, on `Freed::Listed`, releases it with [`Body::free_listed`]).
+    /// (and, on `Freed::Slow`, releases it with [`Body::free_listed`]).
     #[inline(always)]
     unsafe fn free(&mut self, chunk: ChunkPtr, idx: u32) -> Freed {
         // SAFETY (whole block): owned, inside the gate; the region is the caller's.
         unsafe {
             let tag = chunk.slot() & TAG_MASK;
-            if tag <= SPACIOUS {
-                return Freed::Listed;
+            if tag <= SPACIOUS || chunk.scrubs() {
+                return Freed::Slow;
             }
             let seg = chunk.seg_size();
-            let live = chunk.free_local(idx);
+            let live = chunk.free_local_unscrubbed(idx);
             self.shard.add_owned(-(seg as i64), -1);
             // A current chunk tagged `IDLE` is counted already.
             if tag == CURRENT && live == 0 {
@@ -879,10 +878,11 @@ impl Body {
     /// Releases a region of a listed chunk (tagged `FULL` or `SPACIOUS`) into its class's
     /// cache, flushing the older half of the cache first if it is full. If every region of
     /// the chunk is now free, the chunk is retired instead. Without the cache (scrubbing is
-    /// on), or when a flush made the chunk current, the region goes on the chunk's own list.
+    /// on: then it also takes the releases into the current chunk, with their scrub), or when
+    /// a flush made the chunk current, the region goes on the chunk's own list.
     ///
     /// # Safety
-    /// As for [`Body::free`], and `chunk` is listed.
+    /// As for [`Body::free`], and `chunk` is listed or scrubs.
     // Out of line: inlined, its registers would cost the release into the current chunk
     // (the allocate/free loop) a tenth more instructions.
     #[inline(never)]
@@ -1253,31 +1253,114 @@ fn checked((chunk, idx, cap): (ChunkPtr, u32, usize)) -> Carved {
 }
 
 /// Releases a region from the thread that owns its chunk: plain loads and stores inside the
-/// magazine's gate. `false` if, once inside, the chunk turns out not to be owned any more
-/// (the allocator closed meanwhile and abandoned it): the caller then releases it as a
-/// remote free.
+/// magazine's gate. If, once inside, the chunk turns out not to be owned any more (the
+/// allocator closed meanwhile and abandoned it), the region is released with `remote`
+/// instead.
+///
+/// Every call it makes off the fast path is its last act (the gate's guard moves into the
+/// callee, which leaves the gate), so the compiler can jump to it and the fast path saves no
+/// registers.
 ///
 /// # Safety
 /// The calling thread is the one with `token`, saw `chunk.is_owned_by(token)`, and is
-/// releasing the last handle to region `idx`.
+/// releasing the last handle to region `idx`; `remote` releases a region of a chunk the
+/// calling thread does not own.
 #[inline(always)]
-pub(crate) unsafe fn free_owned(chunk: ChunkPtr, idx: u32, token: usize) -> bool {
+pub(crate) unsafe fn free_owned(
+    chunk: ChunkPtr,
+    idx: u32,
+    token: usize,
+    remote: unsafe fn(ChunkPtr, u32),
+) {
     // SAFETY: the owner context of an owned chunk is its magazine, which lives at least as
     // long as this thread's registry holds it; a chunk stays owned only while the magazine is
     // registered here (its drop and its death abandon every chunk first), and we are on the
     // owning thread.
     let mag = unsafe { &*chunk.ctx().cast::<Magazine>() };
-    let _entered = mag.enter();
+    if !mag.try_enter() {
+        // SAFETY: as the caller guarantees.
+        return unsafe { free_owned_contended(mag, chunk, idx, token, remote) };
+    }
+    // SAFETY: as the caller guarantees, inside the gate.
+    unsafe { free_entered(Entered(mag), chunk, idx, token, remote) }
+}
+
+/// [`free_owned`] when the gate's claim word was not clear: wait at the gate, then the same.
+///
+/// # Safety
+/// As for [`free_owned`], and the owner has stored `active = 1` ([`Magazine::try_enter`]).
+#[cold]
+#[inline(never)]
+unsafe fn free_owned_contended(
+    mag: &Magazine,
+    chunk: ChunkPtr,
+    idx: u32,
+    token: usize,
+    remote: unsafe fn(ChunkPtr, u32),
+) {
+    let entered = mag.enter_rest();
+    // SAFETY: as the caller guarantees, inside the gate.
+    unsafe { free_entered(entered, chunk, idx, token, remote) }
+}
+
+/// The part of [`free_owned`] inside the gate.
+///
+/// # Safety
+/// As for [`free_owned`]; `entered` is the owner's guard of `chunk`'s magazine's gate.
+#[inline(always)]
+unsafe fn free_entered(
+    entered: Entered<'_>,
+    chunk: ChunkPtr,
+    idx: u32,
+    token: usize,
+    remote: unsafe fn(ChunkPtr, u32),
+) {
+    let mag = entered.0;
     if !chunk.is_owned_by(token) {
-        return false;
+        drop(entered);
+        // SAFETY: no longer owned (checked inside the gate): a remote release, as the caller
+        // provides.
+        return unsafe { remote(chunk, idx) };
     }
     // SAFETY: inside the gate; owned (checked inside it, so no closer can take it now), and
     // the caller gives up the region.
-    mag.state.with_mut(
+    let next = mag.state.with_mut(
         #[inline(always)]
-        |s| unsafe { (*s).free(chunk, idx) },
+        |s| unsafe { (*s).body.free(chunk, idx) },
     );
-    true
+    match next {
+        Freed::Done => {}
+        // SAFETY: the region is the caller's, not released yet.
+        Freed::Slow => unsafe { free_listed_entered(entered, chunk, idx) },
+        Freed::EmptiedCurrent => emptied_current_entered(entered, chunk),
+    }
+}
+
+/// A release into a chunk that is not current ([`Body::free_listed`]), then leaves the gate.
+///
+/// # Safety
+/// As for [`Body::free_listed`]; `entered` is the owner's guard of the chunk's magazine.
+#[inline(never)]
+unsafe fn free_listed_entered(entered: Entered<'_>, chunk: ChunkPtr, idx: u32) {
+    // SAFETY: inside the gate, by the caller's guarantee.
+    entered.0.state.with_mut(|s| unsafe {
+        let State { link, body } = &mut *s;
+        body.free_listed(chunk, idx, link.as_ref())
+    });
+}
+
+/// The current chunk just emptied ([`Body::after_free_slow`]: the idle budget), then leaves
+/// the gate.
+#[cold]
+#[inline(never)]
+fn emptied_current_entered(entered: Entered<'_>, chunk: ChunkPtr) {
+    // SAFETY: inside the gate (the caller's guard): the owner alone touches the state.
+    entered.0.state.with_mut(|s| unsafe {
+        let State { link, body } = &mut *s;
+        if let Some(link) = link {
+            body.after_free_slow(chunk, 0, CURRENT, &link.home);
+        }
+    });
 }
 
 /// The magazines of one allocator: how a reclaimer reaches every thread's chunks.
