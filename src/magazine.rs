@@ -430,29 +430,29 @@ impl Magazine {
     /// magazine. Only the owning thread may call it.
     #[inline(always)]
     fn enter(&self) -> Entered<'_> {
-        if self.try_enter() {
-            Entered(self)
-        } else {
-            self.enter_rest()
+        match self.try_enter() {
+            0 => Entered(self),
+            c => self.enter_rest(c),
         }
     }
 
     /// The first step of [`Magazine::enter`]: stores `active`, passes the light barrier and
-    /// loads the claim word; `true` if it was clear (the caller is inside and makes the
-    /// guard), `false` if the caller must finish with [`Magazine::enter_rest`] (`active`
-    /// stays 1 meanwhile, which a reclaimer only waits on).
+    /// loads the claim word, which it answers. Zero: the caller is inside and makes the
+    /// guard. Otherwise the caller must finish with [`Magazine::enter_rest`], passing it the
+    /// word (`active` stays 1 meanwhile, which a reclaimer only waits on).
     #[inline(always)]
-    fn try_enter(&self) -> bool {
+    fn try_enter(&self) -> u32 {
         self.gate.active.store(1, Relaxed);
         sync::light_barrier();
-        self.gate.claim.load(Acquire) == 0
+        self.gate.claim.load(Acquire)
     }
 
-    /// The rest of [`Magazine::enter`] after [`Magazine::try_enter`] found the claim word set.
+    /// The rest of [`Magazine::enter`] after [`Magazine::try_enter`] found the claim word `c`
+    /// set.
     #[cold]
     #[inline(never)]
-    fn enter_rest(&self) -> Entered<'_> {
-        self.enter_slow(self.gate.claim.load(Acquire));
+    fn enter_rest(&self, c: u32) -> Entered<'_> {
+        self.enter_slow(c);
         Entered(self)
     }
 
@@ -1277,28 +1277,32 @@ pub(crate) unsafe fn free_owned(
     // registered here (its drop and its death abandon every chunk first), and we are on the
     // owning thread.
     let mag = unsafe { &*chunk.ctx().cast::<Magazine>() };
-    if !mag.try_enter() {
+    let c = mag.try_enter();
+    if c != 0 {
         // SAFETY: as the caller guarantees.
-        return unsafe { free_owned_contended(mag, chunk, idx, token, remote) };
+        return unsafe { free_owned_contended(mag, c, chunk, idx, token, remote) };
     }
     // SAFETY: as the caller guarantees, inside the gate.
     unsafe { free_entered(Entered(mag), chunk, idx, token, remote) }
 }
 
-/// [`free_owned`] when the gate's claim word was not clear: wait at the gate, then the same.
+/// [`free_owned`] when the gate's claim word was not clear (`c`, as loaded): wait at the
+/// gate, then the same.
 ///
 /// # Safety
-/// As for [`free_owned`], and the owner has stored `active = 1` ([`Magazine::try_enter`]).
+/// As for [`free_owned`], and the owner has stored `active = 1` and loaded `c`
+/// ([`Magazine::try_enter`]).
 #[cold]
 #[inline(never)]
 unsafe fn free_owned_contended(
     mag: &Magazine,
+    c: u32,
     chunk: ChunkPtr,
     idx: u32,
     token: usize,
     remote: unsafe fn(ChunkPtr, u32),
 ) {
-    let entered = mag.enter_rest();
+    let entered = mag.enter_rest(c);
     // SAFETY: as the caller guarantees, inside the gate.
     unsafe { free_entered(entered, chunk, idx, token, remote) }
 }
