@@ -32,7 +32,7 @@ use adaptive_pool::{AdaptiveAllocator, PooledBuf};
 use workloads::{label, Plain, Pool, B1_SIZES, B2_SIZES, GLOBAL_ALLOCATOR};
 
 const USAGE: &str = "\
-usage: ratio [--quick] [--all-allocators] [--out FILE] [--no-memory] [--help]
+usage: ratio [--quick] [--all-allocators] [--only ROWS] [--out FILE] [--no-memory] [--help]
 
 Runs each benchmark row (B1..B7, xmalloc, larson; with --features codec also the codec rows,
 against tokio-util's codec on BytesMut) on adaptive-pool and on bytes::BytesMut,
@@ -43,6 +43,8 @@ options:
   --quick           short measurements and fewer rounds (seconds instead of a minute)
   --all-allocators  run this report under the system allocator, mimalloc and jemalloc (via
                     cargo with the matching feature) and merge the rows into one table
+  --only ROWS       measure only the rows whose names contain one of these comma-separated
+                    words (case-insensitive), e.g. --only larson,b7
   --out FILE        where to write the Markdown (default target/ratio-report.md)
   --no-memory       skip the memory rows
   --help            print this help";
@@ -52,6 +54,8 @@ struct Options {
     all: bool,
     child: bool,
     memory: bool,
+    /// Lower-case words; a row is measured if its name contains one (all rows when empty).
+    only: Vec<String>,
     out: PathBuf,
 }
 
@@ -61,6 +65,7 @@ fn parse_args() -> Options {
         all: false,
         child: false,
         memory: true,
+        only: Vec::new(),
         out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ratio-report.md"),
     };
     let mut args = env::args().skip(1);
@@ -70,6 +75,21 @@ fn parse_args() -> Options {
             "--all-allocators" => o.all = true,
             "--child" => o.child = true,
             "--no-memory" => o.memory = false,
+            "--only" => {
+                let list = args.next().unwrap_or_else(|| {
+                    eprintln!("ratio: --only needs a list of row names\n\n{USAGE}");
+                    process::exit(2)
+                });
+                o.only = list
+                    .split(',')
+                    .map(|w| w.trim().to_lowercase())
+                    .filter(|w| !w.is_empty())
+                    .collect();
+                if o.only.is_empty() {
+                    eprintln!("ratio: --only needs at least one row name\n\n{USAGE}");
+                    process::exit(2)
+                }
+            }
             "--out" => {
                 o.out = args.next().map(PathBuf::from).unwrap_or_else(|| {
                     eprintln!("ratio: --out needs a file\n\n{USAGE}");
@@ -157,7 +177,7 @@ fn measure(
 }
 
 /// Runs every speed row on this binary's global allocator.
-fn speed_rows(quick: bool) -> Vec<Row> {
+fn speed_rows(quick: bool, only: &[String]) -> Vec<Row> {
     let (target, rounds) = if quick {
         (Duration::from_millis(10), 3)
     } else {
@@ -166,7 +186,10 @@ fn speed_rows(quick: bool) -> Vec<Row> {
     let pool = Pool::new();
     let mut rows = Vec::new();
     let mut row = |name: &str, fp: &dyn Fn(u64) -> Duration, fq: &dyn Fn(u64) -> Duration| {
-        rows.push(measure(name, target, rounds, fp, fq));
+        let lower = name.to_lowercase();
+        if only.is_empty() || only.iter().any(|w| lower.contains(w.as_str())) {
+            rows.push(measure(name, target, rounds, fp, fq));
+        }
     };
     for size in B1_SIZES {
         row(
@@ -523,7 +546,7 @@ fn memory_rows(quick: bool) -> Vec<(String, String)> {
 }
 
 /// Runs this example under another global allocator through cargo; answers its rows.
-fn run_child(feature: Option<&str>, quick: bool) -> Result<Vec<Row>, String> {
+fn run_child(feature: Option<&str>, quick: bool, only: &[String]) -> Result<Vec<Row>, String> {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
@@ -544,6 +567,9 @@ fn run_child(feature: Option<&str>, quick: bool) -> Result<Vec<Row>, String> {
     cmd.args(["--", "--child", "--no-memory"]);
     if quick {
         cmd.arg("--quick");
+    }
+    if !only.is_empty() {
+        cmd.args(["--only", &only.join(",")]);
     }
     eprintln!("==> {cmd:?}");
     let out = cmd
@@ -632,7 +658,7 @@ fn markdown(
 fn main() {
     let o = parse_args();
     if o.child {
-        for r in speed_rows(o.quick) {
+        for r in speed_rows(o.quick, &o.only) {
             println!("ROW\t{}\t{}\t{}", r.name, r.pool_ns, r.plain_ns);
         }
         return;
@@ -646,7 +672,7 @@ fn main() {
             ("mimalloc", Some("mimalloc")),
             ("jemalloc", Some("jemalloc")),
         ] {
-            match run_child(feature, o.quick) {
+            match run_child(feature, o.quick, &o.only) {
                 Ok(rows) if !rows.is_empty() => runs.push((name.to_string(), rows)),
                 Ok(_) => failures.push((name.to_string(), "no rows came back".to_string())),
                 Err(why) => {
@@ -657,7 +683,7 @@ fn main() {
         }
     } else {
         eprintln!("speed rows, global allocator {GLOBAL_ALLOCATOR}:");
-        runs.push((GLOBAL_ALLOCATOR.to_string(), speed_rows(o.quick)));
+        runs.push((GLOBAL_ALLOCATOR.to_string(), speed_rows(o.quick, &o.only)));
     }
     let memory = if o.memory {
         eprintln!("memory rows:");
