@@ -4,8 +4,8 @@
 //!
 //! Owns: the shared state of one allocator ([`Shared`]: settings, memory source, central
 //! queue, roster of magazines, counters, life cycle) and the release routing of a region
-//! (owner thread or remote). May import: `magazine`, `central`, `chunk`, `os`, `config`,
-//! `stats`, `error`, `size_class`, `sync`, `waiters` (back-pressure's registry, which the
+//! (owner thread or remote). May import: `magazine`, `central`, `parked`, `chunk`, `os`,
+//! `config`, `stats`, `error`, `size_class`, `sync`, `waiters` (back-pressure's registry, which the
 //! counters hold; the future that waits on it, module `ready`, sits above this room). It
 //! hands out [`Region`]s; buffers (module `buf`) wrap them, so nothing here knows a buffer.
 //!
@@ -30,6 +30,7 @@ use crate::config::{Builder, Settings};
 use crate::error::AllocError;
 use crate::magazine::{self, ChunkSource, Reclaim, Roster};
 use crate::os::{self, Memory};
+use crate::parked::Parked;
 use crate::size_class::SizeClass;
 use crate::stats::{Counters, Stats};
 use crate::sync::{self, AtomicU64, AtomicUsize, Mutex, Ordering::*};
@@ -85,6 +86,8 @@ pub(crate) struct Shared {
     settings: Settings,
     memory: Memory,
     central: Central,
+    /// Chunks of exited threads that still hold live buffers, waiting for adoption.
+    parked: Parked,
     roster: Roster,
     counters: Counters,
     /// Number of `AdaptiveAllocator` handles alive.
@@ -435,6 +438,15 @@ impl ChunkSource for Shared {
         self.central.take(bytes, min_bytes, &self.counters)
     }
 
+    unsafe fn park(&self, chunk: ChunkPtr, class: usize) -> bool {
+        // SAFETY: as the caller guarantees.
+        unsafe { self.parked.park(chunk, class) }
+    }
+
+    fn adopt_parked(&self, class: usize) -> Option<ChunkPtr> {
+        self.parked.adopt(class)
+    }
+
     fn roster(&self) -> &Roster {
         &self.roster
     }
@@ -474,12 +486,20 @@ unsafe fn release_remote(chunk: ChunkPtr, idx: u32) {
             .add_shared(-(size as i64), -1);
     }
     // SAFETY: the caller holds the last handle and is not the owner.
-    if unsafe { chunk.free_remote(idx) } == RemoteFree::Recycle {
-        // Keep the allocator alive across `recycle`, which may free the chunk header holding
-        // it; a chunk recycled is activity that may run the idle sweep.
-        let shared = shared_of(chunk);
-        shared.recycle(chunk);
-        shared.maybe_sweep();
+    match unsafe { chunk.free_remote(idx) } {
+        RemoteFree::Queued => {}
+        last => {
+            // Keep the allocator alive across `recycle`, which may free the chunk header
+            // holding it; a chunk recycled is activity that may run the idle sweep.
+            let shared = shared_of(chunk);
+            if last == RemoteFree::RecycleParked {
+                // SAFETY: this release emptied the parked chunk, so it holds it exclusively
+                // (its format included).
+                unsafe { shared.parked.emptied(chunk, chunk.class() as usize) };
+            }
+            shared.recycle(chunk);
+            shared.maybe_sweep();
+        }
     }
 }
 
@@ -630,11 +650,13 @@ impl AdaptiveAllocator {
         );
         let first_sweep = os::now_ns().saturating_add(settings.sweep_period_ns());
         let settings_sample_every = settings.sample_every;
+        let parked = Parked::new(settings.class_count, settings.max_parked_chunks);
         let shared = Arc::new(Shared {
             id: take_id(),
             memory: Memory::new(settings.memory_source, settings.max_cached_bytes),
             settings,
             central,
+            parked,
             roster: Roster::new(),
             counters: Counters::default(),
             handles: AtomicUsize::new(0),
@@ -683,6 +705,7 @@ impl AdaptiveAllocator {
     fn snapshot(&self) -> Stats {
         let mut s = self.shared.counters.snapshot();
         s.mapped_bytes = self.shared.memory.mapped();
+        s.parked_chunks = self.shared.parked.len();
         s
     }
 

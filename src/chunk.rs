@@ -67,8 +67,17 @@ use crate::sync::{self, AtomicI64, AtomicU64, AtomicUsize, Ordering::*, UnsafeCe
 
 /// "No segment": the end of a free list.
 pub(crate) const NONE: u32 = u32::MAX;
-/// Flag in `remote`: the chunk has no owner; frees count down `abandoned_live`.
+/// Flag in `remote`: the chunk has no owner; frees count down `abandoned_live`, or, with
+/// `PARKED`, the count in the word itself.
 const ABANDONED: u64 = 1 << 32;
+/// Flag in `remote`, with `ABANDONED`: the chunk is parked (its owner exited, see
+/// [`ChunkPtr::park`]). A release pushes its segment and decrements the live count held in
+/// the word's bits from [`PARK_ONE`] up, in one compare-and-swap.
+const PARKED: u64 = 1 << 33;
+/// One live region in the count of a parked chunk's `remote` word.
+const PARK_ONE: u64 = 1 << 34;
+/// The most live regions a parked chunk's word can count.
+const PARK_MAX: u64 = u64::MAX / PARK_ONE;
 /// The byte freed regions are filled with when poisoning is on.
 pub(crate) const POISON: u8 = 0xA5;
 /// Bytes at the start of a free segment that hold its free-list link.
@@ -240,6 +249,10 @@ pub(crate) enum RemoteFree {
     /// The chunk is abandoned and this was its last live region: the caller now holds it
     /// exclusively and must recycle it.
     Recycle,
+    /// The chunk is parked and this was its last live region: the caller now holds it
+    /// exclusively (no thread can adopt it any more) and must take it out of the parked set
+    /// and recycle it.
+    RecycleParked,
 }
 
 /// Rolls back a chunk creation: the byte reservation and, once made, the memory.
@@ -704,6 +717,30 @@ impl ChunkPtr {
         unsafe { self.scrub(idx, 0) };
         let mut head = h.shared.remote.load(Relaxed);
         loop {
+            if head & PARKED != 0 {
+                // Push and count down in one step (see `park`): the segment stays known, for
+                // the thread that adopts the chunk, and exactly one release sees the count
+                // reach zero.
+                // SAFETY: the segment is the caller's until the CAS below publishes it.
+                unsafe { self.set_link(idx, head as u32) };
+                let next = (head - PARK_ONE) & !(NONE as u64) | idx as u64;
+                let last = next < PARK_ONE;
+                // `Release` publishes the link (and scrub); the last one also acquires every
+                // earlier push and the parking, before it recycles the chunk.
+                let order = if last { AcqRel } else { Release };
+                match h
+                    .shared
+                    .remote
+                    .compare_exchange_weak(head, next, order, Relaxed)
+                {
+                    Ok(_) if last => return RemoteFree::RecycleParked,
+                    Ok(_) => return RemoteFree::Queued,
+                    Err(actual) => {
+                        head = actual;
+                        continue;
+                    }
+                }
+            }
             if head & ABANDONED != 0 {
                 // `Release`, and `Acquire` by the last one (see `abandon`).
                 return if h.shared.abandoned_live.fetch_sub(1, Release) == 1 {
@@ -806,6 +843,102 @@ impl ChunkPtr {
         } else {
             RemoteFree::Queued
         }
+    }
+
+    /// The owner's thread exits: parks the chunk for another thread to adopt
+    /// ([`ChunkPtr::unpark`]) instead of abandoning it. `owner` is cleared, the remote frees
+    /// that arrived are drained onto the local list, and the `remote` word becomes `PARKED`
+    /// with the live count in it: from then on a release pushes its segment and counts down
+    /// in one CAS, and the release that reaches zero holds the chunk
+    /// ([`RemoteFree::RecycleParked`]). The owner-only fields (free list, cursor, live
+    /// count) stay as they are for the adopter. Answers `false`, parking nothing, if no
+    /// region is live: the caller then retires the chunk as usual (it still owns it).
+    ///
+    /// # Safety
+    /// The calling thread owns the chunk and will not touch it again unless it adopts it.
+    /// The caller holds the lock of the parked set and enters the chunk into it before
+    /// releasing the lock (so the release that empties it finds it there).
+    pub(crate) unsafe fn park(self) -> bool {
+        let h = self.header();
+        loop {
+            // SAFETY: owned by the caller.
+            unsafe { self.drain_remote() };
+            // SAFETY: owner-only field, by the owner.
+            let live = unsafe { h.own.live.get() } as u64;
+            if live == 0 {
+                return false;
+            }
+            debug_assert!(live <= PARK_MAX);
+            // `Release`: the owner-only fields written so far happen before the adopter's or
+            // the last releaser's `Acquire`. Fails only if a remote free arrived since the
+            // drain: drain it too and try again.
+            if h
+                .shared
+                .remote
+                .compare_exchange(
+                    NONE as u64,
+                    live * PARK_ONE | PARKED | ABANDONED | NONE as u64,
+                    Release,
+                    Relaxed,
+                )
+                .is_ok()
+            {
+                // No thread takes itself for the owner any more (a later thread may get this
+                // one's token). Nothing reads the fields as the owner's from here.
+                h.owner.store(0, Relaxed);
+                return true;
+            }
+        }
+    }
+
+    /// Takes a parked chunk out of its parked state for the calling thread, which took it
+    /// out of the parked set: its stacked releases go onto the local free list and the
+    /// `remote` word becomes an ordinary empty stack. Answers `false`, touching nothing, if
+    /// its last live region was released meanwhile: that release holds the chunk now and
+    /// recycles it. On `true` the caller holds the chunk exclusively, its owner-only fields
+    /// as the parking left them, and makes itself the owner with [`ChunkPtr::adopt`].
+    ///
+    /// # Safety
+    /// The chunk was parked ([`ChunkPtr::park`]) and the caller took it out of the parked
+    /// set (under its lock, so no other thread is unparking it).
+    pub(crate) unsafe fn unpark(self) -> bool {
+        let h = self.header();
+        let mut w = h.shared.remote.load(Relaxed);
+        loop {
+            debug_assert!(w & PARKED != 0, "a chunk taken from the parked set is parked");
+            if w < PARK_ONE {
+                // Nothing live: the last release holds it. Once zero, the count never moves.
+                return false;
+            }
+            // `Acquire`: the parking's and every pushing release's writes happen before we
+            // read the fields and the stacked segments.
+            match h
+                .shared
+                .remote
+                .compare_exchange_weak(w, NONE as u64, Acquire, Relaxed)
+            {
+                Ok(_) => break,
+                Err(actual) => w = actual,
+            }
+        }
+        let mut idx = w as u32;
+        let mut n = 0;
+        // SAFETY (whole block): we hold the chunk exclusively now; the taken stack's segments
+        // are free, their links written before their pushes (ordered by the `Acquire`).
+        unsafe {
+            while idx != NONE {
+                let next = self.link(idx);
+                self.set_link(idx, h.own.local_head.get());
+                h.own.local_head.set(idx);
+                idx = next;
+                n += 1;
+            }
+            let live = h.own.live.get() - n;
+            debug_assert_eq!(live as u64, w / PARK_ONE);
+            h.own.live.set(live);
+            h.own.idle_since.set(0);
+        }
+        true
     }
 
     /// The owner's opaque context pointer (a pointer, not an integer, so its provenance

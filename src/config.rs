@@ -18,6 +18,10 @@ pub const DEFAULT_MAX_CHUNK_SIZE: usize = 4 << 20;
 pub const DEFAULT_MAX_CACHED_BYTES: usize = 8 << 20;
 /// Default for [`Builder::max_thread_idle_bytes`]: 1 MiB per thread.
 pub const DEFAULT_MAX_THREAD_IDLE_BYTES: usize = 1 << 20;
+/// Default for [`Builder::max_parked_chunks`]: 256, whatever the number of threads or cores.
+pub const DEFAULT_MAX_PARKED_CHUNKS: usize = 256;
+/// The most [`Builder::max_parked_chunks`] accepts.
+pub const MAX_PARKED_CHUNKS_CEILING: usize = 1 << 16;
 /// Default for [`Builder::idle_release`]: 10 seconds.
 pub const DEFAULT_IDLE_RELEASE: Duration = Duration::from_secs(10);
 /// The threshold [`PooledBuf::freeze_compact`](crate::PooledBuf::freeze_compact) uses when
@@ -97,6 +101,7 @@ pub struct Builder {
     compact_frozen_below: Option<u32>,
     sample_every: Option<u32>,
     ready_watermark: Option<usize>,
+    max_parked_chunks: Option<usize>,
 }
 
 impl Builder {
@@ -178,6 +183,26 @@ impl Builder {
     /// empties its chunk sends the chunk through the central cache). Default: 1 MiB.
     pub fn max_thread_idle_bytes(mut self, bytes: usize) -> Self {
         self.max_thread_idle_bytes = Some(bytes);
+        self
+    }
+
+    /// How many chunks of exited threads the allocator keeps *parked* for other threads to
+    /// adopt. A thread that exits gives its empty chunks back at once, as always. A chunk that
+    /// still holds live buffers (which a consumer, or the thread's successor, will release)
+    /// is parked instead of abandoned: it keeps its free space, and the next thread that
+    /// needs a chunk of that size class adopts it, warm, before it takes one from the cache
+    /// or the system. Its remaining buffers' releases are then that thread's own releases,
+    /// and the space they free is reused at once. This is what a thread pool that replaces
+    /// its threads, or a server with a thread per connection, gains from (the `larson`
+    /// benchmark row).
+    ///
+    /// Parking holds no more memory than abandoning: a parked chunk that nobody adopts goes
+    /// back when its last buffer does, by the same release that would have recycled the
+    /// abandoned chunk. The setting bounds the bookkeeping (a chunk that would exceed it is
+    /// abandoned as before), never the memory. `0` parks nothing. At most 65,536. Default:
+    /// 256.
+    pub fn max_parked_chunks(mut self, n: usize) -> Self {
+        self.max_parked_chunks = Some(n);
         self
     }
 
@@ -473,6 +498,16 @@ impl Builder {
             Some(w) => w,
             None => max_memory,
         };
+        let max_parked_chunks = match self.max_parked_chunks {
+            Some(n) if n > MAX_PARKED_CHUNKS_CEILING => {
+                return Err(ConfigError::new(
+                    "max_parked_chunks",
+                    format!("{n} is more than {MAX_PARKED_CHUNKS_CEILING} (0 parks none)"),
+                ))
+            }
+            Some(n) => n,
+            None => DEFAULT_MAX_PARKED_CHUNKS,
+        };
         let max_pooled = max_chunk / 4;
         Ok(Settings {
             max_memory,
@@ -490,6 +525,7 @@ impl Builder {
             compact_below_percent,
             sample_every,
             ready_watermark,
+            max_parked_chunks,
         })
     }
 }
@@ -527,6 +563,8 @@ pub(crate) struct Settings {
     pub(crate) sample_every: u32,
     /// Back-pressure's watermark (`max_memory` by default; `usize::MAX` without a limit).
     pub(crate) ready_watermark: usize,
+    /// Chunks of exited threads kept for other threads to adopt; 0: none.
+    pub(crate) max_parked_chunks: usize,
 }
 
 impl Settings {
@@ -686,6 +724,21 @@ mod tests {
         assert_eq!(s.max_cached_bytes, 0);
         let s = Builder::new().min_chunk_size(8 << 20).validate().unwrap();
         assert_eq!((s.min_chunk, s.max_chunk), (8 << 20, 8 << 20));
+    }
+
+    #[test]
+    fn max_parked_chunks_is_validated() {
+        assert_eq!(
+            Builder::new().validate().unwrap().max_parked_chunks,
+            DEFAULT_MAX_PARKED_CHUNKS
+        );
+        for n in [0, 1, MAX_PARKED_CHUNKS_CEILING] {
+            let s = Builder::new().max_parked_chunks(n).validate().unwrap();
+            assert_eq!(s.max_parked_chunks, n);
+        }
+        let e = err(Builder::new().max_parked_chunks(MAX_PARKED_CHUNKS_CEILING + 1));
+        assert_eq!(e.setting(), "max_parked_chunks");
+        assert!(e.to_string().contains("65537"), "{e}");
     }
 
     #[test]

@@ -66,6 +66,7 @@ mod error;
 pub mod io;
 mod magazine;
 mod os;
+mod parked;
 mod ready;
 mod recv;
 mod size_class;
@@ -78,8 +79,9 @@ pub use allocator::{global, AdaptiveAllocator};
 pub use buf::PooledBuf;
 pub use config::{
     Builder, ConfigError, DEFAULT_COMPACT_PERCENT, DEFAULT_IDLE_RELEASE, DEFAULT_MAX_CACHED_BYTES,
-    DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MAX_THREAD_IDLE_BYTES, DEFAULT_MIN_CHUNK_SIZE,
-    MAX_CHUNK_SIZE_CEILING, MIN_CHUNK_SIZE_FLOOR,
+    DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MAX_PARKED_CHUNKS, DEFAULT_MAX_THREAD_IDLE_BYTES,
+    DEFAULT_MIN_CHUNK_SIZE, MAX_CHUNK_SIZE_CEILING, MAX_PARKED_CHUNKS_CEILING,
+    MIN_CHUNK_SIZE_FLOOR,
 };
 pub use error::{AllocError, InitError};
 pub use os::{mapped_bytes, MemorySource};

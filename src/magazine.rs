@@ -109,6 +109,16 @@ pub(crate) trait ChunkSource: Home {
     /// An idle chunk from the central queue, if one of a usable size waits (see `acquire`).
     fn take_cached(&self, bytes: usize, min_bytes: usize) -> Option<ChunkPtr>;
 
+    /// Parks a chunk of size class `class` that holds live regions, for another thread to
+    /// adopt (module `parked`); `false` if it was not (the caller still owns it).
+    ///
+    /// # Safety
+    /// The calling thread owns the chunk and gives it up (its thread exits).
+    unsafe fn park(&self, chunk: ChunkPtr, class: usize) -> bool;
+
+    /// A parked chunk of size class `class`, held exclusively by the caller, who adopts it.
+    fn adopt_parked(&self, class: usize) -> Option<ChunkPtr>;
+
     /// The roster of the allocator's magazines.
     fn roster(&self) -> &Roster;
 }
@@ -261,6 +271,20 @@ impl ClassState {
             }
             node = next;
         }
+    }
+
+    /// Puts every cached segment back on its chunk's own free list, as a local release would
+    /// have, and empties the cache (its chunks are being parked, with their free space).
+    fn uncache_all(&mut self) {
+        let mut node = self.cache.take();
+        while let Some(n) = node {
+            // SAFETY: a node of this magazine's cache, taken out of it here.
+            let (c, idx, next) = unsafe { CachedSeg::read(n) };
+            // SAFETY: owned by this magazine; the segment was cached, so it is free.
+            unsafe { c.uncache(idx) };
+            node = next;
+        }
+        self.cached = 0;
     }
 
     /// Forgets the whole cache (its chunks are all being given up).
@@ -625,7 +649,7 @@ impl Drop for Magazine {
     /// last `Arc` is going, so nothing else can reach the magazine.
     fn drop(&mut self) {
         // SAFETY: `&mut self`: exclusive.
-        self.state.with_mut(|s| unsafe { &mut *s }.give_up());
+        self.state.with_mut(|s| unsafe { &mut *s }.give_up(true));
     }
 }
 
@@ -643,18 +667,31 @@ impl State {
     /// and abandoned, the fully free ones recycled now, the others by their last release. The
     /// stats shard is folded into the shared one. Afterwards the magazine holds nothing and
     /// no reference to its allocator; the returned handle is the last thing it held.
-    fn give_up(&mut self) -> Option<Arc<dyn ChunkSource>> {
+    ///
+    /// With `park` (thread exit, the allocator open), a chunk that still holds live regions
+    /// is parked for another thread to adopt, if the parked set takes it (module `parked`),
+    /// with its free space: the class's cached segments go back to their chunks' lists first.
+    fn give_up(&mut self, park: bool) -> Option<Arc<dyn ChunkSource>> {
         let Link { src, home } = self.link.take()?;
+        let park = park && src.settings().max_parked_chunks != 0 && !home.is_closed();
         let body = &mut self.body;
         body.idle.clear();
         body.idle_bytes = 0;
         let mut classes = std::mem::take(&mut body.classes);
-        for cs in classes.iter_mut() {
-            // The cached segments are free space of chunks abandoned below: nothing to do.
-            cs.clear_cache();
+        for (class, cs) in classes.iter_mut().enumerate() {
+            if park {
+                cs.uncache_all();
+            } else {
+                // The cached segments are free space of chunks abandoned below: nothing to do.
+                cs.clear_cache();
+            }
             for c in cs.owned() {
                 // SAFETY: owned by this magazine, which gives it up here.
                 unsafe { c.drain_remote() };
+                // SAFETY: as above; `park` leaves the chunk ours if it does not take it.
+                if park && unsafe { c.live() } != 0 && unsafe { src.park(c, class) } {
+                    continue;
+                }
                 Body::retire(&home, c);
             }
         }
@@ -743,6 +780,11 @@ impl Body {
         // this class may find one of its own with space). This keeps memory that other
         // threads freed from waiting in a class that has not refilled, while a new chunk is
         // made for another. It costs a load per full chunk, only on this path.
+        // A chunk of this class that an exited thread parked with live regions: adopted
+        // before any other chunk is taken, since its free space is otherwise unusable.
+        if let Some(c) = self.adopt_parked(class, src) {
+            return Ok(self.carve_from(c, class));
+        }
         let cached = src.take_cached(want, least);
         if cached.is_none() {
             for i in 0..self.classes.len() {
@@ -793,6 +835,28 @@ impl Body {
         cs.acquired = cs.acquired.saturating_add(1);
         cs.set_current(c);
         Ok(self.carve_from(c, class))
+    }
+
+    /// Adopts parked chunks of `class` (module `parked`) until one has free space, which
+    /// becomes current; the full ones are listed as full. `None` when none with space waits.
+    fn adopt_parked(&mut self, class: SizeClass, src: &Arc<dyn ChunkSource>) -> Option<ChunkPtr> {
+        let idx = class.index();
+        loop {
+            let c = src.adopt_parked(idx)?;
+            // SAFETY: `adopt_parked` hands over a chunk held exclusively, formatted for this
+            // class, with its free lists intact; this magazine's thread becomes its owner.
+            let space = unsafe {
+                c.adopt(self.token, self.this.cast_mut().cast(), self.next_seq, true);
+                c.has_local_space()
+            };
+            self.next_seq += 1;
+            let cs = &mut self.classes[idx];
+            if space {
+                cs.set_current(c);
+                return Some(c);
+            }
+            cs.push(c, FULL);
+        }
     }
 
     fn carve_from(&mut self, c: ChunkPtr, class: SizeClass) -> Carved {
@@ -1448,7 +1512,7 @@ impl Roster {
         let mags = self.inner.with(|r| {
             r.closed = true;
             Claims::new(&r.mags).each(|m, s| {
-                handles.extend(s.give_up());
+                handles.extend(s.give_up(false));
                 m.dead.store(true, Release);
             });
             std::mem::take(&mut r.mags)

@@ -54,6 +54,10 @@ pub struct Stats {
     /// Per-thread magazines currently alive for this allocator. A magazine lives from its
     /// thread's first allocation until the thread exits (or the allocator is dropped).
     pub magazines: usize,
+    /// Chunks of exited threads parked for other threads to adopt: they still hold live
+    /// buffers, and come back when those do, as abandoned chunks would (see
+    /// [`Builder::max_parked_chunks`](crate::Builder::max_parked_chunks)). Part of `chunks`.
+    pub parked_chunks: usize,
     /// Bytes of address space mapped from the operating system for this allocator
     /// ([`MemorySource::Os`](crate::MemorySource::Os)): the spans chunks are carved from (a
     /// few kept empty and decommitted) and buffers mapped on their own. Address space, not
@@ -92,11 +96,12 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "allocated {} B in {} chunks ({} B cached), {} live buffers of {} B, {} magazines; \
-             pinned {} B; chunks allocated/released {}/{}, unpooled {}, mapped {} B",
+            "allocated {} B in {} chunks ({} B cached, {} parked), {} live buffers of {} B, \
+             {} magazines; pinned {} B; chunks allocated/released {}/{}, unpooled {}, mapped {} B",
             self.allocated_bytes,
             self.chunks,
             self.cached_bytes,
+            self.parked_chunks,
             self.live_buffers,
             self.live_bytes,
             self.magazines,
@@ -297,6 +302,7 @@ impl Counters {
             chunk_releases: self.chunk_releases.load(Relaxed),
             unpooled_allocations: self.unpooled_allocations.load(Relaxed),
             magazines,
+            parked_chunks: 0,
             mapped_bytes: 0,
             pinned_bytes: self.pinned_bytes.load(Relaxed),
         }

@@ -121,6 +121,9 @@ fn allocate_with_rollback_after_init_retired_its_chunks() {
 ///
 /// The check reads the spare capacity of a fresh buffer, which safe code never does: it is
 /// done here, for the test only, because `zero_on_release` promises zeros there.
+///
+/// Parking is off here, so the exiting thread abandons the chunk (with parking on it is
+/// parked instead: see the next test).
 #[test]
 fn zero_on_release_scrubs_regions_released_into_abandoned_chunks() {
     let pool = AdaptiveAllocator::builder()
@@ -128,6 +131,7 @@ fn zero_on_release_scrubs_regions_released_into_abandoned_chunks() {
         .max_chunk_size(4 << 10)
         .zero_on_release(true)
         .poison(false)
+        .max_parked_chunks(0)
         .build()
         .unwrap();
     let p = pool.clone();
@@ -268,4 +272,49 @@ fn small_limits_serve_every_class_or_are_refused() {
     assert!(pool.stats().is_quiet(), "{}", pool.stats());
     pool.trim();
     assert_eq!(pool.stats().allocated_bytes, 0, "{}", pool.stats());
+}
+
+/// The same with parking on (the default): the exiting thread parks the chunk, and the
+/// release of the secret pushes the region onto the parked chunk's stack, which writes a
+/// 4-byte free-list link (a segment index) over the scrubbed region's first bytes, as any
+/// release onto a free list does (`Builder::zero_on_release` documents it). Every other byte
+/// is zero, and the link is not the secret.
+#[test]
+fn zero_on_release_scrubs_regions_released_into_parked_chunks() {
+    let pool = AdaptiveAllocator::builder()
+        .min_chunk_size(4 << 10)
+        .max_chunk_size(4 << 10)
+        .zero_on_release(true)
+        .poison(false)
+        .build()
+        .unwrap();
+    let p = pool.clone();
+    let secret = std::thread::spawn(move || {
+        let mut b = p.allocate(16);
+        b.put_slice(b"SECRET-PASSWORD!");
+        b
+    })
+    .join()
+    .unwrap();
+    let addr = secret.as_ptr() as usize;
+    // Its thread is gone: the chunk is parked, and this is its last release, which recycles
+    // it.
+    drop(secret);
+    let s = pool.stats();
+    assert_eq!(s.parked_chunks, 0, "the emptied chunk left the parked set: {s}");
+    let mut fresh: Vec<_> = (0..128).map(|_| pool.allocate(16)).collect();
+    let reused = fresh
+        .iter_mut()
+        .find(|b| b.as_ptr() as usize == addr)
+        .expect("the released region is reused");
+    let spare = reused.spare_capacity_mut();
+    // SAFETY: test-only read of a recycled region. Every byte of it was written: by the
+    // first owner, then by the scrub and the link of its release.
+    let bytes: Vec<u8> = spare.iter().map(|m| unsafe { m.assume_init() }).collect();
+    assert_ne!(&bytes[..4], b"SECR", "released data survived zero_on_release");
+    assert!(
+        bytes[4..].iter().all(|&x| x == 0),
+        "released data survived zero_on_release: {:?}",
+        String::from_utf8_lossy(&bytes)
+    );
 }
