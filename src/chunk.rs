@@ -872,8 +872,7 @@ impl ChunkPtr {
             // `Release`: the owner-only fields written so far happen before the adopter's or
             // the last releaser's `Acquire`. Fails only if a remote free arrived since the
             // drain: drain it too and try again.
-            if h
-                .shared
+            if h.shared
                 .remote
                 .compare_exchange(
                     NONE as u64,
@@ -905,7 +904,10 @@ impl ChunkPtr {
         let h = self.header();
         let mut w = h.shared.remote.load(Relaxed);
         loop {
-            debug_assert!(w & PARKED != 0, "a chunk taken from the parked set is parked");
+            debug_assert!(
+                w & PARKED != 0,
+                "a chunk taken from the parked set is parked"
+            );
             if w < PARK_ONE {
                 // Nothing live: the last release holds it. Once zero, the count never moves.
                 return false;

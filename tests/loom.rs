@@ -35,6 +35,10 @@
 //! releases the memory it waits for (the waiter registry's check, register, re-check); 18. the
 //! same when the memory comes back as a chunk entering the central cache.
 //!
+//! Parked chunks (the speed issue): model 4 now parks (4b abandons, parking off); 19. a
+//! thread adopts a parked chunk while another releases its last regions (and the adopter
+//! exits, parking it again, while the releases go on).
+//!
 //! Every model runs with a preemption bound of 3 except models 2, 12, 13 and 15, which run at
 //! 2 to keep CI within its time: they explore 74,000, 58,000, 412,000 and 187,000 executions
 //! at 2 already (59,000, 461,000 and 193,000 for models 12, 13 and 15 on main `1d7ea6d`,
@@ -242,35 +246,59 @@ fn remote_free_races_owner_drain() {
     });
 }
 
-/// Model 4. A thread exits (its magazine abandons its chunk) while another thread holds one of
-/// its buffers and drops it: the chunk is recycled exactly once (loom's allocation tracking
+/// Model 4. A thread exits (its magazine parks its chunk, which holds a live region) while
+/// another thread holds one of its buffers and drops it: the release lands before the
+/// parking (on the remote stack, which the parking drains) or after it (the parked count
+/// reaches zero); either way the chunk is recycled exactly once (loom's allocation tracking
 /// fails the execution on a leak or a double free), and once the magazine is gone the chunk
-/// is cached or freed, not lost.
+/// is cached or freed, not lost or left parked. Model 4b is the same with parking off (the
+/// chunk is abandoned).
 #[test]
 fn thread_exit_races_remote_drop() {
     model("thread_exit_races_remote_drop", 3, || {
-        let pool = tiny_pool();
-        let (tx, rx) = mpsc::channel();
-        let p = pool.clone();
-        let owner = thread::spawn(move || {
-            let keep = filled(&p, 1);
-            let give = filled(&p, 2);
-            tx.send(give).unwrap();
-            check(&keep, 1);
-        });
-        let dropper = thread::spawn(move || {
-            let b = rx.recv().unwrap();
-            check(&b, 2);
-        });
-        race();
-        owner.join().unwrap();
-        dropper.join().unwrap();
-        wait_for_magazines(&pool);
-        let s = pool.stats();
-        assert!(s.is_quiet(), "{s}");
-        assert_eq!(s.allocated_bytes, s.cached_bytes, "a chunk was lost: {s}");
-        assert_eq!(s.chunks * CHUNK, s.cached_bytes, "{s}");
+        thread_exit_races_remote_drop_in(tiny_pool())
     });
+}
+
+/// Model 4b: model 4 with parking off.
+#[test]
+fn thread_exit_races_remote_drop_abandoning() {
+    model("thread_exit_races_remote_drop_abandoning", 3, || {
+        thread_exit_races_remote_drop_in(
+            AdaptiveAllocator::builder()
+                .min_chunk_size(CHUNK)
+                .max_chunk_size(CHUNK)
+                .max_cached_bytes(CHUNK)
+                .poison(true)
+                .max_parked_chunks(0)
+                .build()
+                .unwrap(),
+        )
+    });
+}
+
+fn thread_exit_races_remote_drop_in(pool: AdaptiveAllocator) {
+    let (tx, rx) = mpsc::channel();
+    let p = pool.clone();
+    let owner = thread::spawn(move || {
+        let keep = filled(&p, 1);
+        let give = filled(&p, 2);
+        tx.send(give).unwrap();
+        check(&keep, 1);
+    });
+    let dropper = thread::spawn(move || {
+        let b = rx.recv().unwrap();
+        check(&b, 2);
+    });
+    race();
+    owner.join().unwrap();
+    dropper.join().unwrap();
+    wait_for_magazines(&pool);
+    let s = pool.stats();
+    assert!(s.is_quiet(), "{s}");
+    assert_eq!(s.parked_chunks, 0, "an emptied chunk stayed parked: {s}");
+    assert_eq!(s.allocated_bytes, s.cached_bytes, "a chunk was lost: {s}");
+    assert_eq!(s.chunks * CHUNK, s.cached_bytes, "{s}");
 }
 
 /// Model 5. One thread allocates (its new magazine takes the cached chunk or makes one) while
@@ -781,5 +809,47 @@ fn ready_races_a_chunk_entering_the_cache() {
         let s = pool.stats();
         assert_eq!(s.live_buffers, 0, "{s}");
         assert_eq!(s.allocated_bytes, s.cached_bytes, "{s}");
+    });
+}
+
+/// Model 19. A thread exits with two buffers of its chunk alive: the chunk is parked. Then
+/// one thread releases both (the second release empties the parked chunk, unless the chunk
+/// was adopted first) while another allocates from the same class (it adopts the parked
+/// chunk if its count has not reached zero, and otherwise takes the recycled chunk or a new
+/// one) and exits (parking the adopted chunk again if a buffer of it is still live). Exactly
+/// one thread ends up with the chunk each time: loom's allocation tracking fails a double
+/// recycle or a leak, poisoning fails a segment handed out twice, and at the end nothing is
+/// parked or lost.
+#[test]
+fn adoption_races_the_parked_chunks_last_release() {
+    model("adoption_races_the_parked_chunks_last_release", 3, || {
+        let pool = tiny_pool();
+        let p = pool.clone();
+        let (a, b) = thread::spawn(move || (filled(&p, 1), filled(&p, 2)))
+            .join()
+            .unwrap();
+        wait_for_magazines(&pool);
+        let s = pool.stats();
+        assert_eq!(s.parked_chunks, 1, "{s}");
+        let releaser = thread::spawn(move || {
+            check(&a, 1);
+            drop(a);
+            check(&b, 2);
+            drop(b);
+        });
+        let p = pool.clone();
+        let adopter = thread::spawn(move || {
+            let c = filled(&p, 3);
+            thread::yield_now();
+            check(&c, 3);
+        });
+        race();
+        releaser.join().unwrap();
+        adopter.join().unwrap();
+        wait_for_magazines(&pool);
+        let s = pool.stats();
+        assert!(s.is_quiet(), "{s}");
+        assert_eq!(s.parked_chunks, 0, "an emptied chunk stayed parked: {s}");
+        assert_eq!(s.allocated_bytes, s.cached_bytes, "a chunk was lost: {s}");
     });
 }

@@ -301,7 +301,10 @@ fn zero_on_release_scrubs_regions_released_into_parked_chunks() {
     // it.
     drop(secret);
     let s = pool.stats();
-    assert_eq!(s.parked_chunks, 0, "the emptied chunk left the parked set: {s}");
+    assert_eq!(
+        s.parked_chunks, 0,
+        "the emptied chunk left the parked set: {s}"
+    );
     let mut fresh: Vec<_> = (0..128).map(|_| pool.allocate(16)).collect();
     let reused = fresh
         .iter_mut()
@@ -311,7 +314,11 @@ fn zero_on_release_scrubs_regions_released_into_parked_chunks() {
     // SAFETY: test-only read of a recycled region. Every byte of it was written: by the
     // first owner, then by the scrub and the link of its release.
     let bytes: Vec<u8> = spare.iter().map(|m| unsafe { m.assume_init() }).collect();
-    assert_ne!(&bytes[..4], b"SECR", "released data survived zero_on_release");
+    assert_ne!(
+        &bytes[..4],
+        b"SECR",
+        "released data survived zero_on_release"
+    );
     assert!(
         bytes[4..].iter().all(|&x| x == 0),
         "released data survived zero_on_release: {:?}",
