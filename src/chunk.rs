@@ -17,7 +17,8 @@
 //!   and written only by the thread whose token is in `owner`, or by whoever holds the chunk
 //!   exclusively (creator, central queue, recycler). Plain loads and stores.
 //! * *Shared*: `owner` (written by the owner only, read by anyone to ask "is it me?"),
-//!   `remote` (the remote-free stack plus the `ABANDONED` flag) and `abandoned_live`.
+//!   `remote` (the remote-free stack plus the `ABANDONED` and `PARKED` flags and, when
+//!   parked, the live count) and `abandoned_live`.
 //!
 //! The allocation cursor (`cursor`, segments ever carved) and the usage accounting (`live`,
 //! segments handed out and not yet returned) are separate fields: a freed segment goes on a
@@ -36,7 +37,10 @@
 //!                          └ idle, trim ──────┴──▶ system
 //! ```
 //! An unpooled buffer is a chunk of one segment that starts out Abandoned with one live
-//! region, so its release takes the same path.
+//! region, so its release takes the same path. At thread exit a chunk with live regions may
+//! be *parked* instead of abandoned ([`ChunkPtr::park`]): no owner, its free space kept, its
+//! releases pushing and counting down in the `remote` word; the last one recycles it, unless
+//! a thread adopted it first ([`ChunkPtr::unpark`]), which makes it Owned again.
 //!
 //! # Remote frees
 //! A thread that frees a region of a chunk it does not own pushes the segment onto `remote`,
@@ -723,7 +727,7 @@ impl ChunkPtr {
                 // reach zero.
                 // SAFETY: the segment is the caller's until the CAS below publishes it.
                 unsafe { self.set_link(idx, head as u32) };
-                let next = (head - PARK_ONE) & !(NONE as u64) | idx as u64;
+                let next = ((head - PARK_ONE) & !(NONE as u64)) | idx as u64;
                 let last = next < PARK_ONE;
                 // `Release` publishes the link (and scrub); the last one also acquires every
                 // earlier push and the parking, before it recycles the chunk.
@@ -876,7 +880,7 @@ impl ChunkPtr {
                 .remote
                 .compare_exchange(
                     NONE as u64,
-                    live * PARK_ONE | PARKED | ABANDONED | NONE as u64,
+                    (live * PARK_ONE) | PARKED | ABANDONED | NONE as u64,
                     Release,
                     Relaxed,
                 )
@@ -1112,6 +1116,75 @@ mod tests {
         }
         assert!(th.recycled.with(|v| v.is_empty()));
         assert_eq!(th.counters.snapshot().chunks, 0);
+    }
+
+    #[test]
+    fn parking_keeps_free_space_and_counts_down_in_the_word() {
+        let (th, h) = home();
+        let c = ChunkPtr::create(&h, 4096, usize::MAX, false, true, false).unwrap();
+        // SAFETY: this test thread owns, parks, then adopts the chunk; "remote" frees are
+        // made with regions this thread holds, as another thread would.
+        unsafe {
+            c.format(0, 512);
+            c.adopt(7, std::ptr::null_mut(), 0, false);
+            let segs: Vec<u32> = (0..6).map(|_| c.carve().unwrap()).collect();
+            c.free_local(segs[0]);
+            assert_eq!(c.free_remote(segs[1]), RemoteFree::Queued);
+            // Parking drains the stacked release: 4 live (segments 2..=5).
+            assert!(c.park());
+            assert!(!c.is_owned_by(7), "a parked chunk has no owner");
+            assert_eq!(c.free_remote(segs[2]), RemoteFree::Queued);
+            assert_eq!(c.free_remote(segs[3]), RemoteFree::Queued);
+            // Adoption takes the two stacked releases onto the local list.
+            assert!(c.unpark());
+            c.adopt(8, std::ptr::null_mut(), 1, true);
+            assert_eq!(c.live(), 2);
+            // The free segments come back (poisoned: flagged for the check, which passes),
+            // then the cursor moves on.
+            let mut again: Vec<u32> = (0..6)
+                .map(|_| match c.carve().unwrap() {
+                    i if i & CHECK != 0 => c.check_carved(i),
+                    i => i,
+                })
+                .collect();
+            again.sort_unstable();
+            assert_eq!(again, [0, 1, 2, 3, 6, 7]);
+            assert_eq!(c.carve(), None);
+            assert_eq!(c.live(), 8);
+            // Park again with two live; their releases count down to zero: the last one
+            // holds the chunk, and an adopter coming after finds nothing to adopt.
+            for i in [0, 1, 2, 3, 6, 7] {
+                c.free_local(i);
+            }
+            assert!(c.park());
+            assert_eq!(c.free_remote(segs[4]), RemoteFree::Queued);
+            assert_eq!(c.free_remote(segs[5]), RemoteFree::RecycleParked);
+            assert!(
+                !c.unpark(),
+                "an emptied parked chunk belongs to its last release"
+            );
+            c.free_to_system();
+        }
+        assert_eq!(th.counters.snapshot().chunks, 0);
+    }
+
+    #[test]
+    fn a_chunk_with_nothing_live_is_not_parked() {
+        let (_th, h) = home();
+        let c = ChunkPtr::create(&h, 4096, usize::MAX, false, false, false).unwrap();
+        // SAFETY: this test thread owns the chunk.
+        unsafe {
+            c.format(0, 1024);
+            c.adopt(7, std::ptr::null_mut(), 0, false);
+            let a = c.carve().unwrap();
+            assert_eq!(c.free_remote(a), RemoteFree::Queued);
+            // The stacked release was its only live region: nothing to park.
+            assert!(!c.park());
+            assert!(c.is_owned_by(7), "still the owner's, to retire");
+            assert_eq!(c.live(), 0);
+            assert_eq!(c.abandon(), RemoteFree::Recycle);
+            c.free_to_system();
+        }
     }
 
     #[test]

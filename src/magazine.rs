@@ -68,8 +68,11 @@
 //!
 //! # Thread exit and close
 //! The registry's destructor leaves the roster (waiting for a reclaim in progress), then
-//! drops the magazine, which drains and abandons all its chunks: fully free ones are recycled
-//! at once, others by whichever thread releases their last region (see `chunk`). When the
+//! drops the magazine, which drains all its chunks: fully free ones are recycled at once;
+//! the others are parked for another thread to adopt (through [`ChunkSource::park`], module
+//! `parked`; the class caches' segments go back to their chunks first), or, if the parked
+//! set is full, abandoned, to be recycled by whichever thread releases their last region (see
+//! `chunk`). A refill adopts a parked chunk of its class before it takes any other. When the
 //! allocator closes, the closer claims every magazine and abandons all its chunks, live or
 //! not, and marks it dead: its thread keeps only the small husk until it next touches its
 //! registry or exits, and every byte of chunk memory comes back when the last buffer goes.

@@ -292,8 +292,8 @@ impl<T> ArrayQueue<T> {
 ///
 /// In normal builds it is the address of a thread-local, so a thread that starts after
 /// another has exited may get the exited thread's token. That is sound because no chunk
-/// carries the token of a thread that has exited: a thread's registry gives up (abandons,
-/// clearing the owner of) every chunk of its magazines in its thread-local destructor, before
+/// carries the token of a thread that has exited: a thread's registry gives up (abandons or
+/// parks, clearing the owner of) every chunk of its magazines in its thread-local destructor, before
 /// the thread's thread-local block can be reused, and the close abandons the chunks of every
 /// magazine. Under loom, a counter (loom's thread-locals are not at stable addresses).
 #[inline(always)]
