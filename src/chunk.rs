@@ -721,31 +721,17 @@ impl ChunkPtr {
         unsafe { self.scrub(idx, 0) };
         let mut head = h.shared.remote.load(Relaxed);
         loop {
-            if head & PARKED != 0 {
-                // Push and count down in one step (see `park`): the segment stays known, for
-                // the thread that adopts the chunk, and exactly one release sees the count
-                // reach zero.
-                // SAFETY: the segment is the caller's until the CAS below publishes it.
-                unsafe { self.set_link(idx, head as u32) };
-                let next = ((head - PARK_ONE) & !(NONE as u64)) | idx as u64;
-                let last = next < PARK_ONE;
-                // `Release` publishes the link (and scrub); the last one also acquires every
-                // earlier push and the parking, before it recycles the chunk.
-                let order = if last { AcqRel } else { Release };
-                match h
-                    .shared
-                    .remote
-                    .compare_exchange_weak(head, next, order, Relaxed)
-                {
-                    Ok(_) if last => return RemoteFree::RecycleParked,
-                    Ok(_) => return RemoteFree::Queued,
-                    Err(actual) => {
-                        head = actual;
-                        continue;
+            if head & ABANDONED != 0 {
+                if head & PARKED != 0 {
+                    // SAFETY: as the caller guarantees; the segment is scrubbed.
+                    match unsafe { self.free_parked(idx, head) } {
+                        Ok(done) => return done,
+                        Err(actual) => {
+                            head = actual;
+                            continue;
+                        }
                     }
                 }
-            }
-            if head & ABANDONED != 0 {
                 // `Release`, and `Acquire` by the last one (see `abandon`).
                 return if h.shared.abandoned_live.fetch_sub(1, Release) == 1 {
                     sync::acquire_count(&h.shared.abandoned_live);
@@ -765,6 +751,37 @@ impl ChunkPtr {
                 Err(actual) => head = actual,
             }
         }
+    }
+
+    /// One attempt of [`free_remote`](ChunkPtr::free_remote) into a parked chunk (`head`, as
+    /// loaded, has `PARKED`): pushes the segment and counts down in one CAS (see `park`), so
+    /// the segment stays known to the thread that adopts the chunk, and exactly one release
+    /// sees the count reach zero. `Err` with the word found if it changed meanwhile (another
+    /// release, or an adoption): the caller looks at it again.
+    ///
+    /// # Safety
+    /// As for `free_remote`, whose scrub is done.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_parked(self, idx: u32, head: u64) -> Result<RemoteFree, u64> {
+        // SAFETY: the segment is the caller's until the CAS below publishes it.
+        unsafe { self.set_link(idx, head as u32) };
+        let next = ((head - PARK_ONE) & !(NONE as u64)) | idx as u64;
+        let last = next < PARK_ONE;
+        // `Release` publishes the link (and scrub); the last one also acquires every earlier
+        // push and the parking, before it recycles the chunk.
+        let order = if last { AcqRel } else { Release };
+        self.header()
+            .shared
+            .remote
+            .compare_exchange_weak(head, next, order, Relaxed)
+            .map(|_| {
+                if last {
+                    RemoteFree::RecycleParked
+                } else {
+                    RemoteFree::Queued
+                }
+            })
     }
 
     /// `true` if remote frees are waiting to be drained. A relaxed load: a hint only.
