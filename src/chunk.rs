@@ -112,11 +112,11 @@ pub(crate) trait Home: Any + Send + Sync {
     fn is_closed(&self) -> bool;
 }
 
-/// A free segment waiting in a magazine's per-class cache, written over the segment's first
-/// bytes: the next node of the cache, and the segment's chunk and index. The owner's frees
-/// into its non-current chunks push such nodes, and its allocations pop them, so a free
-/// anywhere in the class is reused by the next allocation without touching the chunk's
-/// lists. A cached segment counts as free in its chunk's `live`, which stays exact.
+/// A free segment waiting in the older part of a magazine's per-class cache, written over the
+/// segment's first bytes: the next node of the cache, and the segment's chunk and index. The
+/// newest cached segments are kept in the magazine itself (its hot stack); those it spills
+/// become such nodes, and allocations pop them once the hot stack is empty. A cached segment
+/// counts as free in its chunk's `live`, which stays exact.
 pub(crate) struct CachedSeg {
     next: Option<NonNull<CachedSeg>>,
     chunk: ChunkPtr,
@@ -128,32 +128,36 @@ impl CachedSeg {
     ///
     /// # Safety
     /// `node` is a node of a cache the calling thread owns (written by
-    /// [`ChunkPtr::release_to_cache`] and not taken since).
+    /// [`CachedSeg::write`] and not taken since).
     #[inline(always)]
     pub(crate) unsafe fn read(
         node: NonNull<CachedSeg>,
     ) -> (ChunkPtr, u32, Option<NonNull<CachedSeg>>) {
-        // SAFETY: a node written by `release_to_cache`, in a free segment nobody else touches.
+        // SAFETY: a node written by `write`, in a free segment nobody else touches.
         let n = unsafe { node.as_ptr().read() };
         (n.chunk, n.idx, n.next)
     }
 
-    /// Takes the cached segment `node` out to hand it to an allocation: answers its chunk and
-    /// index and the next node, and counts the region live again.
+    /// Writes a cache node over the first bytes of free segment `idx` of `chunk`, linking to
+    /// `next`, and answers it. The live count does not change (the segment is already free:
+    /// it moves from the magazine's hot stack to the cache's list).
     ///
     /// # Safety
-    /// As for [`CachedSeg::read`], and the node is the cache's first (the caller unlinks it).
-    #[inline(always)]
-    pub(crate) unsafe fn take(
-        node: NonNull<CachedSeg>,
-    ) -> (ChunkPtr, u32, Option<NonNull<CachedSeg>>) {
-        // SAFETY: as the caller guarantees.
-        let (chunk, idx, next) = unsafe { Self::read(node) };
-        let h = chunk.header();
-        // SAFETY: owner-only field, by the owner (a cached segment's chunk is owned by the
-        // cache's magazine).
-        unsafe { h.own.live.set(h.own.live.get() + 1) };
-        (chunk, idx, next)
+    /// The calling thread owns `chunk`, whose segment `idx` is free and held by its cache;
+    /// `next` is a node of the same cache. The chunk does not scrub released regions.
+    pub(crate) unsafe fn write(
+        chunk: ChunkPtr,
+        idx: u32,
+        next: Option<NonNull<CachedSeg>>,
+    ) -> NonNull<CachedSeg> {
+        debug_assert!(!chunk.header().scrub);
+        // SAFETY: the segment is free and the cache's (16-aligned, at least 32 bytes, so a
+        // node fits), by the caller's guarantee.
+        unsafe {
+            let node = chunk.segment(idx).cast::<CachedSeg>();
+            node.as_ptr().write(CachedSeg { next, chunk, idx });
+            node
+        }
     }
 
     /// Relinks `node` to `next` (the cache drops the node that followed it).
@@ -230,6 +234,10 @@ struct RemoteFields {
     remote: AtomicU64,
     abandoned_live: AtomicI64,
 }
+
+/// A placeholder for the unused slots of an array of chunk pointers: points to no chunk and
+/// is never dereferenced (only compared, and only where a slot is in use).
+pub(crate) const NO_CHUNK: ChunkPtr = ChunkPtr(NonNull::dangling());
 
 /// A pointer to a chunk header. Who may do what through it is stated on each method; moving
 /// exclusive ownership between threads (through the central queue) is why it is `Send`.
@@ -661,37 +669,35 @@ impl ChunkPtr {
         }
     }
 
-    /// Releases region `idx` into its owner's cache of free segments (see [`CachedSeg`]): one
-    /// live region fewer, and the segment's first bytes become a cache node linking to
-    /// `next`. Answers the node and the live regions left. The segment goes on no list of the
-    /// chunk: it is free space only the cache can hand out again ([`CachedSeg::take`]), or
-    /// give back ([`ChunkPtr::uncache`]). Not for scrubbing chunks (the node would stay in
-    /// the released bytes): the owner caches only when scrubbing is off.
+    /// Releases a region into its owner's cache of free segments, which keeps its chunk and
+    /// index (the magazine's hot stack, or a [`CachedSeg`] node written later): one live
+    /// region fewer, and nothing written into the segment. Answers the live regions left.
+    /// The segment goes on no list of the chunk: it is free space only the cache can hand
+    /// out again ([`ChunkPtr::take_cached`]) or give back ([`ChunkPtr::uncache`]).
     ///
     /// # Safety
-    /// The calling thread owns the chunk and gives up the last handle to region `idx`; `next`
-    /// is a node of the same cache.
+    /// The calling thread owns the chunk and gives up the last handle to one of its regions,
+    /// which its cache takes.
     #[inline(always)]
-    pub(crate) unsafe fn release_to_cache(
-        self,
-        idx: u32,
-        next: Option<NonNull<CachedSeg>>,
-    ) -> (NonNull<CachedSeg>, u32) {
+    pub(crate) unsafe fn release_cached(self) -> u32 {
         let h = self.header();
-        debug_assert!(!h.scrub);
-        // SAFETY (whole block): the segment is the caller's (16-aligned, at least 32 bytes, so
-        // a node fits), and `live` is owner-only, written by the owner.
+        // SAFETY: `live` is owner-only, written by the owner.
         unsafe {
-            let node = self.segment(idx).cast::<CachedSeg>();
-            node.as_ptr().write(CachedSeg {
-                next,
-                chunk: self,
-                idx,
-            });
             let live = h.own.live.get() - 1;
             h.own.live.set(live);
-            (node, live)
+            live
         }
+    }
+
+    /// A segment the owner's cache held is handed out again: one live region more.
+    ///
+    /// # Safety
+    /// The calling thread owns the chunk, and took one of its segments out of its cache.
+    #[inline(always)]
+    pub(crate) unsafe fn take_cached(self) {
+        let h = self.header();
+        // SAFETY: `live` is owner-only, written by the owner.
+        unsafe { h.own.live.set(h.own.live.get() + 1) };
     }
 
     /// Puts a segment of this chunk that waited in its owner's cache back on the chunk's

@@ -82,7 +82,7 @@ use std::sync::Arc;
 
 use std::ptr::NonNull;
 
-use crate::chunk::{CachedSeg, ChunkPtr, Home, RemoteFree, CHECK};
+use crate::chunk::{CachedSeg, ChunkPtr, Home, RemoteFree, CHECK, NO_CHUNK};
 use crate::config::{Settings, MIN_CHUNK_SIZE_FLOOR};
 use crate::error::AllocError;
 use crate::os;
@@ -145,6 +145,10 @@ const SPACIOUS_CANDIDATES: usize = 4;
 /// finds it full, the older half goes back to the chunks' own lists.
 const CACHE_CAP: u32 = 64;
 
+/// The newest free segments of a class's cache held in the magazine itself (see
+/// [`ClassState::hot`]); a power of two.
+const HOT: usize = 8;
+
 /// Every this many refills of a class (or as many as it lists chunks, if more, so the check
 /// costs O(1) per refill), its listed chunks are checked for remote frees even when a
 /// spacious chunk is at hand, so chunks emptied by other threads are retired.
@@ -195,12 +199,23 @@ struct ClassState {
     /// cached segments taken out of the cache first ([`ClassState::purge`]). So the cache
     /// keeps no chunk alive on its own, and the per-thread idle budget, which counts empty
     /// chunks, covers it.
+    ///
+    /// The newest of them are not here but in `hot`; this list holds the older ones, each
+    /// node written over its segment's first bytes ([`CachedSeg`]).
     cache: Option<NonNull<CachedSeg>>,
-    /// Segments in `cache`.
+    /// Segments in `cache` (the list).
     cached: u32,
-    /// The most `cache` may hold: [`CACHE_CAP`], or 0 when released regions are scrubbed
-    /// (poison or zeroing: a node would stay in the released bytes).
+    /// The most the cache (`hot` and the list) may hold: [`CACHE_CAP`], or 0 when released
+    /// regions are scrubbed (poison or zeroing: a node would stay in the released bytes).
     cache_cap: u32,
+    /// The newest cached segments (chunk, index), the newest last: the first `hot_len`
+    /// entries. A release pushes here and an allocation pops from here without touching the
+    /// segment's memory (as jemalloc's thread cache keeps pointers in an array): a list node
+    /// written into a freed segment makes the next allocation wait for that segment's cache
+    /// line before it can pop, and under random replacement the line is cold. When full, its
+    /// older half is spilled to the list.
+    hot: [(ChunkPtr, u32); HOT],
+    hot_len: u32,
 }
 
 impl ClassState {
@@ -209,6 +224,8 @@ impl ClassState {
             cache: None,
             cached: 0,
             cache_cap,
+            hot: [(NO_CHUNK, 0); HOT],
+            hot_len: 0,
             seg_size: class.size(),
             current: None,
             lists: [Vec::new(), Vec::new()],
@@ -257,6 +274,14 @@ impl ClassState {
     /// magazine). The segments need no other home: `c` has no live region, or is abandoned
     /// with its live regions only.
     fn purge(&mut self, c: ChunkPtr) {
+        let mut kept = 0;
+        for i in 0..self.hot_len as usize {
+            if self.hot[i].0 != c {
+                self.hot[kept] = self.hot[i];
+                kept += 1;
+            }
+        }
+        self.hot_len = kept as u32;
         let mut prev: Option<NonNull<CachedSeg>> = None;
         let mut node = self.cache;
         while let Some(n) = node {
@@ -274,11 +299,37 @@ impl ClassState {
             }
             node = next;
         }
+        if self.hot_len == 0 && self.cache.is_some() {
+            self.refill_hot();
+        }
+    }
+
+    /// The hot stack emptied while the list holds segments: up to half a stack of them (the
+    /// newest) move back into it, so that an allocation only ever looks at the hot stack
+    /// (the invariant: the list is empty whenever the hot stack is).
+    #[cold]
+    #[inline(never)]
+    fn refill_hot(&mut self) {
+        let n = (self.cached as usize).min(HOT / 2);
+        for i in (0..n).rev() {
+            let node = self.cache.expect("the list holds `cached` nodes");
+            // SAFETY: a node of this magazine's cache, unlinked here.
+            let (c, idx, next) = unsafe { CachedSeg::read(node) };
+            self.hot[i] = (c, idx);
+            self.cache = next;
+        }
+        self.cached -= n as u32;
+        self.hot_len = n as u32;
     }
 
     /// Puts every cached segment back on its chunk's own free list, as a local release would
     /// have, and empties the cache (its chunks are being parked, with their free space).
     fn uncache_all(&mut self) {
+        for &(c, idx) in &self.hot[..self.hot_len as usize] {
+            // SAFETY: owned by this magazine; the segment was cached, so it is free.
+            unsafe { c.uncache(idx) };
+        }
+        self.hot_len = 0;
         let mut node = self.cache.take();
         while let Some(n) = node {
             // SAFETY: a node of this magazine's cache, taken out of it here.
@@ -292,6 +343,7 @@ impl ClassState {
 
     /// Forgets the whole cache (its chunks are all being given up).
     fn clear_cache(&mut self) {
+        self.hot_len = 0;
         self.cache = None;
         self.cached = 0;
     }
@@ -714,11 +766,16 @@ impl Body {
         // The cache first: a chunk's free space that a release elsewhere in the class made is
         // reused before the current chunk is carved, and without looking at the current
         // chunk's remote stack (a line other threads write).
-        if let Some(node) = cs.cache {
-            // SAFETY: the first node of this magazine's cache; we unlink it.
-            let (c, idx, next) = unsafe { CachedSeg::take(node) };
-            cs.cache = next;
-            cs.cached -= 1;
+        if cs.hot_len != 0 {
+            cs.hot_len -= 1;
+            // The mask keeps the index in bounds without a check (`hot_len <= HOT`).
+            let (c, idx) = cs.hot[cs.hot_len as usize & (HOT - 1)];
+            // SAFETY: a segment of this magazine's cache, taken out of it here; its chunk is
+            // owned by this magazine (the cache keeps only owned chunks' segments).
+            unsafe { c.take_cached() };
+            if cs.hot_len == 0 && cs.cache.is_some() {
+                cs.refill_hot();
+            }
             cs.allocs = cs.allocs.wrapping_add(1);
             let seg = cs.seg_size;
             self.shard.add_owned(seg as i64, 1);
@@ -965,22 +1022,22 @@ impl Body {
         };
         let home = &link.home;
         let cs = &mut self.classes[class];
-        if cs.cached >= cs.cache_cap && cs.cache_cap != 0 {
-            self.flush_cache(class, home);
+        if cs.cache_cap != 0 && cs.hot_len as usize == HOT {
+            self.spill(class, home);
         }
         let cs = &mut self.classes[class];
-        // SAFETY: owned by this magazine.
+        // SAFETY: owned by this magazine (read after the spill, which may move the chunk).
         let tag = unsafe { chunk.slot() } & TAG_MASK;
-        if cs.cached < cs.cache_cap && tag <= SPACIOUS {
-            // SAFETY: owned; the caller gives up the region; `cs.cache` is this cache's head.
-            let (node, live) = unsafe { chunk.release_to_cache(idx, cs.cache) };
+        if cs.cache_cap != 0 && tag <= SPACIOUS {
+            // SAFETY: owned; the caller gives up the region, which the cache takes.
+            let live = unsafe { chunk.release_cached() };
             self.shard.add_owned(-(cs.seg_size as i64), -1);
             if live != 0 {
-                cs.cache = Some(node);
-                cs.cached += 1;
+                cs.hot[cs.hot_len as usize & (HOT - 1)] = (chunk, idx);
+                cs.hot_len += 1;
             } else {
-                // Every region of the listed chunk is free: it is retired (with the node,
-                // which is not linked in).
+                // Every region of the listed chunk is free: it is retired (with the segment,
+                // which the cache never took).
                 self.after_free_slow(chunk, 0, tag, home);
             }
             return;
@@ -1005,6 +1062,28 @@ impl Body {
             self.shard.add_owned(-(seg as i64), -1);
             live
         }
+    }
+
+    /// The class's hot stack is full: its older half becomes nodes of the cache's list (whose
+    /// own older half goes back to the chunks first, if the cache would exceed its cap).
+    #[cold]
+    #[inline(never)]
+    fn spill(&mut self, class: usize, home: &Arc<dyn Home>) {
+        const HALF: usize = HOT / 2;
+        let cs = &mut self.classes[class];
+        if cs.cached as usize + HOT + HALF > cs.cache_cap as usize {
+            self.flush_cache(class, home);
+        }
+        let cs = &mut self.classes[class];
+        for i in 0..HALF {
+            let (c, idx) = cs.hot[i];
+            // SAFETY: a cached segment of an owned chunk (which does not scrub: the cache is
+            // off for scrubbing chunks); `cs.cache` is the list's head.
+            cs.cache = Some(unsafe { CachedSeg::write(c, idx, cs.cache) });
+        }
+        cs.cached += HALF as u32;
+        cs.hot.copy_within(HALF.., 0);
+        cs.hot_len = (HOT - HALF) as u32;
     }
 
     /// The class's cache is full: its older half goes back to the chunks' own lists, and

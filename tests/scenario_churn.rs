@@ -166,3 +166,54 @@ fn a_chunk_emptied_through_the_cache_is_retired() {
     let s = pool.stats();
     assert_eq!((s.allocated_bytes, s.chunks), (0, 0), "{s}");
 }
+
+/// The cache past its capacity: scattered releases into five chunks (none emptied) fill the
+/// magazine's hot stack, spill it into the cache's list again and again, and push the list
+/// past its cap, which gives the older half back to the chunks' own lists. Allocating as many
+/// again takes every one of those segments back (from the hot stack, the list refilling it,
+/// and the chunks' lists) without a new chunk and without handing out a live one.
+#[test]
+fn the_cache_spills_refills_and_flushes_without_losing_a_segment() {
+    let pool = AdaptiveAllocator::builder()
+        .poison(false)
+        .min_chunk_size(16 << 10)
+        .max_chunk_size(16 << 10)
+        .build()
+        .unwrap();
+    let per_chunk = (16 << 10) / 512;
+    let mut bufs: Vec<Option<Slot>> = (0..6 * per_chunk)
+        .map(|i| Some(fill(&pool, 512, i as u8)))
+        .collect();
+    let full = pool.stats();
+    assert_eq!(full.chunks, 6, "{full}");
+    // Every other buffer of the first five chunks: 80 releases, no chunk emptied.
+    let mut freed = 0;
+    for b in bufs.iter_mut().take(5 * per_chunk).step_by(2) {
+        check(b.as_ref().unwrap());
+        *b = None;
+        freed += 1;
+    }
+    assert!(freed > 64, "past the cache's capacity");
+    let s = pool.stats();
+    assert_eq!(
+        (s.chunks, s.live_buffers),
+        (6, 6 * per_chunk - freed),
+        "{s}"
+    );
+    let again: Vec<Slot> = (0..freed)
+        .map(|i| fill(&pool, 512, 100 + i as u8))
+        .collect();
+    let s = pool.stats();
+    assert_eq!(
+        s.chunk_allocations, full.chunk_allocations,
+        "a released segment was lost to the class (a new chunk was taken): {s}"
+    );
+    for b in bufs.iter().flatten().chain(&again) {
+        check(b);
+    }
+    drop(bufs);
+    drop(again);
+    assert!(pool.stats().is_quiet());
+    pool.trim();
+    assert_eq!(pool.stats().allocated_bytes, 0, "{}", pool.stats());
+}
