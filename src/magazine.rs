@@ -11,7 +11,8 @@
 //! allocator implements.
 //!
 //! # Allocation order
-//! Each class has a *cache* of free segments of its owned chunks (up to 64, tcache's idea):
+//! Each class has a *cache* of free segments of its owned chunks (up to 64, tcache's idea;
+//! the newest 8 in a stack in the magazine, the older in a list threaded through the segments):
 //! the owner's frees into any chunk that is not current push there, and allocations pop
 //! from there first, so a free anywhere in the class is reused by the next allocation in
 //! O(1), whichever chunk it fell in. The chunks' `live` counts stay exact (a cached segment
