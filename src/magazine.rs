@@ -217,6 +217,8 @@ struct ClassState {
     /// older half is spilled to the list.
     hot: [(ChunkPtr, u32); HOT],
     hot_len: u32,
+    /// [`HOT`], or 0 when the cache is off (`cache_cap == 0`): one test on the release path.
+    hot_cap: u32,
 }
 
 impl ClassState {
@@ -227,6 +229,7 @@ impl ClassState {
             cache_cap,
             hot: [(NO_CHUNK, 0); HOT],
             hot_len: 0,
+            hot_cap: if cache_cap == 0 { 0 } else { HOT as u32 },
             seg_size: class.size(),
             current: None,
             lists: [Vec::new(), Vec::new()],
@@ -986,7 +989,10 @@ impl Body {
         // SAFETY (whole block): owned, inside the gate; the region is the caller's.
         unsafe {
             let tag = chunk.slot() & TAG_MASK;
-            if tag <= SPACIOUS || chunk.scrubs() {
+            if tag <= SPACIOUS {
+                return self.free_to_hot(chunk, idx);
+            }
+            if chunk.scrubs() {
                 return Freed::Slow;
             }
             let seg = chunk.seg_size();
@@ -996,6 +1002,30 @@ impl Body {
             if tag == CURRENT && live == 0 {
                 return Freed::EmptiedCurrent;
             }
+            Freed::Done
+        }
+    }
+
+    /// A release into a listed chunk that keeps a live region: pushed on the class's hot
+    /// stack, if it has room (and the cache is on). `Freed::Slow` otherwise (a full stack, the
+    /// chunk's last region, no cache): [`Body::free_listed`] does it.
+    ///
+    /// # Safety
+    /// As for [`Body::free`], and `chunk` is listed.
+    #[inline(always)]
+    unsafe fn free_to_hot(&mut self, chunk: ChunkPtr, idx: u32) -> Freed {
+        // SAFETY (whole block): owned, inside the gate; the region is the caller's.
+        unsafe {
+            let Some(cs) = self.classes.get_mut(chunk.class() as usize) else {
+                return Freed::Slow;
+            };
+            if cs.hot_len >= cs.hot_cap || chunk.live() <= 1 {
+                return Freed::Slow;
+            }
+            chunk.release_cached();
+            cs.hot[cs.hot_len as usize & (HOT - 1)] = (chunk, idx);
+            cs.hot_len += 1;
+            self.shard.add_owned(-(cs.seg_size as i64), -1);
             Freed::Done
         }
     }
