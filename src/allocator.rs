@@ -25,7 +25,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use crate::central::Central;
-use crate::chunk::{ChunkPtr, Home, RemoteFree};
+use crate::chunk::{ChunkPtr, Home, RemoteFree, CHECK};
 use crate::config::{Builder, Settings};
 use crate::error::AllocError;
 use crate::magazine::{self, ChunkSource, Reclaim, Roster};
@@ -78,6 +78,25 @@ pub(crate) struct Region {
     pub(crate) chunk: ChunkPtr,
     pub(crate) idx: u32,
     pub(crate) cap: usize,
+}
+
+impl Region {
+    /// `true` for a region of the fast path that must be [`checked`](Region::checked) before
+    /// use (carved from a free list of a poisoning chunk).
+    #[inline(always)]
+    pub(crate) fn needs_check(&self) -> bool {
+        self.idx & CHECK != 0
+    }
+
+    /// Checks the poison of a region that [`needs_check`](Region::needs_check) (panicking,
+    /// naming it, if it was written after its release) and answers it ready for use.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn checked(self) -> Region {
+        let Region { chunk, idx, cap } = self;
+        let (chunk, idx, cap) = magazine::checked((chunk, idx, cap));
+        Region { chunk, idx, cap }
+    }
 }
 
 /// The state one allocator's handles, magazines and chunks share.
@@ -288,7 +307,8 @@ impl Shared {
     #[inline]
     fn try_allocate(self: &Arc<Self>, capacity: usize) -> Result<Region, AllocError> {
         match self.alloc_fast(capacity) {
-            Some(buf) => Ok(buf),
+            Some(r) if r.needs_check() => Ok(r.checked()),
+            Some(r) => Ok(r),
             None => self.try_allocate_slow(capacity),
         }
     }
@@ -299,6 +319,12 @@ impl Shared {
     #[cold]
     #[inline(never)]
     fn try_allocate_slow(self: &Arc<Self>, capacity: usize) -> Result<Region, AllocError> {
+        // The thread's magazine of this allocator when another one is in `LAST` (or none).
+        if let Some((chunk, idx, cap)) =
+            magazine::alloc_fast_lookup(self.id, SizeClass::of(capacity))
+        {
+            return Ok(Region { chunk, idx, cap });
+        }
         let (r, went_to_allocator) = self.pooled_or_unpooled(capacity);
         if went_to_allocator {
             self.maybe_sweep();

@@ -827,11 +827,13 @@ impl AdaptiveAllocator {
     #[inline(always)]
     #[track_caller]
     pub fn allocate(&self, capacity: usize) -> PooledBuf {
-        // The fast path returns the buffer itself, not a `Result` the caller must unpack.
-        if let Some(region) = self.region_fast(capacity) {
-            return PooledBuf::from_region(region);
+        // The fast path returns the buffer itself, not a `Result` the caller must unpack, and
+        // every other way out is a call in tail position, so it saves no registers.
+        match self.region_fast(capacity) {
+            Some(region) if !region.needs_check() => PooledBuf::from_region(region),
+            Some(region) => PooledBuf::from_region(region.checked()),
+            None => self.allocate_slow(capacity),
         }
-        self.allocate_slow(capacity)
     }
 
     #[cold]
@@ -854,7 +856,8 @@ impl AdaptiveAllocator {
     #[track_caller]
     pub fn try_allocate(&self, capacity: usize) -> Result<PooledBuf, AllocError> {
         match self.region_fast(capacity) {
-            Some(region) => Ok(PooledBuf::from_region(region)),
+            Some(region) if !region.needs_check() => Ok(PooledBuf::from_region(region)),
+            Some(region) => Ok(PooledBuf::from_region(region.checked())),
             None => self.try_allocate_slow(capacity),
         }
     }

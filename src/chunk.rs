@@ -632,6 +632,39 @@ impl ChunkPtr {
         }
     }
 
+    /// [`carve`](ChunkPtr::carve) without draining: from the local free list, else at the
+    /// cursor; `None` if neither has space or remote frees wait (the caller's slow path
+    /// drains them, so space other threads gave back is still reused before fresh space).
+    /// Calls nothing: the allocation fast path.
+    ///
+    /// # Safety
+    /// The calling thread owns the chunk.
+    #[inline(always)]
+    pub(crate) unsafe fn carve_local(self) -> Option<u32> {
+        let h = self.header();
+        // SAFETY (whole block): owner-only fields, accessed by the owner.
+        unsafe {
+            let head = h.own.local_head.get();
+            let idx = if head != NONE {
+                h.own.local_head.set(self.link(head));
+                if h.poison {
+                    head | CHECK
+                } else {
+                    head
+                }
+            } else {
+                let c = h.own.cursor.get();
+                if c >= h.seg_count.get() || self.has_remote() {
+                    return None;
+                }
+                h.own.cursor.set(c + 1);
+                c
+            };
+            h.own.live.set(h.own.live.get() + 1);
+            Some(idx)
+        }
+    }
+
     /// `true` if released regions of this chunk are scrubbed (poison or zeroing).
     #[inline(always)]
     pub(crate) fn scrubs(self) -> bool {

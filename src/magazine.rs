@@ -303,17 +303,13 @@ impl ClassState {
             }
             node = next;
         }
-        if self.hot_len == 0 && self.cache.is_some() {
-            self.refill_hot();
-        }
     }
 
-    /// The hot stack emptied while the list holds segments: up to half a stack of them (the
-    /// newest) move back into it, so that an allocation only ever looks at the hot stack
-    /// (the invariant: the list is empty whenever the hot stack is).
-    #[cold]
-    #[inline(never)]
+    /// The hot stack is empty and the list holds segments: up to half a stack of them (the
+    /// newest) move back into it. The fast path looks only at the hot stack; the slow path
+    /// ([`Body::refill`]) calls this before it looks for a chunk.
     fn refill_hot(&mut self) {
+        debug_assert_eq!(self.hot_len, 0);
         let n = (self.cached as usize).min(HOT / 2);
         for i in (0..n).rev() {
             let node = self.cache.expect("the list holds `cached` nodes");
@@ -562,6 +558,33 @@ impl Magazine {
         }
     }
 
+    /// Runs an operation of the owner inside the gate if no reclaimer claims the magazine;
+    /// `None` (having stepped out again, as [`Magazine::enter`] does before it waits) if one
+    /// does: the caller then takes its slow path, which waits at the gate. Calls nothing
+    /// itself, so the fast path saves no registers for the wait.
+    #[inline(always)]
+    fn run_uncontended<R>(&self, f: impl FnOnce(&mut State) -> Option<R>) -> Option<R> {
+        let mut c = self.try_enter();
+        if c != 0 {
+            // As `enter_slow` begins: without the kernel's barrier, the fence, then the claim
+            // again; claimed, step out.
+            if c & FENCE != 0 {
+                fence(SeqCst);
+                c = self.gate.claim.load(Acquire);
+            }
+            if c & CLAIMED != 0 {
+                self.gate.active.store(0, Release);
+                return None;
+            }
+        }
+        let _entered = Entered(self);
+        // SAFETY: inside the gate, the owner is the only thread touching `state`.
+        self.state.with_mut(
+            #[inline(always)]
+            |s| f(unsafe { &mut *s }),
+        )
+    }
+
     /// Runs an operation of the owner inside the gate.
     #[inline(always)]
     fn run<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
@@ -777,9 +800,6 @@ impl Body {
             // SAFETY: a segment of this magazine's cache, taken out of it here; its chunk is
             // owned by this magazine (the cache keeps only owned chunks' segments).
             unsafe { c.take_cached() };
-            if cs.hot_len == 0 && cs.cache.is_some() {
-                cs.refill_hot();
-            }
             cs.allocs = cs.allocs.wrapping_add(1);
             let seg = cs.seg_size;
             self.shard.add_owned(seg as i64, 1);
@@ -787,7 +807,7 @@ impl Body {
         }
         let c = cs.current?;
         // SAFETY: this magazine owns its current chunks, and we are inside its gate.
-        let idx = unsafe { c.carve() }?;
+        let idx = unsafe { c.carve_local() }?;
         cs.allocs = cs.allocs.wrapping_add(1);
         let seg = cs.seg_size;
         self.shard.add_owned(seg as i64, 1);
@@ -797,6 +817,15 @@ impl Body {
     fn refill(&mut self, class: SizeClass, link: &Link) -> Result<Carved, AllocError> {
         let Link { src, home } = link;
         let idx = class.index();
+        // 0. Segments the class's cache spilled to its list (the fast path takes only the hot
+        //    stack, which is empty now).
+        let cs = &mut self.classes[idx];
+        if cs.hot_len == 0 && cs.cache.is_some() {
+            cs.refill_hot();
+            return Ok(self
+                .alloc_fast(class)
+                .expect("the hot stack was just refilled"));
+        }
         // 1. The current chunk, once remote frees are drained.
         if let Some(c) = self.classes[idx].current {
             // SAFETY: owned by this magazine.
@@ -1421,7 +1450,7 @@ fn untag(idle: &mut Vec<ChunkPtr>, idle_bytes: &mut usize, c: ChunkPtr) {
 /// Checks the poison of a region carved from a free list of a poisoning chunk (flagged by
 /// `carve`), outside the gate: a panic there leaves the magazine consistent.
 #[inline(always)]
-fn checked((chunk, idx, cap): (ChunkPtr, u32, usize)) -> Carved {
+pub(crate) fn checked((chunk, idx, cap): (ChunkPtr, u32, usize)) -> Carved {
     if idx & CHECK == 0 {
         return (chunk, idx, cap);
     }
@@ -1784,10 +1813,14 @@ pub(crate) fn with_magazine<R>(
     Some(f(unsafe { &*m }))
 }
 
-/// The allocation fast path for allocator `id`: the calling thread's magazine, if it has one,
-/// carves a region of `class` from the class's current chunk. `None` sends the caller to the
-/// slow path (no magazine yet, a class that is not pooled, a full chunk, thread exit, a dead
-/// magazine), which is [`with_magazine`] and [`Magazine::alloc`].
+/// The allocation fast path for allocator `id`: the magazine the thread used last, if it is
+/// this allocator's, hands out a region of `class` from the class's cache or carves one from
+/// its current chunk. `None` sends the caller to the slow path (another allocator's magazine
+/// in `LAST`, or none: [`alloc_fast_lookup`] first; then a class that is not pooled, a full
+/// chunk, remote frees to drain, a claimed gate, thread exit, a dead magazine), which is
+/// [`with_magazine`] and [`Magazine::alloc`]. It calls nothing (every way out is a return),
+/// so it saves no registers. A region carved from a free list of a poisoning chunk comes
+/// with the [`CHECK`] flag: the caller checks it ([`checked`]) before use.
 #[inline(always)]
 pub(crate) fn alloc_fast(id: usize, class: SizeClass) -> Option<Carved> {
     #[cfg(not(loom))]
@@ -1796,15 +1829,15 @@ pub(crate) fn alloc_fast(id: usize, class: SizeClass) -> Option<Carved> {
         if last_id == id {
             // SAFETY: `LAST` holds a live, registered magazine of this thread (it is cleared
             // before any registered magazine is dropped).
-            return unsafe { &*m }
-                .run(
-                    #[inline(always)]
-                    |s| s.body.alloc_fast(class),
-                )
-                .map(checked);
+            return unsafe { &*m }.run_uncontended(
+                #[inline(always)]
+                |s| s.body.alloc_fast(class),
+            );
         }
     }
-    alloc_fast_lookup(id, class)
+    #[cfg(loom)]
+    let _ = (id, class);
+    None
 }
 
 /// Records the release of a `size`-byte region of `chunk`'s allocator in the calling thread's
@@ -1905,9 +1938,10 @@ fn add_releaser(reg: &mut Registry, home: &Arc<dyn Home>) -> usize {
     reg.releasers.len() - 1
 }
 
-/// [`alloc_fast`] through the registry, remembering the magazine found in `LAST`.
+/// [`alloc_fast`] through the registry, remembering the magazine found in `LAST`: the first
+/// step of the slow path. Its region is checked ([`checked`]).
 #[inline(never)]
-fn alloc_fast_lookup(id: usize, class: SizeClass) -> Option<Carved> {
+pub(crate) fn alloc_fast_lookup(id: usize, class: SizeClass) -> Option<Carved> {
     let m = REGISTRY
         .try_with(|reg| {
             reg.with_mut(|reg| {
@@ -1918,8 +1952,9 @@ fn alloc_fast_lookup(id: usize, class: SizeClass) -> Option<Carved> {
         })
         .ok()
         .flatten()?;
-    // SAFETY: a registered magazine of this thread.
-    let carved = unsafe { &*m }.run(|s| {
+    // SAFETY: a registered magazine of this thread. Under a reclaimer's claim, the rest of
+    // the slow path waits at the gate.
+    let carved = unsafe { &*m }.run_uncontended(|s| {
         // An allocator that samples allocations never enters `LAST` and takes every
         // allocation to the slow path, where the sampling is: the others pay nothing for it.
         let sampling = s

@@ -552,11 +552,20 @@ fn heap_alloc(bytes: usize) -> Result<Block, AllocError> {
 pub(crate) fn now_ns() -> u64 {
     #[cfg(loom)]
     {
-        // A plain std atomic even under loom: not part of any modelled protocol, and loom
-        // runs one thread at a time, so each schedule reads the same sequence of values
-        // relative to its start.
-        static CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        CLOCK.fetch_add(1_000_000, std::sync::atomic::Ordering::Relaxed)
+        // A plain std thread-local even under loom: not part of any modelled protocol. loom
+        // runs every thread of a model on the test's own OS thread, one at a time, so each
+        // schedule reads the same sequence of values relative to its start. (A process-wide
+        // counter made models depend on each other: `cargo test` runs them in parallel, and
+        // one model's readings moved another's clock, which loom reports as a model that is
+        // not deterministic.)
+        std::thread_local! {
+            static CLOCK: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
+        }
+        CLOCK.with(|c| {
+            let now = c.get();
+            c.set(now + 1_000_000);
+            now
+        })
     }
     #[cfg(not(loom))]
     {
