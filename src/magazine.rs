@@ -150,6 +150,9 @@ const CACHE_CAP: u32 = 64;
 /// [`ClassState::hot`]); a power of two.
 const HOT: usize = 8;
 
+/// A class's hot stack: (chunk, segment index) pairs, the first `hot_len` in use.
+type HotStack = [(ChunkPtr, u32); HOT];
+
 /// Every this many refills of a class (or as many as it lists chunks, if more, so the check
 /// costs O(1) per refill), its listed chunks are checked for remote frees even when a
 /// spacious chunk is at hand, so chunks emptied by other threads are retired.
@@ -214,8 +217,9 @@ struct ClassState {
     /// segment's memory (as jemalloc's thread cache keeps pointers in an array): a list node
     /// written into a freed segment makes the next allocation wait for that segment's cache
     /// line before it can pop, and under random replacement the line is cold. When full, its
-    /// older half is spilled to the list.
-    hot: [(ChunkPtr, u32); HOT],
+    /// older half is spilled to the list. Made on the class's first cached release (boxed,
+    /// so a magazine's classes that never cache cost 8 bytes each, not 128).
+    hot: Option<Box<HotStack>>,
     hot_len: u32,
     /// [`HOT`], or 0 when the cache is off (`cache_cap == 0`): one test on the release path.
     hot_cap: u32,
@@ -227,7 +231,7 @@ impl ClassState {
             cache: None,
             cached: 0,
             cache_cap,
-            hot: [(NO_CHUNK, 0); HOT],
+            hot: None,
             hot_len: 0,
             hot_cap: if cache_cap == 0 { 0 } else { HOT as u32 },
             seg_size: class.size(),
@@ -278,14 +282,16 @@ impl ClassState {
     /// magazine). The segments need no other home: `c` has no live region, or is abandoned
     /// with its live regions only.
     fn purge(&mut self, c: ChunkPtr) {
-        let mut kept = 0;
-        for i in 0..self.hot_len as usize {
-            if self.hot[i].0 != c {
-                self.hot[kept] = self.hot[i];
-                kept += 1;
+        if let Some(hot) = self.hot.as_deref_mut() {
+            let mut kept = 0;
+            for i in 0..self.hot_len as usize {
+                if hot[i].0 != c {
+                    hot[kept] = hot[i];
+                    kept += 1;
+                }
             }
+            self.hot_len = kept as u32;
         }
-        self.hot_len = kept as u32;
         let mut prev: Option<NonNull<CachedSeg>> = None;
         let mut node = self.cache;
         while let Some(n) = node {
@@ -311,11 +317,12 @@ impl ClassState {
     fn refill_hot(&mut self) {
         debug_assert_eq!(self.hot_len, 0);
         let n = (self.cached as usize).min(HOT / 2);
+        let hot = self.hot.get_or_insert_with(new_hot_stack);
         for i in (0..n).rev() {
             let node = self.cache.expect("the list holds `cached` nodes");
             // SAFETY: a node of this magazine's cache, unlinked here.
             let (c, idx, next) = unsafe { CachedSeg::read(node) };
-            self.hot[i] = (c, idx);
+            hot[i] = (c, idx);
             self.cache = next;
         }
         self.cached -= n as u32;
@@ -325,9 +332,11 @@ impl ClassState {
     /// Puts every cached segment back on its chunk's own free list, as a local release would
     /// have, and empties the cache (its chunks are being parked, with their free space).
     fn uncache_all(&mut self) {
-        for &(c, idx) in &self.hot[..self.hot_len as usize] {
-            // SAFETY: owned by this magazine; the segment was cached, so it is free.
-            unsafe { c.uncache(idx) };
+        if let Some(hot) = self.hot.as_deref() {
+            for &(c, idx) in &hot[..self.hot_len as usize] {
+                // SAFETY: owned by this magazine; the segment was cached, so it is free.
+                unsafe { c.uncache(idx) };
+            }
         }
         self.hot_len = 0;
         let mut node = self.cache.take();
@@ -353,6 +362,11 @@ impl ClassState {
             .into_iter()
             .chain(self.lists.iter().flatten().copied())
     }
+}
+
+/// An empty hot stack (see [`ClassState::hot`]).
+fn new_hot_stack() -> Box<HotStack> {
+    Box::new([(NO_CHUNK, 0); HOT])
 }
 
 /// The claim word's bits.
@@ -793,10 +807,10 @@ impl Body {
         // The cache first: a chunk's free space that a release elsewhere in the class made is
         // reused before the current chunk is carved, and without looking at the current
         // chunk's remote stack (a line other threads write).
-        if cs.hot_len != 0 {
-            cs.hot_len -= 1;
+        if let (n @ 1.., Some(hot)) = (cs.hot_len, cs.hot.as_deref()) {
+            cs.hot_len = n - 1;
             // The mask keeps the index in bounds without a check (`hot_len <= HOT`).
-            let (c, idx) = cs.hot[cs.hot_len as usize & (HOT - 1)];
+            let (c, idx) = hot[(n - 1) as usize & (HOT - 1)];
             // SAFETY: a segment of this magazine's cache, taken out of it here; its chunk is
             // owned by this magazine (the cache keeps only owned chunks' segments).
             unsafe { c.take_cached() };
@@ -1048,11 +1062,14 @@ impl Body {
             let Some(cs) = self.classes.get_mut(chunk.class() as usize) else {
                 return Freed::Slow;
             };
+            let Some(hot) = cs.hot.as_deref_mut() else {
+                return Freed::Slow;
+            };
             if cs.hot_len >= cs.hot_cap || chunk.live() <= 1 {
                 return Freed::Slow;
             }
             chunk.release_cached();
-            cs.hot[cs.hot_len as usize & (HOT - 1)] = (chunk, idx);
+            hot[cs.hot_len as usize & (HOT - 1)] = (chunk, idx);
             cs.hot_len += 1;
             self.shard.add_owned(-(cs.seg_size as i64), -1);
             Freed::Done
@@ -1093,7 +1110,8 @@ impl Body {
             let live = unsafe { chunk.release_cached() };
             self.shard.add_owned(-(cs.seg_size as i64), -1);
             if live != 0 {
-                cs.hot[cs.hot_len as usize & (HOT - 1)] = (chunk, idx);
+                let hot = cs.hot.get_or_insert_with(new_hot_stack);
+                hot[cs.hot_len as usize & (HOT - 1)] = (chunk, idx);
                 cs.hot_len += 1;
             } else {
                 // Every region of the listed chunk is free: it is retired (with the segment,
@@ -1135,14 +1153,14 @@ impl Body {
             self.flush_cache(class, home);
         }
         let cs = &mut self.classes[class];
-        for i in 0..HALF {
-            let (c, idx) = cs.hot[i];
+        let hot = cs.hot.as_deref_mut().expect("a full hot stack exists");
+        for &(c, idx) in &hot[..HALF] {
             // SAFETY: a cached segment of an owned chunk (which does not scrub: the cache is
             // off for scrubbing chunks); `cs.cache` is the list's head.
             cs.cache = Some(unsafe { CachedSeg::write(c, idx, cs.cache) });
         }
         cs.cached += HALF as u32;
-        cs.hot.copy_within(HALF.., 0);
+        hot.copy_within(HALF.., 0);
         cs.hot_len = (HOT - HALF) as u32;
     }
 
