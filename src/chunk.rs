@@ -958,8 +958,9 @@ impl ChunkPtr {
     /// as the parking left them, and makes itself the owner with [`ChunkPtr::adopt`].
     ///
     /// # Safety
-    /// The chunk was parked ([`ChunkPtr::park`]) and the caller took it out of the parked
-    /// set (under its lock, so no other thread is unparking it).
+    /// The chunk was parked ([`ChunkPtr::park`]), and the caller took it out of the parked
+    /// set and still holds the set's lock: so no other thread is unparking it, and a release
+    /// that emptied it cannot have recycled it yet (it takes that lock first).
     pub(crate) unsafe fn unpark(self) -> bool {
         let h = self.header();
         let mut w = h.shared.remote.load(Relaxed);

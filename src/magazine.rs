@@ -889,7 +889,7 @@ impl Body {
         // made for another. It costs a load per full chunk, only on this path.
         // A chunk of this class that an exited thread parked with live regions: adopted
         // before any other chunk is taken, since its free space is otherwise unusable.
-        if let Some(c) = self.adopt_parked(class, src) {
+        if let Some(c) = self.adopt_parked(class, src, home) {
             return Ok(self.carve_from(c, class));
         }
         let cached = src.take_cached(want, least);
@@ -945,8 +945,16 @@ impl Body {
     }
 
     /// Adopts parked chunks of `class` (module `parked`) until one has free space, which
-    /// becomes current; the full ones are listed as full. `None` when none with space waits.
-    fn adopt_parked(&mut self, class: SizeClass, src: &Arc<dyn ChunkSource>) -> Option<ChunkPtr> {
+    /// becomes current. One without free space is abandoned again at once: listed as full,
+    /// its releases would wait on its remote stack for this magazine's next reclaim, where
+    /// abandoned its last release recycles it (so parking holds nothing abandoning would
+    /// not; review finding of 2026-11-29). `None` when none with space waits.
+    fn adopt_parked(
+        &mut self,
+        class: SizeClass,
+        src: &Arc<dyn ChunkSource>,
+        home: &Arc<dyn Home>,
+    ) -> Option<ChunkPtr> {
         let idx = class.index();
         loop {
             let c = src.adopt_parked(idx)?;
@@ -957,12 +965,11 @@ impl Body {
                 c.has_local_space()
             };
             self.next_seq += 1;
-            let cs = &mut self.classes[idx];
             if space {
-                cs.set_current(c);
+                self.classes[idx].set_current(c);
                 return Some(c);
             }
-            cs.push(c, FULL);
+            Self::retire(home, c);
         }
     }
 
@@ -1153,6 +1160,15 @@ impl Body {
             self.flush_cache(class, home);
         }
         let cs = &mut self.classes[class];
+        // The flush can retire the current chunk (`made_spacious`), whose `purge` would
+        // compact the hot stack; that chunk holds no hot entry here (a chunk holds hot
+        // entries while current only after a flush or a refill made it current, and those
+        // entries leave the stack at the next spill, which comes before the list can fill up
+        // to the next flush), so the stack is still full. Checked, not assumed:
+        debug_assert_eq!(cs.hot_len as usize, HOT, "the flush changed the hot stack");
+        if cs.hot_len as usize != HOT {
+            return;
+        }
         let hot = cs.hot.as_deref_mut().expect("a full hot stack exists");
         for &(c, idx) in &hot[..HALF] {
             // SAFETY: a cached segment of an owned chunk (which does not scrub: the cache is

@@ -23,9 +23,12 @@
 //!   chunk from the set under the lock, if an adopter has not already dropped it from
 //!   there, and recycles it. Until it recycles the chunk, the chunk cannot be parked again,
 //!   so the entry it removes is this parking's.
-//! * Adoption (a magazine's refill): pops a chunk under the lock, then
-//!   [`ChunkPtr::unpark`]s it. A chunk whose count reached zero meanwhile is simply
-//!   dropped from the set (its last releaser recycles it) and the next one is tried.
+//! * Adoption (a magazine's refill): pops a chunk and [`ChunkPtr::unpark`]s it under one
+//!   hold of the lock. A chunk whose count reached zero meanwhile is simply dropped from the
+//!   set (its last releaser, waiting for the lock in [`Parked::emptied`], then recycles it)
+//!   and the next one is tried. Unparking after letting go of the lock would race that
+//!   recycle: the chunk could be freed, or recycled and parked again, before the adopter's
+//!   CAS (found by review, 2026-11-29, and reproduced under AddressSanitizer).
 //!
 //! So parking holds no memory that abandoning would not: a chunk nobody adopts comes back
 //! by the release that would have recycled the abandoned chunk. The set's size is bounded
@@ -100,18 +103,23 @@ impl Parked {
         if self.len.load(Relaxed) == 0 {
             return None;
         }
-        loop {
-            let c = self.lists.with(|lists| {
-                let c = lists.get_mut(class)?.pop()?;
+        self.lists.with(|lists| {
+            let list = lists.get_mut(class)?;
+            while let Some(c) = list.pop() {
                 self.len.fetch_sub(1, Relaxed);
-                Some(c)
-            })?;
-            // SAFETY: parked, and we took it out of the set under its lock.
-            if unsafe { c.unpark() } {
-                return Some(c);
+                // The unparking happens under the same hold of the lock as the pop: a release
+                // that emptied the chunk meanwhile cannot recycle it (and so free or re-park
+                // it) before it has taken the lock in `emptied`, so `c` is still this
+                // parking's chunk here, whatever the outcome.
+                // SAFETY: parked, and taken out of the set under the lock we hold.
+                if unsafe { c.unpark() } {
+                    return Some(c);
+                }
+                // Its last region was released meanwhile: that release recycles it once we
+                // let go of the lock. We touch it no more.
             }
-            // Its last region was released meanwhile: that release recycles it.
-        }
+            None
+        })
     }
 
     /// The release of the last live region of parked chunk `chunk` (of size class `class`)
