@@ -604,31 +604,16 @@ impl ChunkPtr {
     /// The calling thread owns the chunk.
     #[inline(always)]
     pub(crate) unsafe fn carve(self) -> Option<u32> {
-        let h = self.header();
-        // SAFETY (whole block): owner-only fields, accessed by the owner.
+        // SAFETY (whole block): owned by the caller.
         unsafe {
-            let mut head = h.own.local_head.get();
-            if head == NONE && self.has_remote() {
-                self.drain_remote();
-                head = h.own.local_head.get();
+            match self.carve_local() {
+                // `carve_local` gives up when its local list is empty and frees wait.
+                None if self.has_remote() => {
+                    self.drain_remote();
+                    self.carve_local()
+                }
+                carved => carved,
             }
-            let idx = if head != NONE {
-                h.own.local_head.set(self.link(head));
-                if h.poison {
-                    head | CHECK
-                } else {
-                    head
-                }
-            } else {
-                let c = h.own.cursor.get();
-                if c >= h.seg_count.get() {
-                    return None;
-                }
-                h.own.cursor.set(c + 1);
-                c
-            };
-            h.own.live.set(h.own.live.get() + 1);
-            Some(idx)
         }
     }
 

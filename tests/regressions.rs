@@ -123,15 +123,28 @@ fn allocate_with_rollback_after_init_retired_its_chunks() {
 /// done here, for the test only, because `zero_on_release` promises zeros there.
 ///
 /// Parking is off here, so the exiting thread abandons the chunk (with parking on it is
-/// parked instead: see the next test).
+/// parked instead: see `zero_on_release_scrubs_regions_released_into_parked_chunks`).
 #[test]
 fn zero_on_release_scrubs_regions_released_into_abandoned_chunks() {
+    let bytes = bytes_after_a_secret_outlives_its_thread(0);
+    assert!(
+        bytes.iter().all(|&x| x == 0),
+        "released data survived zero_on_release: {:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+}
+
+/// A buffer holding "SECRET-PASSWORD!" outlives its thread (whose chunk is then abandoned,
+/// or parked if `parked` allows) and is released here, the chunk's last release; answers
+/// the spare capacity of the fresh buffer that gets the same region again. Test-only read
+/// of recycled memory, which safe code never does: `zero_on_release` promises what is there.
+fn bytes_after_a_secret_outlives_its_thread(parked: usize) -> Vec<u8> {
     let pool = AdaptiveAllocator::builder()
         .min_chunk_size(4 << 10)
         .max_chunk_size(4 << 10)
         .zero_on_release(true)
         .poison(false)
-        .max_parked_chunks(0)
+        .max_parked_chunks(parked)
         .build()
         .unwrap();
     let p = pool.clone();
@@ -143,8 +156,13 @@ fn zero_on_release_scrubs_regions_released_into_abandoned_chunks() {
     .join()
     .unwrap();
     let addr = secret.as_ptr() as usize;
-    // The chunk is abandoned (its thread is gone); this is its last release.
+    // The chunk's thread is gone; this is its last release, which recycles it.
     drop(secret);
+    let s = pool.stats();
+    assert_eq!(
+        s.parked_chunks, 0,
+        "the emptied chunk left the parked set: {s}"
+    );
     // The chunk goes back to the cache and is reused from its start: one of these buffers
     // gets the very region that held the secret.
     let mut fresh: Vec<_> = (0..128).map(|_| pool.allocate(16)).collect();
@@ -154,13 +172,8 @@ fn zero_on_release_scrubs_regions_released_into_abandoned_chunks() {
         .expect("the released region is reused");
     let spare = reused.spare_capacity_mut();
     // SAFETY: test-only read of a recycled region. Every byte of it was written: by the
-    // first owner, then by the scrub of its release.
-    let bytes: Vec<u8> = spare.iter().map(|m| unsafe { m.assume_init() }).collect();
-    assert!(
-        bytes.iter().all(|&x| x == 0),
-        "released data survived zero_on_release: {:?}",
-        String::from_utf8_lossy(&bytes)
-    );
+    // first owner, then by the scrub (and the link) of its release.
+    spare.iter().map(|m| unsafe { m.assume_init() }).collect()
 }
 
 /// Review of 2026-11-28, minor items: `try_reserve`'s overflow names the capacity that was
@@ -274,46 +287,15 @@ fn small_limits_serve_every_class_or_are_refused() {
     assert_eq!(pool.stats().allocated_bytes, 0, "{}", pool.stats());
 }
 
-/// The same with parking on (the default): the exiting thread parks the chunk, and the
+/// Finding 3 of 2026-11-28 (see above) with parking on (the default): the exiting thread
+/// parks the chunk, and the
 /// release of the secret pushes the region onto the parked chunk's stack, which writes a
 /// 4-byte free-list link (a segment index) over the scrubbed region's first bytes, as any
 /// release onto a free list does (`Builder::zero_on_release` documents it). Every other byte
 /// is zero, and the link is not the secret.
 #[test]
 fn zero_on_release_scrubs_regions_released_into_parked_chunks() {
-    let pool = AdaptiveAllocator::builder()
-        .min_chunk_size(4 << 10)
-        .max_chunk_size(4 << 10)
-        .zero_on_release(true)
-        .poison(false)
-        .build()
-        .unwrap();
-    let p = pool.clone();
-    let secret = std::thread::spawn(move || {
-        let mut b = p.allocate(16);
-        b.put_slice(b"SECRET-PASSWORD!");
-        b
-    })
-    .join()
-    .unwrap();
-    let addr = secret.as_ptr() as usize;
-    // Its thread is gone: the chunk is parked, and this is its last release, which recycles
-    // it.
-    drop(secret);
-    let s = pool.stats();
-    assert_eq!(
-        s.parked_chunks, 0,
-        "the emptied chunk left the parked set: {s}"
-    );
-    let mut fresh: Vec<_> = (0..128).map(|_| pool.allocate(16)).collect();
-    let reused = fresh
-        .iter_mut()
-        .find(|b| b.as_ptr() as usize == addr)
-        .expect("the released region is reused");
-    let spare = reused.spare_capacity_mut();
-    // SAFETY: test-only read of a recycled region. Every byte of it was written: by the
-    // first owner, then by the scrub and the link of its release.
-    let bytes: Vec<u8> = spare.iter().map(|m| unsafe { m.assume_init() }).collect();
+    let bytes = bytes_after_a_secret_outlives_its_thread(256);
     assert_ne!(
         &bytes[..4],
         b"SECR",
