@@ -12,7 +12,9 @@
 //! Rows: b1-64, b1-1k, b1-16k, b1-64k, b2-1k, b2-16k, b3, b4, b5-2, b5-8, b6, b7, xmalloc, larson
 //! (the workloads of `benches/workloads/mod.rs`, scaled so that N = 600,000 takes a few
 //! hundred milliseconds on the development machine). Default settings; the global allocator
-//! is the system's unless built with `--features mimalloc` or `--features jemalloc`.
+//! is the system's unless built with `--features mimalloc` or `--features jemalloc`. With the
+//! prefix `bytesmut-` (`bytesmut-larson`) the row runs on `BytesMut` instead: the other side
+//! of a ratio row alone, e.g. to compare both under `valgrind --tool=cachegrind`.
 
 #[path = "../benches/workloads/mod.rs"]
 mod workloads;
@@ -20,11 +22,12 @@ mod workloads;
 use std::process;
 use std::time::Duration;
 
-use workloads::{b1, b2, b3, b4, b5, b6, b7, larson, xmalloc, Pool};
+use workloads::{b1, b2, b3, b4, b5, b6, b7, larson, xmalloc, Backend, Plain, Pool};
 
-const USAGE: &str = "usage: row ROW N   (ROW: b1-64 b1-1k b1-16k b1-64k b2-1k b2-16k b3 b4 b5-2 b5-8 b6 b7 xmalloc larson)";
+const USAGE: &str = "usage: row ROW N   (ROW: b1-64 b1-1k b1-16k b1-64k b2-1k b2-16k b3 b4 b5-2 b5-8 b6 b7 xmalloc larson; \
+                     the prefix bytesmut- runs the row on BytesMut instead of the pool)";
 
-fn run(p: &Pool, row: &str, n: u64) -> Option<Duration> {
+fn run<B: Backend>(p: &B, row: &str, n: u64) -> Option<Duration> {
     Some(match row {
         "b1-64" => b1(p, 64, n * 20),
         "b1-1k" => b1(p, 1024, n * 20),
@@ -44,6 +47,15 @@ fn run(p: &Pool, row: &str, n: u64) -> Option<Duration> {
     })
 }
 
+/// A warm-up of `n / 10`, then the measured run of `n`; exits on an unknown row.
+fn warm_then_run<B: Backend>(b: &B, row: &str, n: u64) -> Duration {
+    if run(b, row, n / 10).is_none() {
+        eprintln!("unknown row {row:?}\n{USAGE}");
+        process::exit(2);
+    }
+    run(b, row, n).expect("the row ran above")
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (row, n) = match args.as_slice() {
@@ -59,11 +71,9 @@ fn main() {
             process::exit(2);
         }
     };
-    let p = Pool::new();
-    if run(&p, row, n / 10).is_none() {
-        eprintln!("unknown row {row:?}\n{USAGE}");
-        process::exit(2);
-    }
-    let t = run(&p, row, n).expect("the row ran above");
+    let t = match row.strip_prefix("bytesmut-") {
+        Some(plain) => warm_then_run(&Plain, plain, n),
+        None => warm_then_run(&Pool::new(), row, n),
+    };
     println!("{row} {n}: {:.1} ms", t.as_secs_f64() * 1e3);
 }

@@ -97,6 +97,9 @@ const OS_SUPPORTED: bool = cfg!(all(
 
 /// One piece of memory handed out by a [`Memory`]: `bytes` bytes at `ptr`.
 #[derive(Debug)]
+// `repr(C)`: `ptr` first, so that it lies on the first line of a chunk header, with the
+// fields every allocation reads (see `Chunk`).
+#[repr(C)]
 pub(crate) struct Block {
     ptr: NonNull<u8>,
     bytes: usize,

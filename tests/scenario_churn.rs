@@ -217,3 +217,52 @@ fn the_cache_spills_refills_and_flushes_without_losing_a_segment() {
     pool.trim();
     assert_eq!(pool.stats().allocated_bytes, 0, "{}", pool.stats());
 }
+
+/// After a burst has grown a class's chunks (its grade) beyond what the per-thread idle
+/// budget can keep, one buffer allocated and released in a loop must not send a chunk through
+/// the central queue (or, without a queue, the system) on every turn: the chunk that its
+/// release empties is over the budget and goes back, and the class's next chunk must be one
+/// the budget can keep. Found by the ratio report: B6 after B4 ran 1.5x slower than alone,
+/// with eight chunk takes from the central queue per iteration. Without a central queue the
+/// takes are chunk allocations, which `Stats` counts.
+#[test]
+fn a_loop_after_a_burst_keeps_its_chunk() {
+    let pool = AdaptiveAllocator::builder()
+        .poison(false)
+        .min_chunk_size(16 << 10)
+        .max_chunk_size(4 << 20)
+        .max_cached_bytes(0)
+        .max_thread_idle_bytes(256 << 10)
+        .build()
+        .unwrap();
+    // The burst: 400 buffers of 16 KiB (100 chunks of 64 KiB at grade 0), so the class lists
+    // enough chunks for its grade to reach 3 (512 KiB chunks, over the 256 KiB budget).
+    let burst: Vec<PooledBuf> = (0..400)
+        .map(|i| {
+            let mut b = pool.allocate(16 << 10);
+            b.put_bytes(i as u8, 64);
+            b
+        })
+        .collect();
+    drop(burst);
+    let before = pool.stats();
+    for i in 0..200u32 {
+        let mut b = pool.allocate(16 << 10);
+        b.put_bytes(i as u8, 64);
+        assert_eq!(b[63], i as u8);
+    }
+    let after = pool.stats();
+    let made = after.chunk_allocations - before.chunk_allocations;
+    assert!(
+        made <= 2,
+        "{made} chunks made for 200 turns of allocate and release after the burst \
+         ({} released)",
+        after.chunk_releases - before.chunk_releases
+    );
+    // What the thread keeps afterwards is within its budget.
+    assert!(
+        after.allocated_bytes <= 256 << 10,
+        "{} bytes held after the loop",
+        after.allocated_bytes
+    );
+}
