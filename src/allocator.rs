@@ -450,10 +450,7 @@ impl ChunkSource for Shared {
         if let Some(c) = self.central.take(bytes, min_bytes, &self.counters) {
             return Ok((c, true));
         }
-        // A freed span slot still committed, of a size down to `min_bytes`, before a clean
-        // one of `bytes`: its pages are resident (xmalloc's batches made a fifth of their
-        // chunks from clean slots while 6 MiB of other sizes waited committed).
-        let mut size = self.memory.dirty_fit(bytes, min_bytes).unwrap_or(bytes);
+        let mut size = bytes;
         loop {
             match self.create(home, size, false) {
                 Ok(c) => return Ok((c, false)),

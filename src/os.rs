@@ -14,8 +14,7 @@
 //!   one mapping per 4 MiB held. A chunk given back keeps its slot committed ("dirty", for
 //!   the next chunk of its size to reuse without page faults) while the dirty bytes stay
 //!   within the memory's budget plus half the slot bytes in use, and is decommitted at once
-//!   (`madvise(MADV_DONTNEED)`) past it ([`Memory::dirty_fit`] lets a new chunk take a
-//!   dirty slot of a smaller size first); [`Memory::purge`] (idle sweep, trim, close)
+//!   (`madvise(MADV_DONTNEED)`) past it; [`Memory::purge`] (idle sweep, trim, close)
 //!   decommits every dirty slot. A decommitted slot costs address space, not resident memory.
 //!   A span whose chunks are all free is unmapped, except one per chunk size kept (empty and
 //!   decommitted) to absorb churn until [`Memory::release_empty`] (trim, idle sweep, drop).
@@ -217,27 +216,6 @@ impl Memory {
                 .unwrap_or(bytes),
             _ => bytes,
         }
-    }
-
-    /// The largest chunk size from `want` down to `least` (powers of two) of which a freed
-    /// span slot is still committed, if any: a chunk that size reuses resident pages, where a
-    /// clean slot of `want` bytes is faulted in page by page. A hint (another thread may take
-    /// the slot first; the chunk is then made from a clean one). Both sizes are powers of two.
-    pub(crate) fn dirty_fit(&self, want: usize, least: usize) -> Option<usize> {
-        debug_assert!(want.is_power_of_two() && least.is_power_of_two());
-        if self.source != MemorySource::Os || want >= SPAN_BYTES || least > want {
-            return None;
-        }
-        let (hi, lo) = (size_index(want), size_index(least.max(1 << MIN_SLOT_SHIFT)));
-        self.spans.with(|t| {
-            if t.dirty_bytes == 0 {
-                return None;
-            }
-            (lo..=hi.min(t.sizes.len().saturating_sub(1)))
-                .rev()
-                .find(|&k| t.sizes[k].iter().any(|s| s.dirty.iter().any(|&w| w != 0)))
-                .map(|k| 1 << (k as u32 + MIN_SLOT_SHIFT))
-        })
     }
 
     /// Memory for a chunk of `bytes` (a power of two of at least 4 KiB).
@@ -882,49 +860,6 @@ mod tests {
         assert!(dirty <= (64 << 10) + 11 * (16 << 10) / 2, "{dirty}");
         let _ = pb;
         assert_eq!(m.release_empty(), SPAN_BYTES);
-        assert_eq!(m.mapped(), 0);
-    }
-
-    #[test]
-    fn a_committed_slot_of_a_smaller_size_is_found() {
-        let m = Memory::new(MemorySource::Os, 1 << 20);
-        assert_eq!(m.dirty_fit(256 << 10, 16 << 10), None, "nothing freed yet");
-        let a = m.alloc_chunk(64 << 10).unwrap();
-        let b = m.alloc_chunk(32 << 10).unwrap();
-        // SAFETY: ours.
-        unsafe { a.ptr().as_ptr().write_bytes(0xEE, 64 << 10) };
-        // SAFETY: from `m`, unused; both stay committed within the budget.
-        unsafe {
-            m.free(a);
-            m.free(b);
-        }
-        // The largest committed size from `want` down to `least`.
-        assert_eq!(m.dirty_fit(256 << 10, 16 << 10), Some(64 << 10));
-        assert_eq!(m.dirty_fit(64 << 10, 16 << 10), Some(64 << 10));
-        assert_eq!(
-            m.dirty_fit(32 << 10, 16 << 10),
-            Some(32 << 10),
-            "never above `want`"
-        );
-        assert_eq!(
-            m.dirty_fit(256 << 10, 128 << 10),
-            None,
-            "never below `least`"
-        );
-        // A chunk of the size found takes that committed slot.
-        let again = m.alloc_chunk(64 << 10).unwrap();
-        // SAFETY: ours, committed: what was written is still there.
-        assert_eq!(unsafe { again.ptr().as_ptr().read() }, 0xEE);
-        assert_eq!(m.dirty_fit(256 << 10, 64 << 10), None, "taken");
-        // SAFETY: from `m`, unused.
-        unsafe { m.free(again) };
-        m.purge();
-        assert_eq!(
-            m.dirty_fit(256 << 10, 16 << 10),
-            None,
-            "decommitted by the purge"
-        );
-        m.release_empty();
         assert_eq!(m.mapped(), 0);
     }
 
