@@ -1323,9 +1323,9 @@ impl Body {
             // The class's chunks were sized for a burst (its grade) that is over: a chunk of
             // that size cannot stay idle within the budget, so the next refill would take one
             // back from the central queue only for it to come straight back here when its
-            // buffer does (a buffer allocated and released in a loop sent two chunks of 1 MiB
-            // through the queue per iteration after B4's burst: B6 ran 1.5x slower). Its
-            // size falls back to what the class holds now, as a full reclaim sets it.
+            // buffer does (after B4's burst, B6's allocate/grow/release loop sent eight chunks
+            // through the queue per iteration and ran 1.5x slower). Its size falls back to
+            // what the class holds now, as a full reclaim sets it.
             cs.grade = grow(cs.listed());
             Self::retire(home, victim);
         }
