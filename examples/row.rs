@@ -9,7 +9,7 @@
 //! hyperfine -N 'target/release/examples/row b4 600000' '../old/target/release/examples/row b4 600000'
 //! ```
 //!
-//! Rows: b1-64, b1-1k, b1-16k, b1-64k, b2-1k, b2-16k, b3, b4, b5-2, b5-8, b6, b7, xmalloc, larson
+//! Rows: b1-64, b1-1k, b1-16k, b1-64k, b2-1k, b2-16k, b3, b3-unfrozen (diagnostic: B3 without the freeze), b4, b5-2, b5-8, b6, b7, xmalloc, larson
 //! (the workloads of `benches/workloads/mod.rs`, scaled so that N = 600,000 takes a few
 //! hundred milliseconds on the development machine). Default settings; the global allocator
 //! is the system's unless built with `--features mimalloc` or `--features jemalloc`. With the
@@ -22,9 +22,9 @@ mod workloads;
 use std::process;
 use std::time::Duration;
 
-use workloads::{b1, b2, b3, b4, b5, b6, b7, larson, xmalloc, Backend, Plain, Pool};
+use workloads::{b1, b2, b3, b3_unfrozen, b4, b5, b6, b7, larson, xmalloc, Backend, Plain, Pool};
 
-const USAGE: &str = "usage: row ROW N   (ROW: b1-64 b1-1k b1-16k b1-64k b2-1k b2-16k b3 b4 b5-2 b5-8 b6 b7 xmalloc larson; \
+const USAGE: &str = "usage: row ROW N   (ROW: b1-64 b1-1k b1-16k b1-64k b2-1k b2-16k b3 b3-unfrozen b4 b5-2 b5-8 b6 b7 xmalloc larson; \
                      the prefix bytesmut- runs the row on BytesMut instead of the pool)";
 
 fn run<B: Backend>(p: &B, row: &str, n: u64) -> Option<Duration> {
@@ -36,6 +36,7 @@ fn run<B: Backend>(p: &B, row: &str, n: u64) -> Option<Duration> {
         "b2-1k" => b2(p, 1024, n * 10),
         "b2-16k" => b2(p, 16 << 10, n * 4),
         "b3" => b3(p, n * 2),
+        "b3-unfrozen" => b3_unfrozen(p, n * 2),
         "b4" => b4(p, n * 4),
         "b5-2" => b5(p, 2, n * 10).0,
         "b5-8" => b5(p, 8, n * 10).0,

@@ -297,6 +297,36 @@ pub fn b3<B: Backend>(b: &B, iters: u64) -> Duration {
     start.elapsed()
 }
 
+/// B3 without the freeze, a diagnostic (not a row of the report): the same hand-off, but the
+/// buffers themselves cross the channel and are dropped on the other side. The difference
+/// from [`b3`] is what freezing costs across threads: for the pool, the box that
+/// `Bytes::from_owner` allocates on this thread and frees on the consumer's.
+pub fn b3_unfrozen<B: Backend>(b: &B, iters: u64) -> Duration {
+    let (tx, rx) = mpsc::sync_channel::<Vec<B::Buf>>(16);
+    let start = Instant::now();
+    thread::scope(|s| {
+        s.spawn(move || {
+            for batch in rx {
+                drop(black_box(batch));
+            }
+        });
+        let mut left = iters as usize;
+        while left > 0 {
+            let n = left.min(B3_BATCH);
+            let mut batch = Vec::with_capacity(n);
+            for _ in 0..n {
+                let mut buf = b.alloc(1024);
+                buf.put_slice(&SRC[..1024]);
+                batch.push(buf);
+            }
+            tx.send(batch).expect("consumer alive");
+            left -= n;
+        }
+        drop(tx);
+    });
+    start.elapsed()
+}
+
 /// Peak memory seen while a workload ran (pool only).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Peaks {
