@@ -22,13 +22,14 @@
 
 use std::any::Any;
 use std::fmt;
+use std::ptr::NonNull;
 use std::sync::{Arc, OnceLock};
 
 use crate::central::Central;
 use crate::chunk::{ChunkPtr, Home, RemoteFree, CHECK};
 use crate::config::{Builder, Settings};
 use crate::error::AllocError;
-use crate::magazine::{self, ChunkSource, Reclaim, Roster};
+use crate::magazine::{self, Carved, ChunkSource, FastCarved, Reclaim, Roster};
 use crate::os::{self, Memory};
 use crate::parked::Parked;
 use crate::size_class::SizeClass;
@@ -78,24 +79,48 @@ pub(crate) struct Region {
     pub(crate) chunk: ChunkPtr,
     pub(crate) idx: u32,
     pub(crate) cap: usize,
+    /// The segment's address (`chunk.segment(idx)`).
+    pub(crate) ptr: NonNull<u8>,
 }
 
 impl Region {
-    /// `true` for a region of the fast path that must be [`checked`](Region::checked) before
-    /// use (carved from a free list of a poisoning chunk).
+    /// The region of segment `idx` of `chunk` (carved for the caller, checked if it had to
+    /// be), `cap` bytes.
+    #[inline]
+    fn carved((chunk, idx, cap): Carved) -> Region {
+        debug_assert_eq!(
+            idx & CHECK,
+            0,
+            "a region is checked before it is handed out"
+        );
+        // SAFETY: the region was just carved for the caller, who holds it, so the chunk's
+        // format is stable.
+        let ptr = unsafe { chunk.segment(idx) };
+        Region {
+            chunk,
+            idx,
+            cap,
+            ptr,
+        }
+    }
+
+    /// The region the fast path carved.
+    #[inline(always)]
+    fn fast((chunk, idx, cap, ptr): FastCarved) -> Region {
+        Region {
+            chunk,
+            idx,
+            cap,
+            ptr,
+        }
+    }
+
+    /// `true` for a region carved from a free list of a poisoning chunk that still carries
+    /// the [`CHECK`] flag. The fast path never answers one (it leaves such free lists to the
+    /// slow path, which checks what it carves): its callers assert that it does not.
     #[inline(always)]
     pub(crate) fn needs_check(&self) -> bool {
         self.idx & CHECK != 0
-    }
-
-    /// Checks the poison of a region that [`needs_check`](Region::needs_check) (panicking,
-    /// naming it, if it was written after its release) and answers it ready for use.
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn checked(self) -> Region {
-        let Region { chunk, idx, cap } = self;
-        let (chunk, idx, cap) = magazine::checked((chunk, idx, cap));
-        Region { chunk, idx, cap }
     }
 }
 
@@ -299,16 +324,17 @@ impl Shared {
     /// class lookup is also the routing test.
     #[inline(always)]
     fn alloc_fast(&self, capacity: usize) -> Option<Region> {
-        let (chunk, idx, cap) = magazine::alloc_fast(self.id, SizeClass::of(capacity))?;
-        Some(Region { chunk, idx, cap })
+        magazine::alloc_fast(self.id, SizeClass::of(capacity)).map(Region::fast)
     }
 
     /// Allocates a region of at least `capacity` bytes.
     #[inline]
     fn try_allocate(self: &Arc<Self>, capacity: usize) -> Result<Region, AllocError> {
         match self.alloc_fast(capacity) {
-            Some(r) if r.needs_check() => Ok(r.checked()),
-            Some(r) => Ok(r),
+            Some(r) => {
+                debug_assert!(!r.needs_check(), "the fast path answers checked regions");
+                Ok(r)
+            }
             None => self.try_allocate_slow(capacity),
         }
     }
@@ -320,10 +346,8 @@ impl Shared {
     #[inline(never)]
     fn try_allocate_slow(self: &Arc<Self>, capacity: usize) -> Result<Region, AllocError> {
         // The thread's magazine of this allocator when another one is in `LAST` (or none).
-        if let Some((chunk, idx, cap)) =
-            magazine::alloc_fast_lookup(self.id, SizeClass::of(capacity))
-        {
-            return Ok(Region { chunk, idx, cap });
+        if let Some(carved) = magazine::alloc_fast_lookup(self.id, SizeClass::of(capacity)) {
+            return Ok(Region::fast(carved));
         }
         let (r, went_to_allocator) = self.pooled_or_unpooled(capacity);
         if went_to_allocator {
@@ -351,13 +375,13 @@ impl Shared {
         let first = pooled();
         let went = installed.get() || first.as_ref().is_some_and(|(_, went)| *went);
         let r = match first.map(|(r, _)| r) {
-            Some(Some(Ok((chunk, idx, cap)))) => Ok(Region { chunk, idx, cap }),
+            Some(Some(Ok(carved))) => Ok(Region::carved(carved)),
             Some(Some(Err(AllocError::MemoryLimit { .. }))) => {
                 // Make room everywhere, then try again: pooled, else a region of exactly
                 // this size (which fits where a chunk no longer does).
                 self.reclaim_everything();
                 match pooled().map(|(r, _)| r) {
-                    Some(Some(Ok((chunk, idx, cap)))) => Ok(Region { chunk, idx, cap }),
+                    Some(Some(Ok(carved))) => Ok(Region::carved(carved)),
                     Some(Some(Err(AllocError::MemoryLimit { .. }))) | Some(None) | None => {
                         self.allocate_unpooled(capacity)
                     }
@@ -395,11 +419,7 @@ impl Shared {
             other => other?,
         };
         self.counters.shared.add_shared(bytes as i64, 1);
-        Ok(Region {
-            chunk,
-            idx: 0,
-            cap: bytes,
-        })
+        Ok(Region::carved((chunk, 0, bytes)))
     }
 }
 

@@ -201,10 +201,14 @@ impl PooledBuf {
     /// Wraps a freshly carved region, which the buffer then owns.
     #[inline(always)]
     fn from_region(region: Region) -> PooledBuf {
-        let Region { chunk, idx, cap } = region;
+        let Region {
+            chunk,
+            idx,
+            cap,
+            ptr,
+        } = region;
         PooledBuf {
-            // SAFETY: the allocator carved `idx` for this region, which is live and now ours.
-            ptr: unsafe { chunk.segment(idx) },
+            ptr,
             len: 0,
             cap,
             chunk: Some(chunk),
@@ -830,8 +834,13 @@ impl AdaptiveAllocator {
         // The fast path returns the buffer itself, not a `Result` the caller must unpack, and
         // every other way out is a call in tail position, so it saves no registers.
         match self.region_fast(capacity) {
-            Some(region) if !region.needs_check() => PooledBuf::from_region(region),
-            Some(region) => PooledBuf::from_region(region.checked()),
+            Some(region) => {
+                debug_assert!(
+                    !region.needs_check(),
+                    "the fast path answers checked regions"
+                );
+                PooledBuf::from_region(region)
+            }
             None => self.allocate_slow(capacity),
         }
     }
@@ -856,8 +865,13 @@ impl AdaptiveAllocator {
     #[track_caller]
     pub fn try_allocate(&self, capacity: usize) -> Result<PooledBuf, AllocError> {
         match self.region_fast(capacity) {
-            Some(region) if !region.needs_check() => Ok(PooledBuf::from_region(region)),
-            Some(region) => Ok(PooledBuf::from_region(region.checked())),
+            Some(region) => {
+                debug_assert!(
+                    !region.needs_check(),
+                    "the fast path answers checked regions"
+                );
+                Ok(PooledBuf::from_region(region))
+            }
             None => self.try_allocate_slow(capacity),
         }
     }

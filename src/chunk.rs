@@ -608,47 +608,70 @@ impl ChunkPtr {
     pub(crate) unsafe fn carve(self) -> Option<u32> {
         // SAFETY (whole block): owned by the caller.
         unsafe {
-            match self.carve_local() {
-                // `carve_local` gives up when its local list is empty and frees wait.
+            match self.carve_from_list_or_cursor::<true>() {
+                // It gives up when its local list is empty and frees wait.
                 None if self.has_remote() => {
                     self.drain_remote();
-                    self.carve_local()
+                    self.carve_from_list_or_cursor::<true>()
                 }
                 carved => carved,
             }
+            .map(|(idx, _)| idx)
         }
     }
 
-    /// [`carve`](ChunkPtr::carve) without draining: from the local free list, else at the
-    /// cursor; `None` if neither has space or remote frees wait (the caller's slow path
-    /// drains them, so space other threads gave back is still reused before fresh space).
-    /// Calls nothing: the allocation fast path.
+    /// [`carve`](ChunkPtr::carve) without draining, and for a chunk that does not poison: from
+    /// the local free list, else at the cursor; `None` if neither has space or remote frees
+    /// wait (the caller's slow path drains them, so space other threads gave back is still
+    /// reused before fresh space), and `None` for a segment on a poisoning chunk's free list,
+    /// which must be checked (the slow path carves it with [`carve`](ChunkPtr::carve)). So
+    /// what it answers is ready for use: the fast path has no check to make. It answers the
+    /// segment's address with its index (the carve computes it anyway). Calls nothing: the
+    /// allocation fast path.
     ///
     /// # Safety
     /// The calling thread owns the chunk.
     #[inline(always)]
-    pub(crate) unsafe fn carve_local(self) -> Option<u32> {
+    pub(crate) unsafe fn carve_local(self) -> Option<(u32, NonNull<u8>)> {
+        // SAFETY: as the caller guarantees.
+        unsafe { self.carve_from_list_or_cursor::<false>() }
+    }
+
+    /// The carve of [`carve`](ChunkPtr::carve) and [`carve_local`](ChunkPtr::carve_local):
+    /// the local free list first, else the cursor (unless remote frees wait); the segment's
+    /// index and address. A segment on a poisoning chunk's free list is carved with the
+    /// [`CHECK`] flag on its index if `CHECKED` (the caller checks it), and not at all
+    /// otherwise.
+    ///
+    /// # Safety
+    /// The calling thread owns the chunk.
+    #[inline(always)]
+    unsafe fn carve_from_list_or_cursor<const CHECKED: bool>(self) -> Option<(u32, NonNull<u8>)> {
         let h = self.header();
-        // SAFETY (whole block): owner-only fields, accessed by the owner.
+        // SAFETY (whole block): owner-only fields, accessed by the owner; a listed segment's
+        // link was written before it was listed, and the owner holds its list.
         unsafe {
             let head = h.own.local_head.get();
-            let idx = if head != NONE {
-                h.own.local_head.set(self.link(head));
-                if h.poison {
-                    head | CHECK
-                } else {
-                    head
-                }
+            let carved = if head != NONE {
+                let flag = match h.poison {
+                    false => 0,
+                    true if CHECKED => CHECK,
+                    true => return None,
+                };
+                // The address once, for the link and for the caller.
+                let seg = self.segment(head);
+                h.own.local_head.set(seg.cast::<u32>().as_ptr().read());
+                (head | flag, seg)
             } else {
                 let c = h.own.cursor.get();
                 if c >= h.seg_count.get() || self.has_remote() {
                     return None;
                 }
                 h.own.cursor.set(c + 1);
-                c
+                (c, self.segment(c))
             };
             h.own.live.set(h.own.live.get() + 1);
-            Some(idx)
+            Some(carved)
         }
     }
 

@@ -96,6 +96,10 @@ use crate::sync::{
 /// A region carved for a buffer: its chunk, its segment, its capacity.
 pub(crate) type Carved = (ChunkPtr, u32, usize);
 
+/// A region the fast path carved: as [`Carved`], with the segment's address, which the fast
+/// path computes anyway (a caller computing it again costs three instructions).
+pub(crate) type FastCarved = (ChunkPtr, u32, usize, NonNull<u8>);
+
 /// What a magazine needs from its allocator. Implemented by the allocator's shared state.
 pub(crate) trait ChunkSource: Home {
     /// The allocator's validated settings.
@@ -618,7 +622,7 @@ impl Magazine {
     pub(crate) fn alloc(&self, class: SizeClass) -> (Option<Result<Carved, AllocError>>, bool) {
         let (r, went) = self.run(|s| {
             let r = match s.body.alloc_fast(class) {
-                Some(region) => Some(Ok(region)),
+                Some((chunk, idx, cap, _)) => Some(Ok((chunk, idx, cap))),
                 None => s.alloc_slow(class),
             };
             (r, std::mem::take(&mut s.body.went_to_allocator))
@@ -802,7 +806,7 @@ impl Body {
     /// pooled classes, or the magazine is dead), has no current chunk, or the current chunk
     /// is full.
     #[inline(always)]
-    fn alloc_fast(&mut self, class: SizeClass) -> Option<Carved> {
+    fn alloc_fast(&mut self, class: SizeClass) -> Option<FastCarved> {
         let cs = self.classes.get_mut(class.index())?;
         // The cache first: a chunk's free space that a release elsewhere in the class made is
         // reused before the current chunk is carved, and without looking at the current
@@ -812,20 +816,24 @@ impl Body {
             // The mask keeps the index in bounds without a check (`hot_len <= HOT`).
             let (c, idx) = hot[(n - 1) as usize & (HOT - 1)];
             // SAFETY: a segment of this magazine's cache, taken out of it here; its chunk is
-            // owned by this magazine (the cache keeps only owned chunks' segments).
-            unsafe { c.take_cached() };
+            // owned by this magazine (the cache keeps only owned chunks' segments), so its
+            // format is stable.
+            let ptr = unsafe {
+                c.take_cached();
+                c.segment(idx)
+            };
             cs.allocs = cs.allocs.wrapping_add(1);
             let seg = cs.seg_size;
             self.shard.add_owned(seg as i64, 1);
-            return Some((c, idx, seg));
+            return Some((c, idx, seg, ptr));
         }
         let c = cs.current?;
         // SAFETY: this magazine owns its current chunks, and we are inside its gate.
-        let idx = unsafe { c.carve_local() }?;
+        let (idx, ptr) = unsafe { c.carve_local() }?;
         cs.allocs = cs.allocs.wrapping_add(1);
         let seg = cs.seg_size;
         self.shard.add_owned(seg as i64, 1);
-        Some((c, idx, seg))
+        Some((c, idx, seg, ptr))
     }
 
     fn refill(&mut self, class: SizeClass, link: &Link) -> Result<Carved, AllocError> {
@@ -836,14 +844,17 @@ impl Body {
         let cs = &mut self.classes[idx];
         if cs.hot_len == 0 && cs.cache.is_some() {
             cs.refill_hot();
-            return Ok(self
+            let (chunk, idx, cap, _) = self
                 .alloc_fast(class)
-                .expect("the hot stack was just refilled"));
+                .expect("the hot stack was just refilled");
+            return Ok((chunk, idx, cap));
         }
-        // 1. The current chunk, once remote frees are drained.
+        // 1. The current chunk, once remote frees are drained, or if it has space the fast
+        //    path left: a poisoning chunk's free list, whose segments are checked on this
+        //    path ([`ChunkPtr::carve_local`]).
         if let Some(c) = self.classes[idx].current {
             // SAFETY: owned by this magazine.
-            if unsafe { c.drain_remote() } > 0 {
+            if unsafe { c.drain_remote() > 0 || c.has_local_space() } {
                 return Ok(self.carve_from(c, class));
             }
             let c = self.take_current(idx).expect("checked above");
@@ -1861,10 +1872,11 @@ pub(crate) fn with_magazine<R>(
 /// in `LAST`, or none: [`alloc_fast_lookup`] first; then a class that is not pooled, a full
 /// chunk, remote frees to drain, a claimed gate, thread exit, a dead magazine), which is
 /// [`with_magazine`] and [`Magazine::alloc`]. It calls nothing (every way out is a return),
-/// so it saves no registers. A region carved from a free list of a poisoning chunk comes
-/// with the [`CHECK`] flag: the caller checks it ([`checked`]) before use.
+/// so it saves no registers. It never carves from a poisoning chunk's free list (those
+/// segments must be checked: the slow path carves them, and [`Magazine::alloc`] checks
+/// them), so what it answers is ready for use.
 #[inline(always)]
-pub(crate) fn alloc_fast(id: usize, class: SizeClass) -> Option<Carved> {
+pub(crate) fn alloc_fast(id: usize, class: SizeClass) -> Option<FastCarved> {
     #[cfg(not(loom))]
     {
         let (last_id, m) = LAST.with(|last| last.get());
@@ -1981,9 +1993,9 @@ fn add_releaser(reg: &mut Registry, home: &Arc<dyn Home>) -> usize {
 }
 
 /// [`alloc_fast`] through the registry, remembering the magazine found in `LAST`: the first
-/// step of the slow path. Its region is checked ([`checked`]).
+/// step of the slow path. Like [`alloc_fast`], it never answers a region to check.
 #[inline(never)]
-pub(crate) fn alloc_fast_lookup(id: usize, class: SizeClass) -> Option<Carved> {
+pub(crate) fn alloc_fast_lookup(id: usize, class: SizeClass) -> Option<FastCarved> {
     let m = REGISTRY
         .try_with(|reg| {
             reg.with_mut(|reg| {
@@ -2007,7 +2019,7 @@ pub(crate) fn alloc_fast_lookup(id: usize, class: SizeClass) -> Option<Carved> {
     })?;
     #[cfg(not(loom))]
     LAST.with(|last| last.set((id, m)));
-    carved.map(checked)
+    carved
 }
 
 /// Runs `f` with the calling thread's magazine for allocator `id` if it has one.
