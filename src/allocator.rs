@@ -84,8 +84,8 @@ pub(crate) struct Region {
 }
 
 impl Region {
-    /// The region of segment `idx` of `chunk` (carved for the caller, checked if it had to
-    /// be), `cap` bytes.
+    /// The region of segment `idx` of `chunk` (carved for the caller and checked if it had
+    /// to be, or an unpooled chunk's one segment), `cap` bytes.
     #[inline]
     fn carved((chunk, idx, cap): Carved) -> Region {
         debug_assert_eq!(
@@ -93,8 +93,8 @@ impl Region {
             0,
             "a region is checked before it is handed out"
         );
-        // SAFETY: the region was just carved for the caller, who holds it, so the chunk's
-        // format is stable.
+        // SAFETY: the caller holds the region (carved for it, or an unpooled chunk it holds
+        // exclusively), so the chunk's format is stable.
         let ptr = unsafe { chunk.segment(idx) };
         Region {
             chunk,

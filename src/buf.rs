@@ -207,6 +207,12 @@ impl PooledBuf {
             cap,
             ptr,
         } = region;
+        // SAFETY: the region is ours, so its chunk's format is stable.
+        debug_assert_eq!(
+            ptr,
+            unsafe { chunk.segment(idx) },
+            "a region knows its address"
+        );
         PooledBuf {
             ptr,
             len: 0,

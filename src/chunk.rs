@@ -47,7 +47,12 @@
 //! a Treiber stack whose links live in the freed segments' first four bytes. Pushers only push
 //! and the owner only takes the whole stack with `swap`, so the stack has no ABA problem.
 //! Each push is a `Release` CAS; the owner's `swap` is `Acquire`, so the pusher's writes into
-//! the segment (link, poison) happen before the owner reuses it.
+//! the segment (link, poison) happen before the owner reuses it. The word also counts the
+//! segments on the stack (from bit [`PUSH_ONE`] up; the same CAS adds one), so the owner
+//! takes the stack and its length in one `swap`: when its local free list is empty it makes
+//! the stack its list as it is, without walking it (the walk was a chain of cache misses on
+//! lines the freeing thread last wrote), and the pops of later allocations read each link
+//! as they reach the segment they are about to hand out anyway.
 //!
 //! # Abandoning
 //! When the owner (or a reclaimer holding the owner's magazine) gives a chunk up it (1) clears
@@ -80,6 +85,9 @@ const ABANDONED: u64 = 1 << 32;
 const PARKED: u64 = 1 << 33;
 /// One live region in the count of a parked chunk's `remote` word.
 const PARK_ONE: u64 = 1 << 34;
+/// One segment in the count of an owned chunk's remote stack, in the same bits of the word
+/// as a parked chunk's live count.
+const PUSH_ONE: u64 = PARK_ONE;
 /// The most live regions a parked chunk's word can count.
 const PARK_MAX: u64 = u64::MAX / PARK_ONE;
 /// The byte freed regions are filled with when poisoning is on.
@@ -90,8 +98,11 @@ const LINK: usize = 4;
 /// of a poisoning chunk, and its poison must be checked ([`ChunkPtr::check_carved`]) before
 /// use. Kept out of the carve itself so that nothing inside the magazine's gate can panic.
 pub(crate) const CHECK: u32 = 1 << 31;
-/// The most segments a chunk is formatted for (indices stay below [`CHECK`]).
-const MAX_SEGMENTS: usize = (CHECK - 1) as usize;
+/// The most segments a chunk is formatted for: indices stay below [`CHECK`], and the counts
+/// in the `remote` word (segments stacked, live regions of a parked chunk) below
+/// [`PARK_MAX`]. (Chunks are at most 1 GiB, so 2^25 segments of 32 bytes: far below both.)
+const MAX_SEGMENTS: usize = PARK_MAX as usize;
+const _: () = assert!(PARK_MAX < CHECK as u64);
 
 /// Where a chunk goes when nobody holds it any more.
 pub(crate) trait Home: Any + Send + Sync {
@@ -620,11 +631,11 @@ impl ChunkPtr {
         }
     }
 
-    /// [`carve`](ChunkPtr::carve) without draining, and for a chunk that does not poison: from
-    /// the local free list, else at the cursor; `None` if neither has space or remote frees
-    /// wait (the caller's slow path drains them, so space other threads gave back is still
-    /// reused before fresh space), and `None` for a segment on a poisoning chunk's free list,
-    /// which must be checked (the slow path carves it with [`carve`](ChunkPtr::carve)). So
+    /// [`carve`](ChunkPtr::carve) without draining and without checks to make: from the local
+    /// free list, else at the cursor; `None` if neither has space or remote frees wait (the
+    /// caller's slow path drains them, so space other threads gave back is still reused
+    /// before fresh space), and `None` while a poisoning chunk's free list holds segments,
+    /// which must be checked (the slow path carves them with [`carve`](ChunkPtr::carve)). So
     /// what it answers is ready for use: the fast path has no check to make. It answers the
     /// segment's address with its index (the carve computes it anyway). Calls nothing: the
     /// allocation fast path.
@@ -791,10 +802,12 @@ impl ChunkPtr {
             }
             // SAFETY: the segment is the caller's until the CAS below publishes it.
             unsafe { self.set_link(idx, head as u32) };
+            // The new head, and the stack's length one more (no flag is set here).
+            let next = ((head & !(NONE as u64)) + PUSH_ONE) | idx as u64;
             match h
                 .shared
                 .remote
-                .compare_exchange_weak(head, idx as u64, Release, Relaxed)
+                .compare_exchange_weak(head, next, Release, Relaxed)
             {
                 Ok(_) => return RemoteFree::Queued,
                 Err(actual) => head = actual,
@@ -840,6 +853,8 @@ impl ChunkPtr {
     }
 
     /// Moves the remote-free stack onto the local free list; answers how many it moved.
+    /// With the local list empty (the usual case: the carve drains only then) the stack
+    /// becomes the list as it is, in O(1); otherwise its segments are moved one by one.
     ///
     /// # Safety
     /// The calling thread owns the chunk.
@@ -848,17 +863,26 @@ impl ChunkPtr {
         if !self.has_remote() {
             return 0;
         }
-        let mut idx = h.shared.remote.swap(NONE as u64, Acquire) as u32;
-        let mut n = 0;
+        let word = h.shared.remote.swap(NONE as u64, Acquire);
+        let top = word as u32;
+        let n = (word / PUSH_ONE) as u32;
         // SAFETY (whole block): the owner now holds every segment of the taken stack, whose
-        // links were written before their pushes (ordered by the `Acquire` swap).
+        // links were written before their pushes (ordered by the `Acquire` swap); the stack
+        // ends in `NONE` (a drained or fresh word's head), as a free list does.
         unsafe {
-            while idx != NONE {
-                let next = self.link(idx);
-                self.set_link(idx, h.own.local_head.get());
-                h.own.local_head.set(idx);
-                idx = next;
-                n += 1;
+            if h.own.local_head.get() == NONE {
+                h.own.local_head.set(top);
+            } else {
+                let mut idx = top;
+                let mut moved = 0;
+                while idx != NONE {
+                    let next = self.link(idx);
+                    self.set_link(idx, h.own.local_head.get());
+                    h.own.local_head.set(idx);
+                    idx = next;
+                    moved += 1;
+                }
+                debug_assert_eq!(moved, n, "the word counts the stack");
             }
             h.own.live.set(h.own.live.get() - n);
         }
@@ -896,15 +920,11 @@ impl ChunkPtr {
         h.owner.store(0, Relaxed);
         // `Acquire`: the stacked frees' links and scrubs happen before we read them. Our own
         // writes are published by the `Release` count below.
-        let mut idx = h.shared.remote.swap(ABANDONED | NONE as u64, Acquire) as u32;
-        // SAFETY: owner-only field, by the owner; the taken stack's segments are ours and their
-        // links were written before their pushes.
-        let mut live = unsafe { h.own.live.get() } as i64;
-        while idx != NONE {
-            // SAFETY: as above.
-            idx = unsafe { self.link(idx) };
-            live -= 1;
-        }
+        let word = h.shared.remote.swap(ABANDONED | NONE as u64, Acquire);
+        // SAFETY: owner-only field, by the owner. The taken stack's segments are free: the
+        // word counts them, and nobody reads them again (an abandoned chunk is recycled
+        // whole).
+        let live = unsafe { h.own.live.get() } as i64 - (word / PUSH_ONE) as i64;
         // As in `Arc`: every step of the count is a `Release`; the one that reaches zero
         // then acquires them all (`sync::acquire_count`) before it recycles the chunk.
         if h.shared.abandoned_live.fetch_add(live, Release) + live == 0 {
@@ -1202,6 +1222,54 @@ mod tests {
             for &s in &[segs[0], segs[2], segs[3], segs[4]] {
                 assert_eq!(c.free_remote(s), RemoteFree::Queued);
             }
+            assert_eq!(c.free_remote(segs[7]), RemoteFree::Recycle);
+            c.free_to_system();
+        }
+        assert!(th.recycled.with(|v| v.is_empty()));
+        assert_eq!(th.counters.snapshot().chunks, 0);
+    }
+
+    #[test]
+    fn the_remote_word_counts_its_stack_and_a_drain_takes_it_whole_or_walks_it() {
+        let (th, h) = home();
+        let c = ChunkPtr::create(&h, 4096, usize::MAX, false, false, false).unwrap();
+        // SAFETY: this test thread owns the chunk; "remote" frees are made with regions this
+        // thread holds, as another thread would.
+        unsafe {
+            c.format(0, 512);
+            c.adopt(7, std::ptr::null_mut(), 0, false);
+            let segs: Vec<u32> = (0..8).map(|_| c.carve().unwrap()).collect();
+            for &s in &segs[..3] {
+                assert_eq!(c.free_remote(s), RemoteFree::Queued);
+            }
+            let word = c.header().shared.remote.load(Relaxed);
+            assert_eq!(
+                (word as u32, word / PUSH_ONE),
+                (segs[2], 3),
+                "the top and the length"
+            );
+            // An empty local list: the stack becomes the list as it is (newest first).
+            assert_eq!(c.drain_remote(), 3);
+            assert_eq!(c.header().shared.remote.load(Relaxed), NONE as u64);
+            assert_eq!(c.live(), 5);
+            assert_eq!(c.carve(), Some(segs[2]));
+            // A local list that is not empty: the stack is moved onto it segment by segment.
+            c.free_local(segs[3]);
+            assert_eq!(c.free_remote(segs[4]), RemoteFree::Queued);
+            assert_eq!(c.free_remote(segs[5]), RemoteFree::Queued);
+            assert_eq!(c.drain_remote(), 2);
+            assert_eq!(c.live(), 3);
+            let mut free: Vec<u32> = (0..5).map(|_| c.carve().unwrap()).collect();
+            free.sort_unstable();
+            assert_eq!(free, [segs[0], segs[1], segs[3], segs[4], segs[5]]);
+            assert_eq!(c.live(), 8);
+            assert_eq!(c.carve(), None, "every segment is live again");
+            // Abandoning takes the stack's length off the live count without walking it.
+            for &s in &segs[..6] {
+                assert_eq!(c.free_remote(s), RemoteFree::Queued);
+            }
+            assert_eq!(c.abandon(), RemoteFree::Queued, "two regions are live");
+            assert_eq!(c.free_remote(segs[6]), RemoteFree::Queued);
             assert_eq!(c.free_remote(segs[7]), RemoteFree::Recycle);
             c.free_to_system();
         }

@@ -40,6 +40,9 @@
 //! exits, parking it again, while the releases go on); 19b the same without a central cache
 //! (the emptied chunk goes back to the system).
 //!
+//! The remote stack's length (the speed issue): 20. two remote releases race each other and
+//! the owner's drains, which take the stack with the length the word counts.
+//!
 //! Every model runs with a preemption bound of 3 except models 2, 12, 13 and 15, which run at
 //! 2 to keep CI within its time: they explore 74,000, 58,000, 412,000 and 187,000 executions
 //! at 2 already (59,000, 461,000 and 193,000 for models 12, 13 and 15 on main `1d7ea6d`,
@@ -884,4 +887,52 @@ fn adoption_races_the_parked_chunks_last_release_in(pool: AdaptiveAllocator) {
         assert_eq!(s.parked_chunks, 0, "an emptied chunk stayed parked: {s}");
         assert_eq!(s.allocated_bytes, s.cached_bytes, "a chunk was lost: {s}");
     }
+}
+
+/// Model 20. Two threads release two regions of the owner's full chunk at once while the
+/// owner allocates: the two pushes race each other and the owner's drains. The `remote`
+/// word counts the segments on its stack, and a drain into an empty local list takes the
+/// stack as the list with that count instead of walking it, so the count must be exactly
+/// what was pushed: one too few and the chunk never looks empty again (the last `trim()`
+/// below could not give it back), one too many and it would be recycled with a region live
+/// (a double free or a use after free, which loom's allocation tracking and the poison
+/// check catch). Every live buffer keeps its contents, the released regions are reused
+/// before a third chunk is made, and at the end nothing is allocated.
+#[test]
+fn two_remote_frees_race_the_owners_drain() {
+    model("two_remote_frees_race_the_owners_drain", 3, || {
+        let pool = tiny_pool();
+        let a = filled(&pool, 1);
+        let b = filled(&pool, 2);
+        let c = filled(&pool, 3);
+        let d = filled(&pool, 4);
+        let ta = thread::spawn(move || {
+            check(&a, 1);
+            drop(a);
+        });
+        let tb = thread::spawn(move || {
+            check(&b, 2);
+            drop(b);
+        });
+        race();
+        let e = filled(&pool, 5); // drains what was pushed so far, or takes a new chunk
+        ta.join().unwrap();
+        tb.join().unwrap();
+        let f = filled(&pool, 6);
+        let g = filled(&pool, 7);
+        for (buf, byte) in [(&c, 3), (&d, 4), (&e, 5), (&f, 6), (&g, 7)] {
+            check(buf, byte);
+        }
+        let s = pool.stats();
+        assert_eq!((s.live_buffers, s.live_bytes), (5, 5 * SEG), "{s}");
+        assert!(s.chunks <= 2, "{s}");
+        drop((c, d, e, f, g));
+        pool.trim();
+        let s = pool.stats();
+        assert!(s.is_quiet(), "{s}");
+        assert_eq!(
+            s.allocated_bytes, 0,
+            "a chunk whose regions all came back stayed: {s}"
+        );
+    });
 }
