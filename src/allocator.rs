@@ -96,15 +96,10 @@ impl Region {
         // SAFETY: the caller holds the region (carved for it, or an unpooled chunk it holds
         // exclusively), so the chunk's format is stable.
         let ptr = unsafe { chunk.segment(idx) };
-        Region {
-            chunk,
-            idx,
-            cap,
-            ptr,
-        }
+        Region::fast((chunk, idx, cap, ptr))
     }
 
-    /// The region the fast path carved.
+    /// The region the fast path carved (or any carve whose address is known).
     #[inline(always)]
     fn fast((chunk, idx, cap, ptr): FastCarved) -> Region {
         Region {

@@ -272,29 +272,7 @@ const B3_BATCH: usize = 64;
 /// fills and freezes them and sends them in batches of 64 over a bounded channel; another
 /// thread drops them. Time until the last one is dropped.
 pub fn b3<B: Backend>(b: &B, iters: u64) -> Duration {
-    let (tx, rx) = mpsc::sync_channel::<Vec<Bytes>>(16);
-    let start = Instant::now();
-    thread::scope(|s| {
-        s.spawn(move || {
-            for batch in rx {
-                drop(black_box(batch));
-            }
-        });
-        let mut left = iters as usize;
-        while left > 0 {
-            let n = left.min(B3_BATCH);
-            let mut batch = Vec::with_capacity(n);
-            for _ in 0..n {
-                let mut buf = b.alloc(1024);
-                buf.put_slice(&SRC[..1024]);
-                batch.push(B::freeze(buf));
-            }
-            tx.send(batch).expect("consumer alive");
-            left -= n;
-        }
-        drop(tx);
-    });
-    start.elapsed()
+    hand_off(b, iters, B::freeze)
 }
 
 /// B3 without the freeze, a diagnostic (not a row of the report): the same hand-off, but the
@@ -302,7 +280,13 @@ pub fn b3<B: Backend>(b: &B, iters: u64) -> Duration {
 /// from [`b3`] is what freezing costs across threads: for the pool, the box that
 /// `Bytes::from_owner` allocates on this thread and frees on the consumer's.
 pub fn b3_unfrozen<B: Backend>(b: &B, iters: u64) -> Duration {
-    let (tx, rx) = mpsc::sync_channel::<Vec<B::Buf>>(16);
+    hand_off(b, iters, |buf| buf)
+}
+
+/// B3's hand-off: `iters` filled 1 KiB buffers, each passed through `wrap`, sent in batches
+/// to another thread that drops them.
+fn hand_off<B: Backend, T: Send>(b: &B, iters: u64, wrap: impl Fn(B::Buf) -> T) -> Duration {
+    let (tx, rx) = mpsc::sync_channel::<Vec<T>>(16);
     let start = Instant::now();
     thread::scope(|s| {
         s.spawn(move || {
@@ -317,7 +301,7 @@ pub fn b3_unfrozen<B: Backend>(b: &B, iters: u64) -> Duration {
             for _ in 0..n {
                 let mut buf = b.alloc(1024);
                 buf.put_slice(&SRC[..1024]);
-                batch.push(buf);
+                batch.push(wrap(buf));
             }
             tx.send(batch).expect("consumer alive");
             left -= n;
