@@ -918,8 +918,9 @@ impl ChunkPtr {
     pub(crate) unsafe fn abandon(self) -> RemoteFree {
         let h = self.header();
         h.owner.store(0, Relaxed);
-        // `Acquire`: the stacked frees' links and scrubs happen before we read them. Our own
-        // writes are published by the `Release` count below.
+        // `Acquire`: the stacked frees' writes into their segments (links, scrubs) happen
+        // before this thread, which may recycle the chunk below, lets anyone reuse them. Our
+        // own writes are published by the `Release` count below.
         let word = h.shared.remote.swap(ABANDONED | NONE as u64, Acquire);
         // SAFETY: owner-only field, by the owner. The taken stack's segments are free: the
         // word counts them, and nobody reads them again (an abandoned chunk is recycled
