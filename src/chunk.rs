@@ -1149,6 +1149,18 @@ mod tests {
         (h, d)
     }
 
+    /// A 4 KiB chunk of `home`, formatted for `seg_size`-byte segments (class 0) and owned by
+    /// the token 7 (the test thread stands in for its owner); `poison` as the chunk's flag.
+    fn owned_chunk(home: &Arc<dyn Home>, seg_size: usize, poison: bool) -> ChunkPtr {
+        let c = ChunkPtr::create(home, 4096, usize::MAX, false, poison, false).unwrap();
+        // SAFETY: the new chunk is held exclusively here, then owned by the token 7.
+        unsafe {
+            c.format(0, seg_size);
+            c.adopt(7, std::ptr::null_mut(), 0, false);
+        }
+        c
+    }
+
     /// The fields every release and every allocation read of a chunk's header share its
     /// first 64-byte line (one cache miss, not two, for a chunk not touched lately), and the
     /// owner's and the remote releasers' fields sit on lines of their own.
@@ -1176,11 +1188,9 @@ mod tests {
     #[test]
     fn cursor_and_accounting_are_separate() {
         let (th, h) = home();
-        let c = ChunkPtr::create(&h, 4096, usize::MAX, false, true, false).unwrap();
-        // SAFETY: this test thread holds the chunk exclusively, then owns it.
+        let c = owned_chunk(&h, 1024, true);
+        // SAFETY: this test thread owns the chunk.
         unsafe {
-            c.format(0, 1024);
-            c.adopt(7, std::ptr::null_mut(), 0, false);
             let a: Vec<u32> = (0..4).map(|_| c.carve().unwrap()).collect();
             assert_eq!(a, [0, 1, 2, 3]);
             assert_eq!(c.carve(), None, "the cursor is at the end");
@@ -1205,12 +1215,10 @@ mod tests {
     #[test]
     fn remote_frees_drain_and_abandon_counts_down() {
         let (th, h) = home();
-        let c = ChunkPtr::create(&h, 4096, usize::MAX, false, false, false).unwrap();
-        // SAFETY: this test thread holds, then owns, the chunk; "remote" frees are made with
+        let c = owned_chunk(&h, 512, false);
+        // SAFETY: this test thread owns the chunk; "remote" frees are made with
         // regions this thread holds, as another thread would.
         unsafe {
-            c.format(0, 512);
-            c.adopt(7, std::ptr::null_mut(), 0, false);
             let segs: Vec<u32> = (0..8).map(|_| c.carve().unwrap()).collect();
             assert_eq!(c.free_remote(segs[1]), RemoteFree::Queued);
             assert_eq!(c.free_remote(segs[5]), RemoteFree::Queued);
@@ -1233,12 +1241,10 @@ mod tests {
     #[test]
     fn the_remote_word_counts_its_stack_and_a_drain_takes_it_whole_or_walks_it() {
         let (th, h) = home();
-        let c = ChunkPtr::create(&h, 4096, usize::MAX, false, false, false).unwrap();
+        let c = owned_chunk(&h, 512, false);
         // SAFETY: this test thread owns the chunk; "remote" frees are made with regions this
         // thread holds, as another thread would.
         unsafe {
-            c.format(0, 512);
-            c.adopt(7, std::ptr::null_mut(), 0, false);
             let segs: Vec<u32> = (0..8).map(|_| c.carve().unwrap()).collect();
             for &s in &segs[..3] {
                 assert_eq!(c.free_remote(s), RemoteFree::Queued);
@@ -1281,12 +1287,10 @@ mod tests {
     #[test]
     fn parking_keeps_free_space_and_counts_down_in_the_word() {
         let (th, h) = home();
-        let c = ChunkPtr::create(&h, 4096, usize::MAX, false, true, false).unwrap();
+        let c = owned_chunk(&h, 512, true);
         // SAFETY: this test thread owns, parks, then adopts the chunk; "remote" frees are
         // made with regions this thread holds, as another thread would.
         unsafe {
-            c.format(0, 512);
-            c.adopt(7, std::ptr::null_mut(), 0, false);
             let segs: Vec<u32> = (0..6).map(|_| c.carve().unwrap()).collect();
             c.free_local(segs[0]);
             assert_eq!(c.free_remote(segs[1]), RemoteFree::Queued);
@@ -1331,11 +1335,9 @@ mod tests {
     #[test]
     fn a_chunk_with_nothing_live_is_not_parked() {
         let (_th, h) = home();
-        let c = ChunkPtr::create(&h, 4096, usize::MAX, false, false, false).unwrap();
+        let c = owned_chunk(&h, 1024, false);
         // SAFETY: this test thread owns the chunk.
         unsafe {
-            c.format(0, 1024);
-            c.adopt(7, std::ptr::null_mut(), 0, false);
             let a = c.carve().unwrap();
             assert_eq!(c.free_remote(a), RemoteFree::Queued);
             // The stacked release was its only live region: nothing to park.
@@ -1371,12 +1373,10 @@ mod tests {
     #[test]
     fn poison_catches_a_stray_write() {
         let (th, h) = home();
-        let c = ChunkPtr::create(&h, 4096, usize::MAX, false, true, false).unwrap();
+        let c = owned_chunk(&h, 1024, true);
         // SAFETY: deliberately writes into a freed segment this thread owns, to trip the
         // check; the chunk is freed afterwards.
         let s = unsafe {
-            c.format(0, 1024);
-            c.adopt(7, std::ptr::null_mut(), 0, false);
             let s = c.carve().unwrap();
             c.free_local(s);
             c.segment(s).as_ptr().add(100).write(1);
