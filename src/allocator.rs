@@ -36,7 +36,7 @@ use crate::size_class::SizeClass;
 use crate::stats::{Counters, Stats};
 use crate::sync::{self, AtomicU64, AtomicUsize, Mutex, Ordering::*};
 use crate::tracking::{LiveBuffer, ReportOrder, Tracker};
-use crate::waiters::Waiters;
+use crate::waiters::{Deferral, Waiters};
 
 /// An adaptive pooling allocator of byte buffers.
 ///
@@ -218,6 +218,8 @@ impl Shared {
     /// inside a magazine operation of this allocator on the calling thread (it claims every
     /// magazine, the caller's too).
     fn reclaim_everything(&self) -> usize {
+        // What it frees under the lock notifies waiters: woken once the lock is released.
+        let _wakes = Deferral::begin();
         self.maintenance.with(|_| {
             let mut idle = Vec::new();
             self.roster.reclaim(Reclaim::All, true, &mut idle);
@@ -254,6 +256,8 @@ impl Shared {
     /// kept empty. Skipped if another thread is sweeping or trimming.
     fn sweep(&self, now: u64) {
         let idle_ns = self.settings.idle_release_ns();
+        // What it frees under the lock notifies waiters: woken once the lock is released.
+        let _wakes = Deferral::begin();
         self.maintenance.try_with(|_| {
             let mut idle = Vec::new();
             self.roster

@@ -90,8 +90,10 @@ use crate::os;
 use crate::size_class::{next_pow2, SizeClass};
 use crate::stats::Shard;
 use crate::sync::{
-    self, fence, thread_local, AtomicBool, AtomicU32, ModelArc, Mutex, Ordering::*, UnsafeCell,
+    self, fence, thread_local, AtomicBool, AtomicU32, Critical, ModelArc, Mutex, Ordering::*,
+    UnsafeCell,
 };
+use crate::waiters::Deferral;
 
 /// A region carved for a buffer: its chunk, its segment, its capacity.
 pub(crate) type Carved = (ChunkPtr, u32, usize);
@@ -389,8 +391,43 @@ struct Gate {
 }
 
 /// An operation of the owner in progress: leaving the gate on drop, also when a poison check
-/// panics inside, so a reclaimer never waits for a thread that unwound.
-struct Entered<'a>(&'a Magazine);
+/// panics inside, so a reclaimer never waits for a thread that unwound. A critical section
+/// (counted in debug builds: no user code may run until it drops).
+struct Entered<'a>(&'a Magazine, Critical);
+
+impl Entered<'_> {
+    /// The guard of an entry made with [`Magazine::try_enter`] (and, if it found the claim
+    /// word set, [`Magazine::enter_slow`]) by a caller that holds `mag` as a raw pointer.
+    ///
+    /// # Safety
+    /// `mag` is a live magazine of the calling thread whose gate the caller has entered, and
+    /// made no guard of that entry.
+    #[inline(always)]
+    unsafe fn entered<'a>(mag: *const Magazine) -> Entered<'a> {
+        // SAFETY: as the caller guarantees.
+        Entered(unsafe { &*mag }, Critical::enter())
+    }
+
+    /// Takes over the guard that [`Entered::hand_over`] gave up.
+    ///
+    /// # Safety
+    /// `mag` is what `hand_over` returned, and nobody else took it over.
+    #[inline(always)]
+    unsafe fn handed_over<'a>(mag: *const Magazine) -> Entered<'a> {
+        // SAFETY: as the caller guarantees; the section was counted by the guard handed over.
+        Entered(unsafe { &*mag }, Critical::continued())
+    }
+
+    /// Gives the guard up without leaving the gate, for [`Entered::handed_over`]: the
+    /// magazine is passed on as a raw pointer, so no reference to it is an argument of the
+    /// callee (a deferred waker may drop the magazine once the callee has left the gate).
+    #[inline(always)]
+    fn hand_over(self) -> *const Magazine {
+        let mag: *const Magazine = self.0;
+        std::mem::forget(self);
+        mag
+    }
+}
 
 impl Drop for Entered<'_> {
     #[inline(always)]
@@ -398,6 +435,7 @@ impl Drop for Entered<'_> {
         self.0.gate.active.store(0, Release);
     }
 }
+
 
 /// One thread's cache for one allocator.
 pub(crate) struct Magazine {
@@ -528,7 +566,7 @@ impl Magazine {
     #[inline(always)]
     fn enter(&self) -> Entered<'_> {
         match self.try_enter() {
-            0 => Entered(self),
+            0 => Entered(self, Critical::enter()),
             c => self.enter_rest(c),
         }
     }
@@ -550,7 +588,7 @@ impl Magazine {
     #[inline(never)]
     fn enter_rest(&self, c: u32) -> Entered<'_> {
         self.enter_slow(c);
-        Entered(self)
+        Entered(self, Critical::enter())
     }
 
     #[cold]
@@ -595,7 +633,7 @@ impl Magazine {
                 return None;
             }
         }
-        let _entered = Entered(self);
+        let _entered = Entered(self, Critical::enter());
         // SAFETY: inside the gate, the owner is the only thread touching `state`.
         self.state.with_mut(
             #[inline(always)]
@@ -619,6 +657,10 @@ impl Magazine {
     /// (a reclaim everywhere) and try again. `None` if the magazine died (its allocator
     /// closed) since the caller found it: the request is then served unpooled. The flag says
     /// whether a chunk was taken from the allocator (the caller may then run a due sweep).
+    ///
+    /// A refill may give chunks back (the memory limit's fallback, the cache evicted, a chunk
+    /// retired), which notifies waiters: only [`with_magazine`] calls it, inside a
+    /// [`Deferral`] that wakes them once this has returned.
     pub(crate) fn alloc(&self, class: SizeClass) -> (Option<Result<Carved, AllocError>>, bool) {
         let (r, went) = self.run(|s| {
             let r = match s.body.alloc_fast(class) {
@@ -684,6 +726,7 @@ impl Magazine {
         // Released when `f` returns, and also if it unwinds (a failed internal assertion):
         // the owner must never wait for a claim nobody will release.
         let _release = Unclaim(self);
+        let _section = Critical::enter();
         // SAFETY: claimed, and the owner is outside the gate (it will wait for the release).
         self.state.with_mut(|s| f(unsafe { &mut *s }))
     }
@@ -1531,54 +1574,62 @@ pub(crate) unsafe fn free_owned(
     token: usize,
     remote: unsafe fn(ChunkPtr, u32),
 ) {
+    // The magazine is passed on as a raw pointer, never as a reference argument, down to
+    // where the wake-ups deferred by a slow path run (module `waiters`): a waker may drop the
+    // last handle of the allocator and allocate from another, which drops this magazine's
+    // husk, and no reference to it may be live then.
     // SAFETY: the owner context of an owned chunk is its magazine, which lives at least as
     // long as this thread's registry holds it; a chunk stays owned only while the magazine is
     // registered here (its drop and its death abandon every chunk first), and we are on the
     // owning thread.
-    let mag = unsafe { &*chunk.ctx().cast::<Magazine>() };
-    let c = mag.try_enter();
+    let mag = unsafe { chunk.ctx() }.cast::<Magazine>().cast_const();
+    // SAFETY: as above: the magazine is alive.
+    let c = unsafe { &*mag }.try_enter();
     if c != 0 {
         // SAFETY: as the caller guarantees.
         return unsafe { free_owned_contended(mag, c, chunk, idx, token, remote) };
     }
     // SAFETY: as the caller guarantees, inside the gate.
-    unsafe { free_entered(Entered(mag), chunk, idx, token, remote) }
+    unsafe { free_entered(mag, chunk, idx, token, remote) }
 }
 
 /// [`free_owned`] when the gate's claim word was not clear (`c`, as loaded): wait at the
 /// gate, then the same.
 ///
 /// # Safety
-/// As for [`free_owned`], and the owner has stored `active = 1` and loaded `c`
-/// ([`Magazine::try_enter`]).
+/// As for [`free_owned`]; `mag` is the chunk's magazine, and the owner has stored
+/// `active = 1` and loaded `c` ([`Magazine::try_enter`]).
 #[cold]
 #[inline(never)]
 unsafe fn free_owned_contended(
-    mag: &Magazine,
+    mag: *const Magazine,
     c: u32,
     chunk: ChunkPtr,
     idx: u32,
     token: usize,
     remote: unsafe fn(ChunkPtr, u32),
 ) {
-    let entered = mag.enter_rest(c);
+    // SAFETY: the chunk's magazine, alive as in `free_owned`.
+    unsafe { &*mag }.enter_slow(c);
     // SAFETY: as the caller guarantees, inside the gate.
-    unsafe { free_entered(entered, chunk, idx, token, remote) }
+    unsafe { free_entered(mag, chunk, idx, token, remote) }
 }
 
 /// The part of [`free_owned`] inside the gate.
 ///
 /// # Safety
-/// As for [`free_owned`]; `entered` is the owner's guard of `chunk`'s magazine's gate.
+/// As for [`free_owned`]; `mag` is `chunk`'s magazine, whose gate the caller has entered
+/// without making a guard (this function leaves it).
 #[inline(always)]
 unsafe fn free_entered(
-    entered: Entered<'_>,
+    mag: *const Magazine,
     chunk: ChunkPtr,
     idx: u32,
     token: usize,
     remote: unsafe fn(ChunkPtr, u32),
 ) {
-    let mag = entered.0;
+    // SAFETY: as the caller guarantees.
+    let entered = unsafe { Entered::entered(mag) };
     if !chunk.is_owned_by(token) {
         drop(entered);
         // SAFETY: no longer owned (checked inside the gate): a remote release, as the caller
@@ -1587,36 +1638,54 @@ unsafe fn free_entered(
     }
     // SAFETY: inside the gate; owned (checked inside it, so no closer can take it now), and
     // the caller gives up the region.
-    let next = mag.state.with_mut(
+    let next = entered.0.state.with_mut(
         #[inline(always)]
         |s| unsafe { (*s).body.free(chunk, idx) },
     );
     match next {
         Freed::Done => {}
-        // SAFETY: the region is the caller's, not released yet.
-        Freed::Slow => unsafe { free_listed_entered(entered, chunk, idx) },
-        Freed::EmptiedCurrent => emptied_current_entered(entered, chunk),
+        // SAFETY: the region is the caller's, not released yet; the guard is handed over.
+        Freed::Slow => unsafe { free_listed_entered(entered.hand_over(), chunk, idx) },
+        // SAFETY: the guard is handed over; the current chunk just emptied.
+        Freed::EmptiedCurrent => unsafe { emptied_current_entered(entered.hand_over(), chunk) },
     }
 }
 
-/// A release into a chunk that is not current ([`Body::free_listed`]), then leaves the gate.
+/// A release into a chunk that is not current ([`Body::free_listed`]), then leaves the gate,
+/// then wakes what the release deferred.
 ///
 /// # Safety
-/// As for [`Body::free_listed`]; `entered` is the owner's guard of the chunk's magazine.
+/// As for [`Body::free_listed`]; `mag` is the chunk's magazine, whose guard the caller
+/// handed over ([`Entered::hand_over`]).
 #[inline(never)]
-unsafe fn free_listed_entered(entered: Entered<'_>, chunk: ChunkPtr, idx: u32) {
+unsafe fn free_listed_entered(mag: *const Magazine, chunk: ChunkPtr, idx: u32) {
+    // A retired chunk notifies waiters: woken once the gate is left (module `waiters`).
+    let wakes = Deferral::begin();
+    // SAFETY: as the caller guarantees.
+    let entered = unsafe { Entered::handed_over(mag) };
     // SAFETY: inside the gate, by the caller's guarantee.
     entered.0.state.with_mut(|s| unsafe {
         let State { link, body } = &mut *s;
         body.free_listed(chunk, idx, link.as_ref())
     });
+    drop(entered);
+    drop(wakes);
 }
 
 /// The current chunk just emptied ([`Body::after_free_slow`]: the idle budget), then leaves
-/// the gate.
+/// the gate, then wakes what it deferred.
+///
+/// # Safety
+/// `mag` is the chunk's magazine, whose guard the caller handed over
+/// ([`Entered::hand_over`]); it owns `chunk`, which is current and just emptied.
 #[cold]
 #[inline(never)]
-fn emptied_current_entered(entered: Entered<'_>, chunk: ChunkPtr) {
+unsafe fn emptied_current_entered(mag: *const Magazine, chunk: ChunkPtr) {
+    // Past the idle budget a chunk is retired, which notifies waiters: woken once the gate
+    // is left (module `waiters`).
+    let wakes = Deferral::begin();
+    // SAFETY: as the caller guarantees.
+    let entered = unsafe { Entered::handed_over(mag) };
     // SAFETY: inside the gate (the caller's guard): the owner alone touches the state.
     entered.0.state.with_mut(|s| unsafe {
         let State { link, body } = &mut *s;
@@ -1624,6 +1693,8 @@ fn emptied_current_entered(entered: Entered<'_>, chunk: ChunkPtr) {
             body.after_free_slow(chunk, 0, CURRENT, &link.home);
         }
     });
+    drop(entered);
+    drop(wakes);
 }
 
 /// The magazines of one allocator: how a reclaimer reaches every thread's chunks.
@@ -1679,6 +1750,8 @@ impl Roster {
     /// the magazine to itself, releasing each claim as soon as it is done. With `wait`, waits
     /// for the roster's lock; otherwise gives up (answering `false`) if it is taken.
     fn for_each_claimed(&self, wait: bool, f: impl FnMut(&Magazine, &mut State)) -> bool {
+        // Wake-ups caused under the lock and the claims run after both are released.
+        let _wakes = Deferral::begin();
         let run = |r: &mut RosterInner| {
             if r.mags.is_empty() {
                 return;
@@ -1703,6 +1776,9 @@ impl Roster {
     /// The allocator closes: no magazine is registered from now on, and every registered one
     /// gives up all its chunks (live or not) and dies. Their threads drop the husks later.
     pub(crate) fn close(&self) {
+        // The chunks given up under the lock and the claims notify waiters: woken after the
+        // lock is released and the husks and handles are dropped.
+        let _wakes = Deferral::begin();
         let mut handles = Vec::new();
         let mags = self.inner.with(|r| {
             r.closed = true;
@@ -1759,6 +1835,8 @@ impl Releaser {
 
 impl Drop for Registry {
     fn drop(&mut self) {
+        // The chunks handed back notify waiters: woken once every magazine is handed back.
+        let _wakes = Deferral::begin();
         forget_last(usize::MAX);
         for m in self.magazines.drain(..).flatten() {
             leave(m);
@@ -1847,9 +1925,14 @@ pub(crate) fn with_magazine<R>(
     src: impl FnOnce() -> Arc<dyn ChunkSource>,
     f: impl FnOnce(&Magazine) -> R,
 ) -> Option<R> {
+    // Installing a magazine may drop the one it replaces, and `f` (an allocation) may give
+    // chunks back, which notifies waiters: woken after the registry is released and `f` has
+    // returned.
+    let wakes = Deferral::begin();
     let m = REGISTRY
         .try_with(|reg| {
             reg.with_mut(|reg| {
+                let _section = Critical::enter();
                 // SAFETY: the registry is this thread's alone, and nothing called below
                 // (magazine creation and registration) re-enters it.
                 let reg = unsafe { &mut *reg };
@@ -1860,10 +1943,14 @@ pub(crate) fn with_magazine<R>(
             })
         })
         .ok()
-        .flatten()?;
+        .flatten();
     // SAFETY: a registered magazine of this thread, held by its registry for at least as long
     // as this call (nothing here drops it).
-    Some(f(unsafe { &*m }))
+    let r = m.map(|m| f(unsafe { &*m }));
+    // The wake-ups deferred by `f` (a refill) run after it has returned: no reference to the
+    // magazine is live then.
+    drop(wakes);
+    r
 }
 
 /// The allocation fast path for allocator `id`: the magazine the thread used last, if it is

@@ -8,7 +8,9 @@
 //!   loom can check every access of a cell for races.
 //! * [`Mutex`] is `parking_lot`'s in normal builds, std's under Miri (parking_lot's
 //!   contended path is not strict-provenance clean) and loom's under `cfg(loom)`; it never
-//!   poisons in any.
+//!   poisons in any. In debug builds each lock held counts as a [`Critical`] section.
+//! * [`Critical`] counts, per thread and in debug builds only, the critical sections the
+//!   thread is inside, so the places that call user code can assert there are none.
 //! * [`ArrayQueue`] is `crossbeam_queue::ArrayQueue` in normal builds. loom cannot see inside
 //!   crossbeam's queue, so under `cfg(loom)` it is a capacity-checked `Mutex<VecDeque>` with
 //!   the same interface.
@@ -192,6 +194,58 @@ impl<T: Copy> UnsafeCell<T> {
     }
 }
 
+/// A critical section of the pool (a magazine gate entered or claimed, an internal lock
+/// held, a thread's registry borrowed), counted per thread in debug builds so that the rule
+/// "no user code inside a critical section" (docs/DESIGN.md, "No deadlock") is checked
+/// where user code is called: [`critical_depth`] must be 0 there. A zero-sized no-op in
+/// release builds and under loom (whose threads share the OS thread's std thread-locals).
+#[derive(Debug)]
+#[must_use = "the section ends when the guard drops"]
+pub(crate) struct Critical(());
+
+#[cfg(all(debug_assertions, not(loom)))]
+std::thread_local! {
+    static CRITICAL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl Critical {
+    /// Enters a critical section (counted in debug builds).
+    #[inline(always)]
+    pub(crate) fn enter() -> Critical {
+        #[cfg(all(debug_assertions, not(loom)))]
+        CRITICAL.with(|c| c.set(c.get() + 1));
+        Critical(())
+    }
+
+    /// Continues a section whose guard was forgotten (`mem::forget`) by the code that handed
+    /// it over: counts nothing more, and ends the section when dropped.
+    #[inline(always)]
+    pub(crate) fn continued() -> Critical {
+        Critical(())
+    }
+}
+
+impl Drop for Critical {
+    #[inline(always)]
+    fn drop(&mut self) {
+        #[cfg(all(debug_assertions, not(loom)))]
+        CRITICAL.with(|c| c.set(c.get() - 1));
+    }
+}
+
+/// How many critical sections the calling thread is inside (debug builds; 0 otherwise).
+#[inline]
+pub(crate) fn critical_depth() -> usize {
+    #[cfg(all(debug_assertions, not(loom)))]
+    {
+        CRITICAL.with(std::cell::Cell::get)
+    }
+    #[cfg(not(all(debug_assertions, not(loom))))]
+    {
+        0
+    }
+}
+
 /// A mutual-exclusion lock that never poisons. `parking_lot`'s in normal builds; std's under
 /// Miri (parking_lot's contended path casts integers to pointers, which
 /// `-Zmiri-strict-provenance` rejects); loom's under loom.
@@ -222,6 +276,7 @@ impl<T> Mutex<T> {
 
     /// Locks if the lock is free, runs `f`, unlocks; `None` if another thread holds it.
     pub(crate) fn try_with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        let _section = Critical::enter();
         #[cfg(all(not(loom), not(miri)))]
         {
             self.0.try_lock().map(|mut g| f(&mut g))
@@ -238,6 +293,7 @@ impl<T> Mutex<T> {
 
     /// Locks, runs `f`, unlocks.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let _section = Critical::enter();
         #[cfg(all(not(loom), not(miri)))]
         {
             f(&mut self.0.lock())

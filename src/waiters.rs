@@ -20,11 +20,34 @@
 //! wake-up is lost. When nobody waits, a releaser pays the fence and one relaxed load, and
 //! only on the slow paths where a chunk or an unpooled region leaves a magazine (never on
 //! the per-buffer release path). Checked by loom models 17 and 18 (`tests/loom.rs`).
+//!
+//! # Wakers run outside every critical section
+//! A waker is user code: its `wake` may allocate, drop buffers, `trim()`, poll a `Ready`, or
+//! drop the last reference to a task that owns buffers. It must never run while the pool
+//! holds a magazine gate, a claim, an internal lock or a thread's registry (it would re-enter
+//! the state the pool is changing: aliasing `&mut`, a chunk orphaned, a self-deadlock).
+//! Memory goes down inside such sections, so the wakers are *deferred*:
+//!
+//! * every pool operation that can release memory while it holds such a section opens a
+//!   [`Deferral`] around it first (a per-thread depth; cold paths only, never the per-buffer
+//!   fast path);
+//! * [`Waiters::notify`] takes the wakers out of the registry under its lock and, if the
+//!   thread is inside a deferral, appends them to the thread's pending list; otherwise it
+//!   wakes them at once (nothing is held then, since every section that can release memory
+//!   is inside a deferral);
+//! * when the outermost deferral ends, after every section it covered has been left, it
+//!   wakes the pending wakers (and those their own operations defer, until none is left).
+//!
+//! In debug builds every critical section is counted (`sync::Critical`) and waking asserts
+//! the count is zero, so a section that can release memory without a deferral around it
+//! fails the tests (the back-pressure tests, the proptest and the `ops` fuzz target run
+//! hostile wakers through every path).
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::task::Waker;
 
-use crate::sync::{fence, AtomicUsize, Mutex, Ordering::*};
+use crate::sync::{self, fence, thread_local, AtomicUsize, Mutex, Ordering::*};
 
 /// Tasks waiting for memory, and the wake-up protocol (see the module doc).
 #[derive(Default)]
@@ -120,9 +143,127 @@ impl Waiters {
         let wakers: Vec<Waker> = self
             .slab
             .with(|s| s.wakers.iter_mut().filter_map(Option::take).collect());
-        for w in wakers {
-            w.wake();
+        wake_or_defer(wakers);
+    }
+}
+
+/// A pool operation that may release memory inside a critical section: the wake-ups it
+/// causes are deferred until the outermost deferral of the thread ends (see the module
+/// doc). Not `Send`: it counts on its own thread.
+#[must_use = "the wake-ups are deferred until the guard drops"]
+pub(crate) struct Deferral(PhantomData<*const ()>);
+
+impl fmt::Debug for Deferral {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Deferral")
+    }
+}
+
+/// One thread's deferral depth and the wakers it collected meanwhile.
+#[derive(Default)]
+struct Pending {
+    depth: std::cell::Cell<u32>,
+    wakers: std::cell::RefCell<Vec<Waker>>,
+}
+
+// Without a destructor (`ManuallyDrop`), so it is there during other thread-locals'
+// destructors (a thread's registry hands its chunks back at exit). The list never holds
+// memory when the thread is outside every deferral (it is taken whole to be woken), so
+// nothing leaks.
+#[cfg(not(loom))]
+thread_local! {
+    static PENDING: std::mem::ManuallyDrop<Pending> = const {
+        std::mem::ManuallyDrop::new(Pending {
+            depth: std::cell::Cell::new(0),
+            wakers: std::cell::RefCell::new(Vec::new()),
+        })
+    };
+}
+
+#[cfg(loom)]
+thread_local! {
+    static PENDING: Pending = Pending::default();
+}
+
+/// Runs `f` on the thread's pending wake-ups; `None` only under loom once the thread's
+/// thread-locals are being destroyed.
+#[inline]
+fn with_pending<R>(f: impl FnOnce(&Pending) -> R) -> Option<R> {
+    #[cfg(not(loom))]
+    {
+        Some(PENDING.with(|p| f(p)))
+    }
+    #[cfg(loom)]
+    {
+        PENDING.try_with(f).ok()
+    }
+}
+
+impl Deferral {
+    /// Opens a deferral on the calling thread.
+    #[inline]
+    pub(crate) fn begin() -> Deferral {
+        with_pending(|p| p.depth.set(p.depth.get() + 1));
+        Deferral(PhantomData)
+    }
+}
+
+impl Drop for Deferral {
+    #[inline]
+    fn drop(&mut self) {
+        let outermost = with_pending(|p| {
+            let d = p.depth.get() - 1;
+            p.depth.set(d);
+            d == 0 && !p.wakers.borrow().is_empty()
+        });
+        if outermost == Some(true) {
+            wake_pending();
         }
+    }
+}
+
+/// The outermost deferral ended: wakes what it collected. A waker's own operations defer
+/// and wake theirs themselves (a nested deferral), so the list is empty when this returns.
+#[cold]
+#[inline(never)]
+fn wake_pending() {
+    loop {
+        let batch = with_pending(|p| std::mem::take(&mut *p.wakers.borrow_mut()));
+        let batch = batch.unwrap_or_default();
+        if batch.is_empty() {
+            return;
+        }
+        wake(batch);
+    }
+}
+
+/// Wakes `wakers` now if the thread is outside every deferral, else defers them.
+fn wake_or_defer(wakers: Vec<Waker>) {
+    if wakers.is_empty() {
+        return;
+    }
+    let mut wakers = Some(wakers);
+    with_pending(|p| {
+        if p.depth.get() != 0 {
+            p.wakers.borrow_mut().extend(wakers.take().into_iter().flatten());
+        }
+    });
+    // Outside every deferral (or, under loom, while the thread's thread-locals are being
+    // destroyed, where the registry's destructor holds no section): now.
+    if let Some(w) = wakers {
+        wake(w);
+    }
+}
+
+/// Calls user code: the wakers.
+fn wake(wakers: Vec<Waker>) {
+    debug_assert_eq!(
+        sync::critical_depth(),
+        0,
+        "a waker (user code) would run inside a critical section of the pool"
+    );
+    for w in wakers {
+        w.wake();
     }
 }
 
