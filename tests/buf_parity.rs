@@ -885,3 +885,78 @@ mod serde_support {
         assert_eq!(from_str, "text");
     }
 }
+
+// --- growth after a split (review of 2026-12-07, issue 21 part 3) -----------------------------
+
+/// The only handle again after a split: `reserve` doubles, as `BytesMut` does for a unique
+/// handle that no longer fits (amortised growth), in every way of splitting.
+#[test]
+fn reserve_after_a_split_doubles_once_the_handle_is_unique_again() {
+    for poisoned in [false, true] {
+        let pool = AdaptiveAllocator::builder().poison(poisoned).build().unwrap();
+        for split in 0..3 {
+            let mut b = pool.allocate(1024);
+            let mut m = BytesMut::with_capacity(1024);
+            let other = match split {
+                0 => (b.split(), m.split()).0,
+                1 => (b.split_off(0), m.split_off(0)).0,
+                _ => (b.split_to(0), m.split_to(0)).0,
+            };
+            drop(other);
+            b.reserve(1025);
+            m.reserve(1025);
+            assert!(
+                b.capacity() >= m.capacity(),
+                "split {split}, poison {poisoned}: {} < BytesMut's {}",
+                b.capacity(),
+                m.capacity()
+            );
+            assert!(b.capacity() >= 2048, "split {split}: {}", b.capacity());
+        }
+    }
+}
+
+/// With another handle alive, growth takes what is needed (with the shared region as a hint),
+/// as `BytesMut` does: doubling there would keep the old region pinned by the other handle
+/// and a second, twice as large, for this one.
+#[test]
+fn reserve_while_the_region_is_shared_grows_by_what_is_needed() {
+    let pool = pool();
+    let mut b = pool.allocate(1024);
+    b.extend_from_slice(&[7; 512]);
+    let front = b.split();
+    b.reserve(1025);
+    assert!(b.capacity() >= 1025);
+    assert!(b.capacity() < 2048, "{}", b.capacity());
+    assert_eq!(&front[..], &[7; 512][..]);
+}
+
+/// A loop of small reserves after a split moves the bytes at most logarithmically often in
+/// the final size (amortised doubling), and keeps them.
+#[test]
+fn a_reserve_loop_after_a_split_moves_logarithmically() {
+    let pool = pool();
+    let mut b = pool.allocate(1024);
+    b.extend_from_slice(b"head");
+    drop(b.split());
+    let rounds = if cfg!(miri) { 2_000 } else { 50_000 };
+    let mut moves = 0;
+    let mut at = b.as_ptr();
+    for i in 0..rounds {
+        b.reserve(8);
+        if b.as_ptr() != at {
+            moves += 1;
+            at = b.as_ptr();
+        }
+        b.put_u64(i as u64);
+    }
+    let final_size = b.len();
+    let log2 = usize::BITS - final_size.leading_zeros();
+    assert!(
+        moves <= log2 as usize + 2,
+        "{moves} moves for {final_size} bytes (log2 {log2})"
+    );
+    for (i, chunk) in b.chunks(8).enumerate() {
+        assert_eq!(chunk, (i as u64).to_be_bytes());
+    }
+}

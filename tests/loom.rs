@@ -43,6 +43,9 @@
 //! The remote stack's length (the speed issue): 20. two remote releases race each other and
 //! the owner's drains, which take the stack with the length the word counts.
 //!
+//! User code outside the pool's critical sections (issue 21): 21. a waker that re-enters the
+//! pool (allocates and drops) from the wake-up point inside a release.
+//!
 //! Every model runs with a preemption bound of 3 except models 2, 12, 13 and 15, which run at
 //! 2 to keep CI within its time: they explore 74,000, 58,000, 412,000 and 187,000 executions
 //! at 2 already (59,000, 461,000 and 193,000 for models 12, 13 and 15 on main `1d7ea6d`,
@@ -706,14 +709,24 @@ fn a_consumer_exits_during_a_snapshot() {
 /// execution in which the future waits for a wake-up that never comes is reported as a
 /// deadlock; on real threads it parks.
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    block_on_with(f, || {})
+}
+
+/// [`block_on`] with a waker that runs `hook` (user code: it may use the pool) on whichever
+/// thread wakes it, before it wakes the blocked thread.
+fn block_on_with<F: std::future::Future>(
+    f: F,
+    hook: impl Fn() + Send + Sync + 'static,
+) -> F::Output {
     use std::sync::Arc;
     use std::task::{Context, Poll, Wake, Waker};
+    type Hook = Box<dyn Fn() + Send + Sync>;
     #[cfg(loom)]
-    struct Wakeup(loom::sync::Notify);
+    struct Wakeup(loom::sync::Notify, Hook);
     #[cfg(loom)]
     impl Wakeup {
-        fn new() -> Self {
-            Wakeup(loom::sync::Notify::new())
+        fn new(hook: Hook) -> Self {
+            Wakeup(loom::sync::Notify::new(), hook)
         }
         fn wait(&self) {
             self.0.wait();
@@ -722,15 +735,16 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     #[cfg(loom)]
     impl Wake for Wakeup {
         fn wake(self: Arc<Self>) {
+            (self.1)();
             self.0.notify();
         }
     }
     #[cfg(not(loom))]
-    struct Wakeup(std::thread::Thread);
+    struct Wakeup(std::thread::Thread, Hook);
     #[cfg(not(loom))]
     impl Wakeup {
-        fn new() -> Self {
-            Wakeup(std::thread::current())
+        fn new(hook: Hook) -> Self {
+            Wakeup(std::thread::current(), hook)
         }
         fn wait(&self) {
             std::thread::park();
@@ -739,10 +753,11 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     #[cfg(not(loom))]
     impl Wake for Wakeup {
         fn wake(self: Arc<Self>) {
+            (self.1)();
             self.0.unpark();
         }
     }
-    let wakeup = Arc::new(Wakeup::new());
+    let wakeup = Arc::new(Wakeup::new(Box::new(hook)));
     let waker = Waker::from(wakeup.clone());
     let mut f = std::pin::pin!(f);
     loop {
@@ -808,6 +823,50 @@ fn ready_races_a_chunk_entering_the_cache() {
         race();
         // Fits only once the chunk is free (cached or given back).
         block_on(pool.ready(LIMIT - CHUNK + 1));
+        releaser.join().unwrap();
+        assert_eq!(pool.waiting_for_memory(), 0);
+        let s = pool.stats();
+        assert_eq!(s.live_buffers, 0, "{s}");
+        assert_eq!(s.allocated_bytes, s.cached_bytes, "{s}");
+    });
+}
+
+/// Model 21. A waker that re-enters the pool from a wake-up point (review of 2026-12-07): the
+/// main thread waits in `ready()` for room that exists once another thread's chunk is free;
+/// that thread drops its buffer, which empties its current chunk, which its idle budget (0)
+/// retires into the cache from inside its magazine's gate, which notifies. The waker, run on
+/// the releasing thread, allocates and drops a buffer of the same pool there (its own
+/// magazine again). Wake-ups are deferred until the gate is left, so whatever the
+/// interleaving the waker's allocation finds the magazine consistent: no chunk orphaned
+/// (loom's leak check), no segment handed out twice (poisoning), and at the end nothing is
+/// live and everything held is cached. Before the fix the waker ran inside the gate.
+#[test]
+fn a_waker_reenters_the_pool_from_a_wake_up() {
+    const LIMIT: usize = 80 << 10;
+    model("a_waker_reenters_the_pool_from_a_wake_up", 3, || {
+        let pool = AdaptiveAllocator::builder()
+            .min_chunk_size(CHUNK)
+            .max_chunk_size(CHUNK)
+            .max_cached_bytes(CHUNK)
+            .max_memory(LIMIT)
+            .max_thread_idle_bytes(0)
+            .poison(true)
+            .build()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let p = pool.clone();
+        let releaser = thread::spawn(move || {
+            let b = filled(&p, 0x5a);
+            tx.send(()).unwrap();
+            drop(b);
+        });
+        rx.recv().unwrap();
+        let p = pool.clone();
+        // Fits only once the releaser's chunk is free (cached).
+        block_on_with(pool.ready(LIMIT - CHUNK + 1), move || {
+            let b = filled(&p, 0xa5);
+            check(&b, 0xa5);
+        });
         releaser.join().unwrap();
         assert_eq!(pool.waiting_for_memory(), 0);
         let s = pool.stats();
