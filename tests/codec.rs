@@ -16,4 +16,5 @@ mod codec {
     mod framed_write;
     mod length_delimited;
     mod lines;
+    mod oom;
 }
