@@ -81,7 +81,11 @@ fn length_delimited_decode_keeps_the_header_when_the_pool_refuses() {
     assert_eq!(buf.len(), 1004);
 
     drop(hogs);
-    assert_eq!(codec.decode(&mut buf).unwrap(), None, "the payload is incomplete");
+    assert_eq!(
+        codec.decode(&mut buf).unwrap(),
+        None,
+        "the payload is incomplete"
+    );
     assert!(buf.capacity() >= 200 << 10, "room for the whole frame");
     let wire = frame_bytes(&big);
     buf.put_slice(&wire[1004..]);
@@ -145,7 +149,11 @@ where
     // exhausted and the next growth is refused.
     let predictor = RecvPredictor::with_bounds(64 << 10, 64 << 10, 64 << 10).unwrap();
     let mut r = FramedRead::with_pool(
-        Mock::new([data(&wire[..64 << 10]), Step::Pending, data(&wire[64 << 10..])]),
+        Mock::new([
+            data(&wire[..64 << 10]),
+            Step::Pending,
+            data(&wire[64 << 10..]),
+        ]),
         decoder,
         pool.clone(),
         predictor,
