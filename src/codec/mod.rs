@@ -1,5 +1,5 @@
 //! Framing over pooled buffers (feature `codec`), a drop-in for `tokio_util::codec`: the
-//! [`Decoder`] and [`Encoder`] traits, shaped like tokio-util's but over [`PooledBuf`];
+//! [`Decoder`] and [`Encoder`] traits, shaped like tokio-util's but over [`PooledBuf`](crate::PooledBuf);
 //! [`FramedRead`], [`FramedWrite`] and [`Framed`], which turn a tokio
 //! `AsyncRead`/`AsyncWrite` into a [`Stream`](futures_core::Stream) of frames and a
 //! [`Sink`](futures_sink::Sink) of items, and [`FramedParts`] to take them apart; and the
