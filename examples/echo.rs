@@ -8,8 +8,8 @@
 //! ```
 //!
 //! The server reads each connection with `AsyncReadPoolExt::read_pooled`: one read into a
-//! pooled buffer of the size a per-connection `RecvPredictor` expects, frozen into
-//! `bytes::Bytes` without copying and written back. It waits for `TcpStream::readable` before
+//! pooled buffer of the size a per-connection `RecvPredictor` expects, returned as that
+//! `PooledBuf` and written back (no copy, and no `Bytes` box: nothing here needs a `Bytes`). It waits for `TcpStream::readable` before
 //! each read, so that a connection with nothing to read holds no buffer. With `--bytesmut` it does the same with
 //! `BytesMut::with_capacity` of the same predicted size, so the two differ only in where the
 //! buffers come from.

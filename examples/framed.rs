@@ -1,6 +1,6 @@
 //! A length-prefixed framing server on the pool, written with `adaptive_pool::codec`: frames
 //! are split off a pooled read buffer without copying and handed to another task as
-//! `bytes::Bytes`.
+//! `PooledBuf`s (tokio-util's would be `BytesMut`s).
 //!
 //! ```text
 //! cargo run --release --features codec --example framed                 # self-driving run
@@ -16,7 +16,8 @@
 //! `LengthDelimitedCodec`, exactly as with `tokio_util::codec`, but its read buffer comes from
 //! the pool: it grows with a `RecvPredictor`, is reused in place once the frames split off it
 //! have dropped, and is given back while the connection waits for data. Each frame is a
-//! `Bytes` on that pooled memory, no byte copied; the reader sends it over a bounded channel
+//! `PooledBuf` on that pooled memory, no byte copied and nothing boxed (a frame is frozen
+//! into `Bytes` only where one is needed); the reader sends it over a bounded channel
 //! to the *processor*, which hashes it, drops it (on whatever thread it runs: the memory goes
 //! back to the pool from there) and answers through a `FramedWrite` with a small `Encoder`
 //! of its own, flushing whenever the channel runs dry.
@@ -26,10 +27,10 @@
 //! are kept** (a cache, a key-value store, a session's last message): each kept frame holds
 //! its whole read region, and the pool then holds many times the bytes kept
 //! (`Stats::pinned_bytes` counts them; issue 13 measured 6.4-13 times). The fix is one
-//! setting: build the pool with `AdaptiveAllocator::builder().compact_frozen_below(50)` and
-//! the codec's `split_to(n).freeze()` copies a frame that is under half its region into a
-//! region of its own size (or call `split_to(n).freeze_compact()` in a decoder of your own).
-//! This example prints `pinned_bytes` with its statistics.
+//! call where a frame is kept: `frame.freeze_compact()` copies a frame that is under half
+//! its region into a region of its own size (build the pool with
+//! `AdaptiveAllocator::builder().compact_frozen_below(50)` and a plain `freeze()` does the
+//! same). This example prints `pinned_bytes` with its statistics.
 //!
 //! Before the codec module, this reader was a hand-written loop around
 //! `AsyncReadPoolExt::read_pooled_into` and a `split_frame` function (about forty lines),
@@ -52,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use adaptive_pool::codec::{Encoder, FramedRead, FramedWrite, LengthDelimitedCodec};
 use adaptive_pool::{AdaptiveAllocator, PooledBuf, RecvPredictor};
-use bytes::{BufMut, Bytes};
+use bytes::BufMut;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -65,7 +66,7 @@ usage: framed [--server ADDR] [--connections N] [--frames N] [--max-frame BYTES]
               [--max-chunk-size BYTES] [--help]
 
 A length-prefixed framing server that reads into adaptive_pool buffers and hands frames to
-another task as bytes::Bytes without copying. With no --server, starts the server on
+another task as PooledBufs without copying. With no --server, starts the server on
 127.0.0.1 (an ephemeral port), drives it with clients, checks every answer, prints the
 pool's statistics and exits.
 
@@ -162,7 +163,7 @@ struct ServerCounters {
 async fn read_frames(
     rd: OwnedReadHalf,
     pool: &AdaptiveAllocator,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<PooledBuf>,
 ) -> io::Result<()> {
     let codec = LengthDelimitedCodec::builder()
         .max_frame_length(MAX_FRAME)
@@ -195,7 +196,7 @@ impl Encoder<(u32, u64)> for AnswerEncoder {
 async fn process_frames(
     wr: OwnedWriteHalf,
     pool: &AdaptiveAllocator,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<PooledBuf>,
     counters: &ServerCounters,
 ) -> io::Result<()> {
     let mut answers = FramedWrite::with_pool(wr, AnswerEncoder, pool.clone());

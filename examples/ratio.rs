@@ -270,10 +270,13 @@ fn speed_rows(quick: bool, only: &[String]) -> Vec<Row> {
 /// The codec rows: frames of a seeded mix of sizes (4-byte big-endian lengths) read
 /// from an in-memory transport that hands out up to 64 KiB per read (as a socket would) and
 /// never waits, so the figures are the framing's own cost. Each side gets the same bytes and
-/// yields each frame as `Bytes` (tokio-util's `BytesMut` frames are frozen, which is free);
-/// every frame is dropped before the next is read, as in a server that handles a request and
-/// moves on. "Echo" also encodes every frame back into the same `Framed`, flushing every 32
-/// frames into a writer that discards the bytes.
+/// yields each frame as its codec's item: a `PooledBuf` on the pool, a `BytesMut` on
+/// tokio-util (neither is frozen: no `Bytes::from_owner` box on the pool's side); every frame
+/// is dropped before the next is read, as in a server that handles a request and moves on.
+/// "Echo" also encodes every frame back into the same `Framed` (the pool's as the `PooledBuf`
+/// it is, tokio-util's frozen into `Bytes`, which is free for a `BytesMut`, since its
+/// `LengthDelimitedCodec` encodes `Bytes`), flushing every 32 frames into a writer that
+/// discards the bytes.
 #[cfg(feature = "codec")]
 mod codec_rows {
     use std::io;
@@ -281,8 +284,8 @@ mod codec_rows {
     use std::task::{Context, Poll, Waker};
     use std::time::{Duration, Instant};
 
-    use adaptive_pool::{AdaptiveAllocator, RecvPredictor};
-    use bytes::Bytes;
+    use adaptive_pool::{AdaptiveAllocator, PooledBuf, RecvPredictor};
+    use bytes::{Bytes, BytesMut};
     use futures_core::Stream;
     use futures_sink::Sink;
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -357,7 +360,7 @@ mod codec_rows {
         }
     }
 
-    fn send<S: Sink<Bytes> + Unpin>(s: &mut S, frame: Bytes, flush: bool, cx: &mut Context<'_>)
+    fn send<I, S: Sink<I> + Unpin>(s: &mut S, frame: I, flush: bool, cx: &mut Context<'_>)
     where
         S::Error: std::fmt::Debug,
     {
@@ -385,7 +388,7 @@ mod codec_rows {
         );
         let t = Instant::now();
         for _ in 0..n {
-            let frame: Bytes = next(&mut framed, cx);
+            let frame: PooledBuf = next(&mut framed, cx);
             std::hint::black_box(&frame);
         }
         t.elapsed()
@@ -399,7 +402,7 @@ mod codec_rows {
         );
         let t = Instant::now();
         for _ in 0..n {
-            let frame: Bytes = next(&mut framed, cx).freeze();
+            let frame: BytesMut = next(&mut framed, cx);
             std::hint::black_box(&frame);
         }
         t.elapsed()
@@ -415,10 +418,10 @@ mod codec_rows {
         );
         let t = Instant::now();
         for i in 0..n {
-            let frame: Bytes = next(&mut framed, cx);
+            let frame: PooledBuf = next(&mut framed, cx);
             send(&mut framed, frame, i % 32 == 31, cx);
         }
-        assert!(Sink::<Bytes>::poll_flush(Pin::new(&mut framed), cx).is_ready());
+        assert!(Sink::<PooledBuf>::poll_flush(Pin::new(&mut framed), cx).is_ready());
         t.elapsed()
     }
 

@@ -1445,3 +1445,28 @@ mod serde_impl {
         }
     }
 }
+
+// Added for the codec's migration guide (issue 24, item 4); one block, to be moved beside
+// the other conversions.
+impl From<Bytes> for PooledBuf {
+    /// A copy of `src` in a buffer from [`global()`](crate::global): the way back from a
+    /// frozen frame to a mutable one, as `BytesMut::from(bytes)` is for tokio-util's frames
+    /// (which copies too unless `bytes` is unique). A `Bytes` frozen from a `PooledBuf` cannot
+    /// be turned back into that buffer (`bytes` gives no access to its owner), so keep the
+    /// `PooledBuf` (the codecs' frames, `read_pooled`) where you will change it, and freeze
+    /// only what you hand on.
+    ///
+    /// ```
+    /// use adaptive_pool::PooledBuf;
+    /// use bytes::Bytes;
+    ///
+    /// let frozen = Bytes::from_static(b"frame");
+    /// let mut buf = PooledBuf::from(frozen.clone());
+    /// buf.extend_from_slice(b"!");
+    /// assert_eq!(buf, "frame!");
+    /// assert_eq!(frozen, "frame"); // a copy: the `Bytes` is unchanged
+    /// ```
+    fn from(src: Bytes) -> PooledBuf {
+        PooledBuf::from(&src[..])
+    }
+}

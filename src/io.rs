@@ -1,6 +1,7 @@
 //! tokio integration: [`AsyncReadPoolExt`], reads from any `tokio::io::AsyncRead` into
-//! pooled buffers sized by a [`RecvPredictor`], handing frames on as `bytes::Bytes` without
-//! copying.
+//! pooled buffers sized by a [`RecvPredictor`], handing each read on as a [`PooledBuf`]
+//! (`.freeze()` it for a `bytes::Bytes`, without copying); and [`OutOfMemory`], the error
+//! inside the `io::Error` of a refused allocation (here and in the codecs).
 //!
 //! Owns: the receive loop's glue between a reader, an [`AdaptiveAllocator`] and a predictor.
 //! May import: the public API only (`AdaptiveAllocator`, `PooledBuf`, `RecvPredictor`,
@@ -11,7 +12,8 @@
 use std::future::Future;
 use std::io;
 
-use bytes::Bytes;
+use std::fmt;
+
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::{AdaptiveAllocator, AllocError, PooledBuf, RecvPredictor};
@@ -22,8 +24,8 @@ use crate::{AdaptiveAllocator, AllocError, PooledBuf, RecvPredictor};
 /// Two ways to read:
 ///
 /// * [`read_pooled`](Self::read_pooled): one read into a fresh buffer of the predicted size,
-///   returned frozen as `Bytes`. For streams handled chunk by chunk (proxies, echo, body
-///   forwarding).
+///   returned as that `PooledBuf`. For streams handled chunk by chunk (proxies, echo, body
+///   forwarding); `.freeze()` it where a `Bytes` is needed.
 /// * [`read_pooled_into`](Self::read_pooled_into): one read appended to a `PooledBuf` you
 ///   keep, after making room for the predicted size. For framing: split complete frames off
 ///   the front with `split_to(n).freeze()` and keep reading into the rest.
@@ -35,9 +37,10 @@ use crate::{AdaptiveAllocator, AllocError, PooledBuf, RecvPredictor};
 /// a buffer, and only for as long as the read and the frames it returns live.
 ///
 /// An allocation refused by the pool (past `max_memory`) is returned as an
-/// [`io::Error`] of kind [`io::ErrorKind::OutOfMemory`] wrapping the [`AllocError`]
-/// (`err.get_ref()` downcasts to it): treat it as back-pressure, e.g. stop reading for a while
-/// or close the connection, rather than as a crash.
+/// [`io::Error`] of kind [`io::ErrorKind::OutOfMemory`] wrapping an [`OutOfMemory`]
+/// (`err.get_ref()` downcasts to it), which holds the [`AllocError`] and the pool's usage
+/// then: treat it as back-pressure, e.g. stop reading for a while (or await
+/// `pool.ready(predictor.next_size())`) or close the connection, rather than as a crash.
 ///
 /// ```
 /// use adaptive_pool::io::AsyncReadPoolExt;
@@ -52,7 +55,7 @@ use crate::{AdaptiveAllocator, AllocError, PooledBuf, RecvPredictor};
 /// let mut socket: &[u8] = &[7u8; 5000];
 /// let mut frames = Vec::new();
 /// while let Some(frame) = socket.read_pooled(&pool, &mut predictor).await? {
-///     frames.push(frame); // a `bytes::Bytes` on pooled memory, no copy
+///     frames.push(frame); // a `PooledBuf`: `frame.freeze()` is a `bytes::Bytes`, no copy
 /// }
 /// // 1024 filled the first buffer, so the next read was offered 4096.
 /// let sizes: Vec<usize> = frames.iter().map(|f| f.len()).collect();
@@ -68,25 +71,27 @@ use crate::{AdaptiveAllocator, AllocError, PooledBuf, RecvPredictor};
 pub trait AsyncReadPoolExt: AsyncRead {
     /// Reads once into a new buffer of `predictor.next_size()` bytes (rounded up to the pool's
     /// size class; the read may fill that whole capacity) from `pool`, records the read in
-    /// `predictor`, and returns the bytes read as a `Bytes` on the pooled memory, without
-    /// copying. Returns `Ok(None)` at the end of the stream (a read of zero bytes), which
-    /// leaves the predictor as it was.
+    /// `predictor`, and returns the buffer holding the bytes read. Returns `Ok(None)` at the
+    /// end of the stream (a read of zero bytes), which leaves the predictor as it was.
     ///
-    /// The `Bytes` holds its whole buffer (the bytes read plus the unused capacity) until it
-    /// and every clone and slice of it are dropped, on whatever thread; the predictor keeps
-    /// the unused part small by shrinking after small reads.
+    /// The buffer is mutable, as tokio-util's frames are: parse it in place, split it, or
+    /// `.freeze()` it into a `Bytes` on the same memory (`freeze` boxes an owner for the
+    /// `Bytes`, so freeze only what you hand on as `Bytes`). The buffer (and the `Bytes`
+    /// frozen from it, with every clone and slice) holds its whole region, the unused
+    /// capacity included, until dropped, on whatever thread; the predictor keeps the unused
+    /// part small by shrinking after small reads.
     ///
     /// Cancel safe: if the future is dropped before it completes, no data has been read and
     /// the predictor is unchanged.
     ///
     /// # Errors
     /// The reader's error; or, if the pool refuses the buffer, an error of kind
-    /// [`io::ErrorKind::OutOfMemory`] wrapping the [`AllocError`].
+    /// [`io::ErrorKind::OutOfMemory`] wrapping an [`OutOfMemory`].
     fn read_pooled<'a>(
         &'a mut self,
         pool: &'a AdaptiveAllocator,
         predictor: &'a mut RecvPredictor,
-    ) -> impl Future<Output = io::Result<Option<Bytes>>> + 'a
+    ) -> impl Future<Output = io::Result<Option<PooledBuf>>> + 'a
     where
         Self: Unpin;
 
@@ -129,7 +134,7 @@ pub trait AsyncReadPoolExt: AsyncRead {
     ///
     /// # Errors
     /// The reader's error; or, if the pool refuses the room, an error of kind
-    /// [`io::ErrorKind::OutOfMemory`] wrapping the [`AllocError`] (`buf` is unchanged).
+    /// [`io::ErrorKind::OutOfMemory`] wrapping an [`OutOfMemory`] (`buf` is unchanged).
     fn read_pooled_into<'a>(
         &'a mut self,
         buf: &'a mut PooledBuf,
@@ -144,16 +149,16 @@ impl<R: AsyncRead + ?Sized> AsyncReadPoolExt for R {
         &mut self,
         pool: &AdaptiveAllocator,
         predictor: &mut RecvPredictor,
-    ) -> io::Result<Option<Bytes>>
+    ) -> io::Result<Option<PooledBuf>>
     where
         Self: Unpin,
     {
         let mut buf = pool
             .try_allocate(predictor.next_size())
-            .map_err(out_of_memory)?;
+            .map_err(|e| OutOfMemory::io_error(e, pool))?;
         let n = self.read_buf(&mut buf).await?;
         predictor.record(n);
-        Ok((n > 0).then(|| buf.freeze()))
+        Ok((n > 0).then_some(buf))
     }
 
     async fn read_pooled_into(
@@ -165,16 +170,98 @@ impl<R: AsyncRead + ?Sized> AsyncReadPoolExt for R {
         Self: Unpin,
     {
         buf.try_reserve(predictor.next_size())
-            .map_err(out_of_memory)?;
+            .map_err(|e| OutOfMemory::io_error(e, &buf.allocator()))?;
         let n = self.read_buf(buf).await?;
         predictor.record(n);
         Ok(n)
     }
 }
 
-/// An allocation failure as an `io::Error` that keeps the `AllocError` inside.
-fn out_of_memory(e: AllocError) -> io::Error {
-    io::Error::new(io::ErrorKind::OutOfMemory, e)
+/// An allocation the pool refused, with the pool's usage at that moment: the error inside
+/// the [`io::Error`] of kind [`io::ErrorKind::OutOfMemory`] that [`AsyncReadPoolExt`] and the
+/// codecs (feature `codec`) return. Its message states the refusal and the usage, e.g.
+/// "memory limit reached: 1049600 more bytes would exceed the limit of 1048576 bytes (the
+/// pool holds 917504 bytes from the system, 786432 of them in 3 live buffers)";
+/// [`source`](std::error::Error::source) is the [`AllocError`].
+///
+/// ```
+/// use adaptive_pool::io::OutOfMemory;
+/// use adaptive_pool::{AdaptiveAllocator, AllocError};
+///
+/// let pool = AdaptiveAllocator::builder().max_memory(1 << 20).build()?;
+/// let held = pool.allocate(600 << 10);
+/// let refused = pool.try_allocate(600 << 10).unwrap_err();
+/// let err = OutOfMemory::io_error(refused, &pool);
+/// assert_eq!(err.kind(), std::io::ErrorKind::OutOfMemory);
+/// let oom = err.get_ref().unwrap().downcast_ref::<OutOfMemory>().unwrap();
+/// assert!(matches!(oom.alloc_error(), AllocError::MemoryLimit { .. }));
+/// assert_eq!(oom.live_buffers(), 1);
+/// assert!(oom.live_bytes() >= 600 << 10);
+/// assert!(err.to_string().contains("in 1 live buffers"), "{err}");
+/// # drop(held);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfMemory {
+    error: AllocError,
+    allocated_bytes: usize,
+    live_bytes: usize,
+    live_buffers: usize,
+}
+
+impl OutOfMemory {
+    /// The refusal `error` of `pool`, with `pool`'s usage now.
+    pub fn new(error: AllocError, pool: &AdaptiveAllocator) -> OutOfMemory {
+        let stats = pool.stats();
+        OutOfMemory {
+            error,
+            allocated_bytes: stats.allocated_bytes,
+            live_bytes: stats.live_bytes,
+            live_buffers: stats.live_buffers,
+        }
+    }
+
+    /// The same, as an [`io::Error`] of kind [`io::ErrorKind::OutOfMemory`]: what a
+    /// [`Decoder`](crate::codec::Decoder) of your own returns when `try_reserve` fails.
+    pub fn io_error(error: AllocError, pool: &AdaptiveAllocator) -> io::Error {
+        io::Error::new(io::ErrorKind::OutOfMemory, OutOfMemory::new(error, pool))
+    }
+
+    /// Why the pool refused.
+    pub fn alloc_error(&self) -> AllocError {
+        self.error
+    }
+
+    /// The pool's `Stats::allocated_bytes` when it refused: bytes held from the system.
+    pub fn allocated_bytes(&self) -> usize {
+        self.allocated_bytes
+    }
+
+    /// The pool's `Stats::live_bytes` when it refused: the capacity of its live buffers.
+    pub fn live_bytes(&self) -> usize {
+        self.live_bytes
+    }
+
+    /// The pool's `Stats::live_buffers` when it refused.
+    pub fn live_buffers(&self) -> usize {
+        self.live_buffers
+    }
+}
+
+impl fmt::Display for OutOfMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (the pool holds {} bytes from the system, {} of them in {} live buffers)",
+            self.error, self.allocated_bytes, self.live_bytes, self.live_buffers
+        )
+    }
+}
+
+impl std::error::Error for OutOfMemory {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
 }
 
 #[cfg(test)]
@@ -265,7 +352,7 @@ mod tests {
             src.offered,
             [1024, 4096, 16384, 16384, 16384, 8192, 8192, 4096]
         );
-        let sizes: Vec<usize> = got.iter().map(Bytes::len).collect();
+        let sizes: Vec<usize> = got.iter().map(PooledBuf::len).collect();
         assert_eq!(sizes, [1024, 4096, 16384, 100, 100, 100, 100]);
         // The stream's bytes arrive in order, across frames.
         let all: Vec<u8> = got.iter().flat_map(|b| b.iter().copied()).collect();
@@ -346,10 +433,18 @@ mod tests {
         let mut src = Script::new(&[10]);
         let err = block_on(src.read_pooled(&pool, &mut p)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::OutOfMemory);
-        let inner = err.get_ref().and_then(|e| e.downcast_ref::<AllocError>());
+        let inner = err.get_ref().and_then(|e| e.downcast_ref::<OutOfMemory>());
         assert!(
-            matches!(inner, Some(AllocError::MemoryLimit { .. })),
+            matches!(
+                inner.map(OutOfMemory::alloc_error),
+                Some(AllocError::MemoryLimit { .. })
+            ),
             "{err:?}"
+        );
+        // The message states the usage: nothing live yet.
+        assert!(
+            err.to_string().contains("0 of them in 0 live buffers"),
+            "{err}"
         );
         assert!(src.offered.is_empty(), "nothing was read");
 
@@ -357,6 +452,7 @@ mod tests {
         buf.extend_from_slice(b"kept");
         let err = block_on(src.read_pooled_into(&mut buf, &mut p)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::OutOfMemory);
+        assert!(err.to_string().contains("in 1 live buffers"), "{err}");
         assert_eq!(&buf[..], b"kept", "the buffer is unchanged");
         assert_eq!(p.next_size(), 1 << 20, "the predictor is unchanged");
         drop(buf);

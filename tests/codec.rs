@@ -10,10 +10,14 @@
 mod codec {
     pub mod mock;
 
+    mod any_delimiter;
     mod bytes_codec;
     mod framed;
+    mod framed_parts;
     mod framed_read;
     mod framed_write;
     mod length_delimited;
     mod lines;
+    mod migration;
+    mod oom;
 }

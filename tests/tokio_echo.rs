@@ -2,7 +2,7 @@
 //!
 //! A server on 127.0.0.1 (an ephemeral port) echoes every connection with
 //! `AsyncReadPoolExt::read_pooled`: each read goes into a pooled buffer sized by the
-//! connection's `RecvPredictor` and is written back as a frozen `Bytes`. Against it run, all at
+//! connection's `RecvPredictor` and is written back from that `PooledBuf`. Against it run, all at
 //! once and each for a bounded number of messages:
 //! * ordinary clients, sending messages of random sizes and checking every byte of the echo;
 //! * slow readers, which read the echo in small pieces with pauses, so the server's writes

@@ -1,9 +1,24 @@
-//! [`LengthDelimitedCodec`]: frames with a length field in a header, with the options of
-//! tokio-util's `LengthDelimitedCodec` [`Builder`] (length field offset, length and
-//! adjustment, bytes to skip, byte order, maximum frame length).
+//! Frames preceded by their length: [`LengthDelimitedCodec`], with the options of
+//! tokio-util's [`Builder`] (length field offset, length and adjustment, bytes to skip, byte
+//! order, maximum frame length). The module path is tokio-util's:
+//! `adaptive_pool::codec::length_delimited::Builder`, as
+//! `tokio_util::codec::length_delimited::Builder`.
 //!
 //! Owns: the header arithmetic and the decode state (header or payload). Frames come out as
-//! `Bytes` split off the pooled read buffer, without copying.
+//! [`PooledBuf`]s split off the pooled read buffer, without copying (tokio-util's are
+//! `BytesMut`s split off its read buffer); `.freeze()` one for a `Bytes`.
+//!
+//! ```
+//! use adaptive_pool::codec::length_delimited::{Builder, LengthDelimitedCodec};
+//! use adaptive_pool::codec::Decoder;
+//! use adaptive_pool::PooledBuf;
+//!
+//! let mut codec: LengthDelimitedCodec = Builder::new().length_field_type::<u16>().new_codec();
+//! let mut buf = PooledBuf::from(&b"\0\x02hi"[..]);
+//! let frame: PooledBuf = codec.decode(&mut buf)?.unwrap();
+//! assert_eq!(frame, "hi");
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -13,19 +28,25 @@ use bytes::{Buf, BufMut, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Decoder, Encoder, Framed, FramedRead, FramedWrite};
+use crate::io::OutOfMemory;
 use crate::PooledBuf;
 
 /// The default maximum frame length: 8 MiB, as in tokio-util.
 const DEFAULT_MAX_FRAME_LENGTH: usize = 8 << 20;
 
 /// A codec for frames preceded by their length: by default a 4-byte big-endian length, then
-/// that many payload bytes. Decodes into [`Bytes`] (the payload, on the pooled read buffer,
-/// no copy); encodes `Bytes` or `&[u8]` payloads with their header.
+/// that many payload bytes. Decodes into a [`PooledBuf`] (the payload, split off the pooled
+/// read buffer, no copy: tokio-util's frames are `BytesMut`, `.freeze()` works on both);
+/// encodes `Bytes`, `&[u8]` or `PooledBuf` payloads with their header.
 ///
 /// A length over [`max_frame_length`](Self::max_frame_length) is an error of kind
-/// [`io::ErrorKind::InvalidData`] carrying a [`LengthDelimitedCodecError`], raised from the
-/// header alone: nothing is allocated for such a frame. Otherwise, once the header is read,
-/// the read buffer makes room for the whole frame, so a large frame moves at most once.
+/// [`io::ErrorKind::InvalidData`] carrying a [`LengthDelimitedCodecError`] ("frame size too
+/// big"), raised from the header alone: nothing is allocated for such a frame. Otherwise,
+/// once the header is read, the read buffer makes room for the whole frame, so a large frame
+/// moves at most once. If the pool refuses that room, the error is of kind
+/// [`io::ErrorKind::OutOfMemory`] (an [`OutOfMemory`] inside) and nothing is consumed: the
+/// header is decoded again on the next call, so decoding resumes on the frame boundary once
+/// memory comes back.
 ///
 /// ```
 /// use adaptive_pool::codec::{Decoder, LengthDelimitedCodec};
@@ -36,7 +57,8 @@ const DEFAULT_MAX_FRAME_LENGTH: usize = 8 << 20;
 ///     .little_endian()
 ///     .new_codec();
 /// let mut buf = PooledBuf::from(&b"\x03\x00abc\x01\x00"[..]);
-/// assert_eq!(codec.decode(&mut buf)?.unwrap(), "abc");
+/// let frame: PooledBuf = codec.decode(&mut buf)?.unwrap();
+/// assert_eq!(frame, "abc");
 /// assert_eq!(codec.decode(&mut buf)?, None); // the next frame is not complete yet
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -100,8 +122,9 @@ impl LengthDelimitedCodec {
         self.settings.cap_max_frame_length();
     }
 
-    /// Reads a header, if one is complete: the payload length, after checking it and
-    /// skipping the header bytes; room for the payload is made in `src`.
+    /// Reads a header, if one is complete: the payload length, after checking it, making
+    /// room for the payload in `src` and then skipping the header bytes. An error (a length
+    /// refused, no room) consumes nothing.
     fn decode_head(&self, src: &mut PooledBuf) -> io::Result<Option<usize>> {
         let s = &self.settings;
         if src.len() < s.head_len() {
@@ -124,13 +147,15 @@ impl LengthDelimitedCodec {
             n.checked_add(s.length_adjustment as usize)
         }
         .ok_or_else(adjustment_overflow)?;
-        src.advance(s.skip());
-        // Room for the whole frame now, so it lands in one region (pooled reads then move it
-        // at most once).
-        if n > src.len() {
-            src.try_reserve(n - src.len())
-                .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
+        // Room for the whole frame, so it lands in one region (pooled reads then move it at
+        // most once); made before the header is skipped, so that a refusal leaves the
+        // header in place to be decoded again (issue 21).
+        let needed = s.skip().saturating_add(n);
+        if needed > src.len() {
+            src.try_reserve(needed - src.len())
+                .map_err(|e| OutOfMemory::io_error(e, &src.allocator()))?;
         }
+        src.advance(s.skip());
         Ok(Some(n))
     }
 }
@@ -142,10 +167,10 @@ impl Default for LengthDelimitedCodec {
 }
 
 impl Decoder for LengthDelimitedCodec {
-    type Item = Bytes;
+    type Item = PooledBuf;
     type Error = io::Error;
 
-    fn decode(&mut self, src: &mut PooledBuf) -> io::Result<Option<Bytes>> {
+    fn decode(&mut self, src: &mut PooledBuf) -> io::Result<Option<PooledBuf>> {
         let n = match self.payload {
             Some(n) => n,
             None => match self.decode_head(src)? {
@@ -160,7 +185,7 @@ impl Decoder for LengthDelimitedCodec {
             return Ok(None);
         }
         self.payload = None;
-        Ok(Some(src.split_to(n).freeze()))
+        Ok(Some(src.split_to(n)))
     }
 }
 
@@ -181,7 +206,7 @@ impl Encoder<&[u8]> for LengthDelimitedCodec {
         }
         .ok_or_else(adjustment_overflow)?;
         dst.try_reserve(s.length_field_len + data.len())
-            .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
+            .map_err(|e| OutOfMemory::io_error(e, &dst.allocator()))?;
         if s.big_endian {
             dst.put_uint(n as u64, s.length_field_len);
         } else {
@@ -200,6 +225,15 @@ impl Encoder<Bytes> for LengthDelimitedCodec {
     }
 }
 
+/// A frame decoded (or read) on the pool, sent back as it is: an echo needs no `freeze`.
+impl Encoder<PooledBuf> for LengthDelimitedCodec {
+    type Error = io::Error;
+
+    fn encode(&mut self, data: PooledBuf, dst: &mut PooledBuf) -> io::Result<()> {
+        Encoder::<&[u8]>::encode(self, &data, dst)
+    }
+}
+
 /// Settings of a [`LengthDelimitedCodec`], with tokio-util's names and defaults: a 4-byte
 /// big-endian length field at offset 0, no adjustment, the header skipped, frames up to
 /// 8 MiB.
@@ -209,7 +243,8 @@ impl Encoder<Bytes> for LengthDelimitedCodec {
 /// field) and takes `length + length_adjustment` bytes as the frame.
 ///
 /// ```
-/// use adaptive_pool::codec::{Decoder, LengthDelimitedCodec};
+/// use adaptive_pool::codec::length_delimited::LengthDelimitedCodec;
+/// use adaptive_pool::codec::Decoder;
 /// use adaptive_pool::PooledBuf;
 ///
 /// // A 1-byte tag, then a 2-byte length of the payload; the frame keeps the 3-byte header.

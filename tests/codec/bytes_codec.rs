@@ -11,7 +11,8 @@ fn decoder_takes_everything_buffered() {
     let mut codec = BytesCodec::new();
     let buf = &mut PooledBuf::with_capacity(64);
     buf.put_slice(b"abc");
-    assert_eq!(codec.decode(buf).unwrap().unwrap(), "abc");
+    let frame: PooledBuf = codec.decode(buf).unwrap().unwrap();
+    assert_eq!(frame, "abc");
     assert_eq!(codec.decode(buf).unwrap(), None);
     assert_eq!(codec.decode(buf).unwrap(), None);
     buf.put_slice(b"a");
@@ -30,7 +31,8 @@ fn encoder_appends() {
         .encode(BytesMut::from(&b"line 2"[..]), &mut buf)
         .unwrap();
     codec.encode(&b"!"[..], &mut buf).unwrap();
-    assert_eq!(buf, "line 1line 2!");
+    codec.encode(PooledBuf::from("?"), &mut buf).unwrap();
+    assert_eq!(buf, "line 1line 2!?");
 }
 
 #[test]

@@ -1,6 +1,5 @@
 //! [`LinesCodec`]: text lines ended by `\n` (a `\r` before it is dropped too), with a maximum
-//! length and UTF-8 checking, like tokio-util's `LinesCodec`, but each line is a `Bytes` on
-//! the pooled read buffer rather than a copied `String`.
+//! length and UTF-8 checking, like tokio-util's `LinesCodec`: each line is a `String`.
 //!
 //! Owns: the search state (where the last search for a newline stopped, whether an overlong
 //! line is being discarded).
@@ -9,21 +8,24 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, BufMut};
 
 use super::{Decoder, Encoder};
+use crate::io::OutOfMemory;
 use crate::PooledBuf;
 
-/// A codec for lines of UTF-8 text. Decodes each line, without its `\n` or `\r\n`, into a
-/// [`Bytes`] on the pooled read buffer (no copy), checked to be UTF-8, so
-/// `std::str::from_utf8(&line)` cannot fail. Encodes anything `AsRef<str>` followed by `\n`.
+/// A codec for lines of UTF-8 text, as tokio-util's: decodes each line, without its `\n` or
+/// `\r\n`, into a `String` (checked UTF-8; the line's bytes leave the pooled read buffer,
+/// which is reused for the next read). Encodes anything `AsRef<str>` followed by `\n`.
 ///
 /// With a maximum length (`new_with_max_length`), a line longer than that (a `\r` before the
-/// `\n` counts) is an error, [`LinesCodecError::MaxLineLengthExceeded`], raised as soon as
-/// more bytes than that have come without a newline; the rest of that line is then discarded
-/// and decoding resumes at the next line. A line that is not UTF-8 is an error of
-/// kind [`io::ErrorKind::InvalidData`], after which decoding resumes at the next line. At the
-/// end of the stream, a last line without a newline is returned as a line.
+/// `\n` counts) is an error, [`LinesCodecError::MaxLineLengthExceeded`] ("max line length
+/// exceeded"), raised as soon as more bytes than that have come without a newline; the rest
+/// of that line is then discarded and decoding resumes at the next line. A line that is not
+/// UTF-8 is consumed and is an error of kind [`io::ErrorKind::InvalidData`], "Unable to
+/// decode input as UTF8" (tokio-util's kind and message), after which decoding resumes at the
+/// next line. At the end of the stream, a last line without a newline is returned as a
+/// line.
 ///
 /// ```
 /// use adaptive_pool::codec::{Decoder, LinesCodec};
@@ -31,7 +33,8 @@ use crate::PooledBuf;
 ///
 /// let mut codec = LinesCodec::new();
 /// let mut buf = PooledBuf::from("hello\r\nwor");
-/// assert_eq!(codec.decode(&mut buf)?.unwrap(), "hello");
+/// let line: String = codec.decode(&mut buf)?.unwrap();
+/// assert_eq!(line, "hello");
 /// assert_eq!(codec.decode(&mut buf)?, None); // "wor" waits for its newline
 /// assert_eq!(codec.decode_eof(&mut buf)?.unwrap(), "wor"); // or for the end of the stream
 /// # Ok::<(), adaptive_pool::codec::LinesCodecError>(())
@@ -51,7 +54,8 @@ pub struct LinesCodec {
 pub enum LinesCodecError {
     /// A line was longer than the maximum.
     MaxLineLengthExceeded,
-    /// An I/O error of the transport, or a line that is not UTF-8 (kind `InvalidData`).
+    /// An I/O error of the transport, a refused allocation (kind `OutOfMemory`), or a line
+    /// that is not UTF-8 (kind `InvalidData`).
     Io(io::Error),
 }
 
@@ -101,23 +105,31 @@ impl LinesCodec {
     }
 
     /// Takes the first `end` bytes of `buf` and the terminator after them (`terminator`
-    /// bytes) off as a line, dropping a `\r` at its end; checks UTF-8.
-    fn take_line(buf: &mut PooledBuf, end: usize, terminator: usize) -> io::Result<Bytes> {
-        let mut line = buf.split_to(end + terminator);
-        line.truncate(end);
-        if line.last() == Some(&b'\r') {
-            line.truncate(end - 1);
+    /// bytes) off as a line, dropping a `\r` at its end; checks UTF-8. The line's bytes are
+    /// consumed either way, as in tokio-util.
+    fn take_line(buf: &mut PooledBuf, end: usize, terminator: usize) -> io::Result<String> {
+        let mut text = &buf[..end];
+        if let Some((b'\r', rest)) = text.split_last() {
+            text = rest;
         }
-        std::str::from_utf8(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        Ok(line.freeze())
+        let line = std::str::from_utf8(text)
+            .map(str::to_owned)
+            .map_err(|_| invalid_utf8());
+        buf.advance(end + terminator);
+        line
     }
 }
 
+/// tokio-util's error for a line (or chunk) that is not UTF-8.
+fn invalid_utf8() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "Unable to decode input as UTF8")
+}
+
 impl Decoder for LinesCodec {
-    type Item = Bytes;
+    type Item = String;
     type Error = LinesCodecError;
 
-    fn decode(&mut self, buf: &mut PooledBuf) -> Result<Option<Bytes>, LinesCodecError> {
+    fn decode(&mut self, buf: &mut PooledBuf) -> Result<Option<String>, LinesCodecError> {
         loop {
             // Search no further than one byte past the longest line: its `\n` is there at
             // the latest, or the line is too long.
@@ -158,7 +170,7 @@ impl Decoder for LinesCodec {
         }
     }
 
-    fn decode_eof(&mut self, buf: &mut PooledBuf) -> Result<Option<Bytes>, LinesCodecError> {
+    fn decode_eof(&mut self, buf: &mut PooledBuf) -> Result<Option<String>, LinesCodecError> {
         if let Some(line) = self.decode(buf)? {
             return Ok(Some(line));
         }
@@ -180,7 +192,7 @@ impl<T: AsRef<str>> Encoder<T> for LinesCodec {
     fn encode(&mut self, line: T, dst: &mut PooledBuf) -> Result<(), LinesCodecError> {
         let line = line.as_ref();
         dst.try_reserve(line.len() + 1)
-            .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
+            .map_err(|e| OutOfMemory::io_error(e, &dst.allocator()))?;
         dst.extend_from_slice(line.as_bytes());
         dst.put_u8(b'\n');
         Ok(())
