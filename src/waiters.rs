@@ -245,7 +245,9 @@ fn wake_or_defer(wakers: Vec<Waker>) {
     let mut wakers = Some(wakers);
     with_pending(|p| {
         if p.depth.get() != 0 {
-            p.wakers.borrow_mut().extend(wakers.take().into_iter().flatten());
+            p.wakers
+                .borrow_mut()
+                .extend(wakers.take().into_iter().flatten());
         }
     });
     // Outside every deferral (or, under loom, while the thread's thread-locals are being

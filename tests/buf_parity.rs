@@ -893,7 +893,10 @@ mod serde_support {
 #[test]
 fn reserve_after_a_split_doubles_once_the_handle_is_unique_again() {
     for poisoned in [false, true] {
-        let pool = AdaptiveAllocator::builder().poison(poisoned).build().unwrap();
+        let pool = AdaptiveAllocator::builder()
+            .poison(poisoned)
+            .build()
+            .unwrap();
         for split in 0..3 {
             let mut b = pool.allocate(1024);
             let mut m = BytesMut::with_capacity(1024);

@@ -246,7 +246,11 @@ fn a_waker_that_polls_a_ready_from_inside_trim() {
         assert!(pool.trim() > 0);
         assert_eq!(h.woken.load(SeqCst), 1);
         assert_eq!(polled.load(SeqCst), 1, "the waker's poll completed");
-        assert_eq!(pool.waiting_for_memory(), 1, "the outer future, woken, still registered");
+        assert_eq!(
+            pool.waiting_for_memory(),
+            1,
+            "the outer future, woken, still registered"
+        );
         drop(fut);
         assert_eq!(pool.waiting_for_memory(), 0);
         drop(big);
@@ -290,12 +294,20 @@ fn a_waker_that_trims_while_the_allocator_closes() {
         assert_eq!(h.woken.load(SeqCst), 0);
         // The last handle: the allocator closes.
         drop(pool);
-        assert_eq!(h.woken.load(SeqCst), 1, "the chunk given up at the close wakes the waiter");
+        assert_eq!(
+            h.woken.load(SeqCst),
+            1,
+            "the chunk given up at the close wakes the waiter"
+        );
         assert_eq!(trimmed.load(SeqCst), 1, "the waker's trim completed");
         let alloc = keeper.lock().unwrap().as_ref().unwrap().allocator();
         drop(big);
         drop(keeper.lock().unwrap().take());
         let s = alloc.stats();
-        assert_eq!((s.live_buffers, s.chunks, s.allocated_bytes), (0, 0, 0), "{s:?}");
+        assert_eq!(
+            (s.live_buffers, s.chunks, s.allocated_bytes),
+            (0, 0, 0),
+            "{s:?}"
+        );
     });
 }
