@@ -18,7 +18,9 @@
 //! `trim()` (now, everything), the idle sweep (chunks idle for `idle_release`, run by any
 //! thread's slow path at most every quarter of `idle_release`, or by the opt-in background
 //! thread), and the per-thread budget (at once, in the magazine). The first two reach other
-//! threads' magazines through the roster and the magazine gate.
+//! threads' magazines through the roster and the magazine gate. Those that run over time (the
+//! sweep, `trim()`'s reclaim, the close, the background reclaimer) are in the room beside
+//! this one, `allocator/maintenance.rs`.
 
 use std::any::Any;
 use std::fmt;
@@ -29,14 +31,18 @@ use crate::central::Central;
 use crate::chunk::{ChunkPtr, Home, RemoteFree, CHECK};
 use crate::config::{Builder, Settings};
 use crate::error::AllocError;
-use crate::magazine::{self, Carved, ChunkSource, FastCarved, Reclaim, Roster};
+use crate::magazine::{self, Carved, ChunkSource, FastCarved, Roster};
 use crate::os::{self, Memory};
 use crate::parked::Parked;
 use crate::size_class::SizeClass;
 use crate::stats::{Counters, Stats};
 use crate::sync::{self, AtomicU64, AtomicUsize, Mutex, Ordering::*};
 use crate::tracking::{LiveBuffer, ReportOrder, Tracker};
-use crate::waiters::{Deferral, Waiters};
+use crate::waiters::Waiters;
+
+mod maintenance;
+#[cfg(not(loom))]
+use maintenance::spawn_reclaimer;
 
 /// An adaptive pooling allocator of byte buffers.
 ///
@@ -204,86 +210,6 @@ impl Shared {
     /// `true` once the last handle has dropped.
     fn is_closed(&self) -> bool {
         self.central.is_closed()
-    }
-
-    /// Frees every cached chunk; answers the bytes freed.
-    fn evict_cached(&self) -> usize {
-        let mut idle = Vec::new();
-        self.central.drain(&self.counters, &mut idle);
-        Self::free_all(idle)
-    }
-
-    /// Gives back every chunk that holds no live region, in every magazine and the cache,
-    /// and unmaps the spans kept empty; answers the bytes of chunks freed. Must not run
-    /// inside a magazine operation of this allocator on the calling thread (it claims every
-    /// magazine, the caller's too).
-    fn reclaim_everything(&self) -> usize {
-        // What it frees under the lock notifies waiters: woken once the lock is released.
-        let _wakes = Deferral::begin();
-        self.maintenance.with(|_| {
-            let mut idle = Vec::new();
-            self.roster.reclaim(Reclaim::All, true, &mut idle);
-            let freed = Self::free_all(idle) + self.evict_cached();
-            self.memory.purge();
-            self.memory.release_empty();
-            freed
-        })
-    }
-
-    /// Runs the idle sweep if it is due. Called on the slow paths of any thread, outside
-    /// every magazine operation.
-    fn maybe_sweep(&self) {
-        let now = os::now_ns();
-        let due = self.next_sweep.load(Relaxed);
-        if now < due
-            || self
-                .next_sweep
-                .compare_exchange(
-                    due,
-                    now.saturating_add(self.settings.sweep_period_ns()),
-                    Relaxed,
-                    Relaxed,
-                )
-                .is_err()
-        {
-            return;
-        }
-        self.sweep(now);
-    }
-
-    /// The idle sweep: gives back what has been idle for `idle_release` (cached chunks, and
-    /// empty chunks in any magazine: stamped at one sweep, taken at a later one) and the spans
-    /// kept empty. Skipped if another thread is sweeping or trimming.
-    fn sweep(&self, now: u64) {
-        let idle_ns = self.settings.idle_release_ns();
-        // What it frees under the lock notifies waiters: woken once the lock is released.
-        let _wakes = Deferral::begin();
-        self.maintenance.try_with(|_| {
-            let mut idle = Vec::new();
-            self.roster
-                .reclaim(Reclaim::Expired { now, idle_ns }, false, &mut idle);
-            self.central
-                .take_expired(now, idle_ns, &self.counters, &mut idle);
-            Self::free_all(idle);
-            self.memory.purge();
-            self.memory.release_empty();
-        });
-    }
-
-    /// Closes the allocator (its last handle dropped): every magazine gives up its chunks and
-    /// dies, the cache is emptied and refuses chunks from now on, the spans kept empty are
-    /// unmapped. Idempotent.
-    fn close(&self) {
-        self.roster.close();
-        let mut idle = Vec::new();
-        self.central.close(&self.counters, &mut idle);
-        Self::free_all(idle);
-        self.memory.purge();
-        self.memory.release_empty();
-        #[cfg(not(loom))]
-        if let Some(t) = self.reclaimer.with(Option::take) {
-            t.unpark();
-        }
     }
 
     /// Creates a chunk, evicting cached chunks once if the memory limit is in the way.
@@ -927,32 +853,6 @@ impl fmt::Debug for AdaptiveAllocator {
             .field("closed", &self.shared.is_closed())
             .field("stats", &self.snapshot())
             .finish()
-    }
-}
-
-/// Starts the opt-in background reclaimer: a thread that runs the idle sweep every quarter
-/// of `idle_release` and stops when the allocator closes. It holds the allocator only weakly
-/// (between sweeps), so it never keeps it open.
-#[cfg(not(loom))]
-fn spawn_reclaimer(shared: &Arc<Shared>) {
-    let weak: std::sync::Weak<Shared> = Arc::downgrade(shared);
-    let period = std::time::Duration::from_nanos(shared.settings.sweep_period_ns());
-    let spawned = std::thread::Builder::new()
-        .name(format!("adaptive-pool-reclaim-{}", shared.id))
-        .spawn(move || loop {
-            std::thread::park_timeout(period);
-            let Some(shared) = weak.upgrade() else { return };
-            if shared.is_closed() {
-                return;
-            }
-            shared.sweep(os::now_ns());
-        });
-    // A thread that cannot be spawned leaves the allocator without it (the slow paths still
-    // sweep); the builder documents the setting as best effort.
-    if let Ok(handle) = spawned {
-        shared
-            .reclaimer
-            .with(|r| *r = Some(handle.thread().clone()));
     }
 }
 

@@ -1,0 +1,131 @@
+//! The allocator's maintenance over time: what it gives back, and when, without any thread
+//! being asked. The idle sweep (due every quarter of `idle_release`, run by whichever thread
+//! takes a slow path, or by the opt-in background reclaimer), `trim()`'s reclaim of every idle
+//! chunk everywhere, the eviction of the central cache at the memory limit, and the close
+//! (the last handle dropped).
+//!
+//! Owns: the methods of [`Shared`] that run over time (`maybe_sweep`, `sweep`,
+//! `reclaim_everything`, `evict_cached`, `close`), the maintenance lock's use, and the
+//! background reclaimer. The decisions of what to keep and for how long belong here (the
+//! decay work will make them a policy of their own). May import: the parent's `Shared`, and
+//! `magazine` (the reclaim through the roster), `os` (the clock), `waiters` (the deferral of
+//! wake-ups), `sync`. Every reclaim that frees memory under the maintenance lock does so inside a
+//! [`Deferral`], so no waker runs under the lock.
+
+#[cfg(not(loom))]
+use std::sync::Arc;
+
+use crate::magazine::Reclaim;
+use crate::os;
+use crate::sync::Ordering::Relaxed;
+use crate::waiters::Deferral;
+
+use super::Shared;
+
+impl Shared {
+    /// Frees every cached chunk; answers the bytes freed.
+    pub(super) fn evict_cached(&self) -> usize {
+        let mut idle = Vec::new();
+        self.central.drain(&self.counters, &mut idle);
+        Self::free_all(idle)
+    }
+
+    /// Gives back every chunk that holds no live region, in every magazine and the cache,
+    /// and unmaps the spans kept empty; answers the bytes of chunks freed. Must not run
+    /// inside a magazine operation of this allocator on the calling thread (it claims every
+    /// magazine, the caller's too).
+    pub(super) fn reclaim_everything(&self) -> usize {
+        // What it frees under the lock notifies waiters: woken once the lock is released.
+        let _wakes = Deferral::begin();
+        self.maintenance.with(|_| {
+            let mut idle = Vec::new();
+            self.roster.reclaim(Reclaim::All, true, &mut idle);
+            let freed = Self::free_all(idle) + self.evict_cached();
+            self.memory.purge();
+            self.memory.release_empty();
+            freed
+        })
+    }
+
+    /// Runs the idle sweep if it is due. Called on the slow paths of any thread, outside
+    /// every magazine operation.
+    pub(super) fn maybe_sweep(&self) {
+        let now = os::now_ns();
+        let due = self.next_sweep.load(Relaxed);
+        if now < due
+            || self
+                .next_sweep
+                .compare_exchange(
+                    due,
+                    now.saturating_add(self.settings.sweep_period_ns()),
+                    Relaxed,
+                    Relaxed,
+                )
+                .is_err()
+        {
+            return;
+        }
+        self.sweep(now);
+    }
+
+    /// The idle sweep: gives back what has been idle for `idle_release` (cached chunks, and
+    /// empty chunks in any magazine: stamped at one sweep, taken at a later one) and the spans
+    /// kept empty. Skipped if another thread is sweeping or trimming.
+    pub(super) fn sweep(&self, now: u64) {
+        let idle_ns = self.settings.idle_release_ns();
+        // What it frees under the lock notifies waiters: woken once the lock is released.
+        let _wakes = Deferral::begin();
+        self.maintenance.try_with(|_| {
+            let mut idle = Vec::new();
+            self.roster
+                .reclaim(Reclaim::Expired { now, idle_ns }, false, &mut idle);
+            self.central
+                .take_expired(now, idle_ns, &self.counters, &mut idle);
+            Self::free_all(idle);
+            self.memory.purge();
+            self.memory.release_empty();
+        });
+    }
+
+    /// Closes the allocator (its last handle dropped): every magazine gives up its chunks and
+    /// dies, the cache is emptied and refuses chunks from now on, the spans kept empty are
+    /// unmapped. Idempotent.
+    pub(super) fn close(&self) {
+        self.roster.close();
+        let mut idle = Vec::new();
+        self.central.close(&self.counters, &mut idle);
+        Self::free_all(idle);
+        self.memory.purge();
+        self.memory.release_empty();
+        #[cfg(not(loom))]
+        if let Some(t) = self.reclaimer.with(Option::take) {
+            t.unpark();
+        }
+    }
+}
+
+/// Starts the opt-in background reclaimer: a thread that runs the idle sweep every quarter
+/// of `idle_release` and stops when the allocator closes. It holds the allocator only weakly
+/// (between sweeps), so it never keeps it open.
+#[cfg(not(loom))]
+pub(super) fn spawn_reclaimer(shared: &Arc<Shared>) {
+    let weak: std::sync::Weak<Shared> = Arc::downgrade(shared);
+    let period = std::time::Duration::from_nanos(shared.settings.sweep_period_ns());
+    let spawned = std::thread::Builder::new()
+        .name(format!("adaptive-pool-reclaim-{}", shared.id))
+        .spawn(move || loop {
+            std::thread::park_timeout(period);
+            let Some(shared) = weak.upgrade() else { return };
+            if shared.is_closed() {
+                return;
+            }
+            shared.sweep(os::now_ns());
+        });
+    // A thread that cannot be spawned leaves the allocator without it (the slow paths still
+    // sweep); the builder documents the setting as best effort.
+    if let Ok(handle) = spawned {
+        shared
+            .reclaimer
+            .with(|r| *r = Some(handle.thread().clone()));
+    }
+}
