@@ -5,8 +5,8 @@
 //!
 //! Owns: `Body` and the list tags of an owned chunk's slot word. Runs only inside the
 //! magazine's gate (the owner) or under a claim (a reclaimer). May import: `chunk`,
-//! `size_class`, `config`, `stats`, `error`, and its siblings `classes` (a class's state and
-//! cache) and the parent's `Link`.
+//! `size_class`, `config`, `stats`, `error`, its sibling `classes` (a class's state, list
+//! tags and cache), `gate` (`Reclaim`), and the parent's `Link`.
 //!
 //! # The chunk lists
 //! Each class has one *current* chunk that allocations carve from, and two lists of the other
@@ -42,25 +42,9 @@ use crate::error::AllocError;
 use crate::size_class::{next_pow2, SizeClass};
 use crate::stats::Shard;
 
-use super::classes::{new_hot_stack, ClassState, HOT};
+use super::classes::{new_hot_stack, ClassState, CURRENT, FULL, HOT, IDLE, SPACIOUS, TAG_MASK};
 use super::gate::Reclaim;
 use super::{Carved, ChunkSource, FastCarved, Link, Magazine};
-
-/// Which of its class's lists holds an owned chunk: the low two bits of the chunk's slot
-/// word (the rest is its index in that list). `FULL` and `SPACIOUS` index
-/// [`ClassState::lists`]; `CURRENT` and `IDLE` mark the class's current chunk, `IDLE` when it
-/// is counted against the idle budget.
-pub(super) const FULL: usize = 0;
-
-pub(super) const SPACIOUS: usize = 1;
-
-pub(super) const CURRENT: usize = 2;
-
-const IDLE: usize = 3;
-
-pub(super) const TAG_BITS: u32 = 2;
-
-pub(super) const TAG_MASK: usize = (1 << TAG_BITS) - 1;
 
 /// How many of the most recently listed spacious chunks the slow path compares to pick the
 /// oldest (a bounded stand-in for "the oldest chunk with space").
@@ -741,5 +725,35 @@ fn untag(idle: &mut Vec<ChunkPtr>, idle_bytes: &mut usize, c: ChunkPtr) {
             .expect("an idle-tagged chunk is in the idle list");
         idle.remove(i);
         *idle_bytes -= c.bytes();
+    }
+}
+
+impl Body {
+    /// The class's hot stack is full: its older half becomes nodes of the cache's list (whose
+    /// own older half goes back to the chunks first, if the cache would exceed its cap).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn spill(&mut self, class: usize, home: &Arc<dyn Home>) {
+        if self.classes[class].spill_needs_flush() {
+            self.flush_cache(class, home);
+        }
+        self.classes[class].spill_hot();
+    }
+
+    /// The class's cache is full: its older half goes back to the chunks' own lists, and
+    /// chunks on the full list that got space become spacious (see
+    /// [`Body::made_spacious`]).
+    #[cold]
+    #[inline(never)]
+    fn flush_cache(&mut self, class: usize, home: &Arc<dyn Home>) {
+        // First every segment goes home, then the chunks that were full are moved, each
+        // once: moving one may retire the current chunk, which is then no longer touched.
+        for c in self.classes[class].flush_older_half() {
+            // SAFETY: owned by this magazine (the moves below retire only a current chunk,
+            // and these were listed).
+            if unsafe { c.slot() } & TAG_MASK == FULL {
+                self.made_spacious(c, home);
+            }
+        }
     }
 }

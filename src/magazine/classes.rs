@@ -2,9 +2,10 @@
 //! spacious lists, its growth grade) and its *cache* of free segments, with the cache's spill
 //! and flush.
 //!
-//! Owns: `ClassState`, the hot stack and the cache list threaded through free segments
-//! (`chunk::CachedSeg`). Runs only inside the magazine's gate or under a claim. May import:
-//! `chunk`, `size_class`, and its sibling `body` (the tags of the lists it keeps).
+//! Owns: `ClassState`, the tags that say which of a class's lists holds an owned chunk, the
+//! hot stack and the cache list threaded through free segments (`chunk::CachedSeg`). Runs only inside the magazine's gate or under a claim. May import:
+//! `chunk`, `size_class`; nothing of its siblings (`body`, the policy over these lists, sits
+//! above it and imports it).
 //!
 //! # The cache
 //! Each class has a *cache* of free segments of its owned chunks (up to 64, tcache's idea;
@@ -16,14 +17,26 @@
 //! out of the cache first, so the cache keeps no chunk alive by itself. A full cache gives
 //! its older half back to the chunks' own lists. Poisoning and zeroing on release turn it off.
 
-use std::sync::Arc;
-
-use crate::chunk::{CachedSeg, ChunkPtr, Home, NO_CHUNK};
-use crate::size_class::SizeClass;
-
 use std::ptr::NonNull;
 
-use super::body::{Body, CURRENT, FULL, SPACIOUS, TAG_BITS, TAG_MASK};
+use crate::chunk::{CachedSeg, ChunkPtr, NO_CHUNK};
+use crate::size_class::SizeClass;
+
+/// Which of its class's lists holds an owned chunk: the low two bits of the chunk's slot
+/// word (the rest is its index in that list). `FULL` and `SPACIOUS` index
+/// [`ClassState::lists`]; `CURRENT` and `IDLE` mark the class's current chunk, `IDLE` when it
+/// is counted against the idle budget.
+pub(super) const FULL: usize = 0;
+
+pub(super) const SPACIOUS: usize = 1;
+
+pub(super) const CURRENT: usize = 2;
+
+pub(super) const IDLE: usize = 3;
+
+pub(super) const TAG_BITS: u32 = 2;
+
+pub(super) const TAG_MASK: usize = (1 << TAG_BITS) - 1;
 
 /// The most free segments a class's cache holds (see [`ClassState::cache`]). When a free
 /// finds it full, the older half goes back to the chunks' own lists.
@@ -236,47 +249,46 @@ pub(super) fn new_hot_stack() -> Box<HotStack> {
     Box::new([(NO_CHUNK, 0); HOT])
 }
 
-impl Body {
-    /// The class's hot stack is full: its older half becomes nodes of the cache's list (whose
-    /// own older half goes back to the chunks first, if the cache would exceed its cap).
-    #[cold]
-    #[inline(never)]
-    pub(super) fn spill(&mut self, class: usize, home: &Arc<dyn Home>) {
+impl ClassState {
+    /// Whether the cache must give its older half back ([`ClassState::flush_older_half`])
+    /// before the hot stack spills: it would exceed its cap otherwise.
+    pub(super) fn spill_needs_flush(&self) -> bool {
+        self.cached as usize + HOT + HOT / 2 > self.cache_cap as usize
+    }
+
+    /// The hot stack is full: its older half becomes nodes of the cache's list (the caller
+    /// flushed first if [`ClassState::spill_needs_flush`]).
+    pub(super) fn spill_hot(&mut self) {
         const HALF: usize = HOT / 2;
-        let cs = &mut self.classes[class];
-        if cs.cached as usize + HOT + HALF > cs.cache_cap as usize {
-            self.flush_cache(class, home);
-        }
-        let cs = &mut self.classes[class];
         // The flush can retire the current chunk (`made_spacious`), whose `purge` would
         // compact the hot stack; that chunk holds no hot entry here (a chunk holds hot
         // entries while current only after a flush or a refill made it current, and those
         // entries leave the stack at the next spill, which comes before the list can fill up
         // to the next flush), so the stack is still full. Checked, not assumed:
-        debug_assert_eq!(cs.hot_len as usize, HOT, "the flush changed the hot stack");
-        if cs.hot_len as usize != HOT {
+        debug_assert_eq!(
+            self.hot_len as usize, HOT,
+            "the flush changed the hot stack"
+        );
+        if self.hot_len as usize != HOT {
             return;
         }
-        let hot = cs.hot.as_deref_mut().expect("a full hot stack exists");
+        let hot = self.hot.as_deref_mut().expect("a full hot stack exists");
         for &(c, idx) in &hot[..HALF] {
             // SAFETY: a cached segment of an owned chunk (which does not scrub: the cache is
-            // off for scrubbing chunks); `cs.cache` is the list's head.
-            cs.cache = Some(unsafe { CachedSeg::write(c, idx, cs.cache) });
+            // off for scrubbing chunks); `self.cache` is the list's head.
+            self.cache = Some(unsafe { CachedSeg::write(c, idx, self.cache) });
         }
-        cs.cached += HALF as u32;
+        self.cached += HALF as u32;
         hot.copy_within(HALF.., 0);
-        cs.hot_len = (HOT - HALF) as u32;
+        self.hot_len = (HOT - HALF) as u32;
     }
 
-    /// The class's cache is full: its older half goes back to the chunks' own lists, and
-    /// chunks on the full list that got space become spacious (see
-    /// [`Body::made_spacious`]).
-    #[cold]
-    #[inline(never)]
-    fn flush_cache(&mut self, class: usize, home: &Arc<dyn Home>) {
-        let cs = &mut self.classes[class];
-        let keep = cs.cached / 2;
-        let mut node = cs.cache;
+    /// The cache is full: its older half goes back to the chunks' own lists. Answers the
+    /// chunks among them that were on the full list, each once (the caller moves them:
+    /// `Body::flush_cache`).
+    pub(super) fn flush_older_half(&mut self) -> Vec<ChunkPtr> {
+        let keep = self.cached / 2;
+        let mut node = self.cache;
         let mut last_kept = None;
         for _ in 0..keep {
             let n = node.expect("the cache holds `cached` nodes");
@@ -287,12 +299,11 @@ impl Body {
         match last_kept {
             // SAFETY: as above.
             Some(n) => unsafe { CachedSeg::set_next(n, None) },
-            None => cs.cache = None,
+            None => self.cache = None,
         }
-        cs.cached = keep;
-        // First every segment goes home (none of these chunks can leave the magazine
-        // meanwhile), then the chunks that were full are moved, each once: moving one may
-        // retire the current chunk, which is then no longer touched.
+        self.cached = keep;
+        // Every segment goes home (none of these chunks can leave the magazine meanwhile);
+        // the chunks that were full are answered, for the caller to move each once.
         let mut were_full: Vec<ChunkPtr> = Vec::new();
         while let Some(n) = node {
             // SAFETY: a node of the part just cut off the cache.
@@ -305,12 +316,6 @@ impl Body {
             }
             node = next;
         }
-        for c in were_full {
-            // SAFETY: owned by this magazine (the moves below retire only a current chunk,
-            // and these were listed).
-            if unsafe { c.slot() } & TAG_MASK == FULL {
-                self.made_spacious(c, home);
-            }
-        }
+        were_full
     }
 }

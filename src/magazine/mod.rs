@@ -49,9 +49,8 @@ use crate::stats::Shard;
 use crate::sync::{self, AtomicBool, AtomicU32, ModelArc, Ordering::*, UnsafeCell};
 use crate::waiters::Deferral;
 
-use body::{Body, Freed, CURRENT};
-use classes::ClassState;
-use classes::CACHE_CAP;
+use body::{Body, Freed};
+use classes::{ClassState, CACHE_CAP, CURRENT};
 use gate::{Entered, Gate, FENCE};
 pub(crate) use gate::{Reclaim, Roster};
 pub(crate) use registry::{
