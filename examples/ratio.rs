@@ -15,7 +15,10 @@
 //! Each row is measured in rounds; in each round the pool and `BytesMut` run the same number
 //! of iterations back to back, in alternating order, and the report takes the median of the
 //! rounds for each. The workloads are in `benches/workloads/mod.rs`, shared with the criterion
-//! benches.
+//! benches. Beside each time, the minor page faults per operation (the process's, from
+//! `getrusage`, Linux and Android only), counted over the whole workload call: that includes
+//! what the workload does outside its clock (B4's slot fill, thread starts), which for the
+//! calibrated run lengths is spread over hundreds of thousands of operations.
 
 #[path = "../benches/workloads/mod.rs"]
 mod workloads;
@@ -109,17 +112,51 @@ fn parse_args() -> Options {
     o
 }
 
-/// One measured row: median nanoseconds per operation for each side.
+/// One measured row: median nanoseconds and minor page faults per operation for each side
+/// (faults NaN where they could not be read).
 struct Row {
     name: String,
     pool_ns: f64,
     plain_ns: f64,
+    pool_faults: f64,
+    plain_faults: f64,
 }
 
 impl Row {
     fn ratio(&self) -> f64 {
         self.pool_ns / self.plain_ns
     }
+}
+
+/// The process's minor page faults so far (all threads, exited ones included).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn minor_faults() -> Option<u64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `usage` is valid and aligned for one `rusage`, which getrusage writes whole on
+    // success; RUSAGE_SELF is a valid target. `rusage` is integers only, so the zeroed value
+    // is initialized whatever the call did, and it is read only when the call succeeded.
+    let (rc, usage) = unsafe {
+        let rc = libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        (rc, usage.assume_init())
+    };
+    (rc == 0).then_some(usage.ru_minflt as u64)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn minor_faults() -> Option<u64> {
+    None
+}
+
+/// Runs `f(n)`: its time per operation in ns, and the minor page faults per operation over
+/// the whole call (NaN where they cannot be read).
+fn timed(f: &dyn Fn(u64) -> Duration, n: u64) -> (f64, f64) {
+    let before = minor_faults();
+    let d = f(n);
+    let faults = match (before, minor_faults()) {
+        (Some(a), Some(b)) => b.saturating_sub(a) as f64 / n as f64,
+        _ => f64::NAN,
+    };
+    (d.as_secs_f64() * 1e9 / n as f64, faults)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -152,26 +189,29 @@ fn measure(
     }
     let (mut p, mut q) = (Vec::new(), Vec::new());
     for r in 0..rounds {
-        let per_op = |d: Duration| d.as_secs_f64() * 1e9 / n as f64;
         if r % 2 == 0 {
-            p.push(per_op(pool(n)));
-            q.push(per_op(plain(n)));
+            p.push(timed(pool, n));
+            q.push(timed(plain, n));
         } else {
-            q.push(per_op(plain(n)));
-            p.push(per_op(pool(n)));
+            q.push(timed(plain, n));
+            p.push(timed(pool, n));
         }
     }
     let row = Row {
         name: name.to_string(),
-        pool_ns: median(p),
-        plain_ns: median(q),
+        pool_ns: median(p.iter().map(|s| s.0).collect()),
+        plain_ns: median(q.iter().map(|s| s.0).collect()),
+        pool_faults: median(p.iter().map(|s| s.1).collect()),
+        plain_faults: median(q.iter().map(|s| s.1).collect()),
     };
     eprintln!(
-        "  {:<34} pool {:>10.1} ns   BytesMut {:>10.1} ns   ratio {:.2}",
+        "  {:<34} pool {:>10.1} ns   BytesMut {:>10.1} ns   ratio {:.2}   faults/op {} / {}",
         row.name,
         row.pool_ns,
         row.plain_ns,
-        row.ratio()
+        row.ratio(),
+        faults_cell(row.pool_faults),
+        faults_cell(row.plain_faults)
     );
     row
 }
@@ -441,6 +481,21 @@ mod codec_rows {
     }
 }
 
+/// Faults per operation, short: "0", "3.2e-4", "0.125", "1024".
+fn faults_cell(f: f64) -> String {
+    if f.is_nan() {
+        "-".into()
+    } else if f == 0.0 {
+        "0".into()
+    } else if f < 0.01 {
+        format!("{f:.1e}")
+    } else if f >= 10.0 {
+        format!("{f:.0}")
+    } else {
+        format!("{f:.3}")
+    }
+}
+
 fn mib(b: usize) -> String {
     format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
 }
@@ -587,10 +642,12 @@ fn run_child(feature: Option<&str>, quick: bool, only: &[String]) -> Result<Vec<
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
-            (f.len() == 4 && f[0] == "ROW").then(|| Row {
+            (f.len() == 6 && f[0] == "ROW").then(|| Row {
                 name: f[1].to_string(),
                 pool_ns: f[2].parse().unwrap_or(f64::NAN),
                 plain_ns: f[3].parse().unwrap_or(f64::NAN),
+                pool_faults: f[4].parse().unwrap_or(f64::NAN),
+                plain_faults: f[5].parse().unwrap_or(f64::NAN),
             })
         })
         .collect())
@@ -606,7 +663,8 @@ fn markdown(
     let _ = writeln!(
         md,
         "Pool time / `BytesMut` time per row (below 1.00 the pool is faster), median of {} \
-         alternating rounds; ns per operation in brackets (pool / BytesMut).\n",
+         alternating rounds; ns per operation in brackets (pool / BytesMut), then minor page \
+         faults per operation (pool / BytesMut; the process's, over the whole workload call).\n",
         if quick { 3 } else { 7 }
     );
     let mut head = String::from("| row |");
@@ -635,10 +693,12 @@ fn markdown(
                 Some(r) => {
                     let _ = write!(
                         line,
-                        " **{:.2}** ({:.1} / {:.1}) |",
+                        " **{:.2}** ({:.1} / {:.1}; pf {} / {}) |",
                         r.ratio(),
                         r.pool_ns,
-                        r.plain_ns
+                        r.plain_ns,
+                        faults_cell(r.pool_faults),
+                        faults_cell(r.plain_faults)
                     );
                 }
                 None => line.push_str(" - |"),
@@ -662,7 +722,10 @@ fn main() {
     let o = parse_args();
     if o.child {
         for r in speed_rows(o.quick, &o.only) {
-            println!("ROW\t{}\t{}\t{}", r.name, r.pool_ns, r.plain_ns);
+            println!(
+                "ROW\t{}\t{}\t{}\t{}\t{}",
+                r.name, r.pool_ns, r.plain_ns, r.pool_faults, r.plain_faults
+            );
         }
         return;
     }
