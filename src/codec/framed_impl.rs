@@ -44,15 +44,16 @@ pub(super) const KEEP_MAX: usize = INITIAL_CAPACITY * 8;
 /// Regions of 4, 8, 16, 32 or 64 KiB start on page boundaries, so without it a frame at the
 /// start of a read region, echoed to the start of a write region after a 4-byte header,
 /// lands 4 bytes past its source's offset in a page. x86's `rep movsb`, which glibc's
-/// `memcpy` uses for copies of several KiB, runs up to 30 times slower when the destination
-/// is 1 to 31 bytes past the source modulo 4 KiB (4K aliasing): a 10 KB copy took 3.2 us
+/// `memcpy` uses for copies of several KiB, runs 30 to 40 times slower when the destination
+/// is 1 to 15 bytes past the source modulo 4 KiB, and twice as slow at 16 to 31 (4K
+/// aliasing): a 10 KB copy took 2.8-4.2 us
 /// instead of 0.1 us on the development machine (AMD EPYC, glibc 2.36), and 9 % of the
 /// frames of the 4-16 KiB echo row hit it (docs/DESIGN.md, "Framing"). jemalloc offsets
 /// large allocations within their first page for the same reason (`opt.cache_oblivious`).
 pub(super) const WRITE_PAD: usize = 64;
 
-/// The smallest write buffer that gets [`WRITE_PAD`]: copies into smaller ones are too short
-/// for `rep movsb`.
+/// The smallest write buffer that gets [`WRITE_PAD`]: items copied into smaller ones are too
+/// short for glibc's `rep movsb` path (from 2-8 KiB up, by CPU).
 pub(super) const PAD_FROM: usize = 4 << 10;
 
 /// Where the read half stands. Transitions (`decode_eof` is called only after the stream

@@ -51,7 +51,7 @@
 //! the write half too holds nothing between bursts. A write buffer of 4 KiB or more leaves its
 //! first 64 bytes unused, so that a frame echoed from the start of a read buffer does not land
 //! a few bytes past its source's offset in a page, where x86's `rep movsb` (glibc's `memcpy`
-//! for large copies) slows down up to 30 times.
+//! for large copies) slows down 30 to 40 times.
 //!
 //! ```
 //! use adaptive_pool::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};

@@ -198,8 +198,9 @@ fn a_large_write_buffer_is_not_kept() {
 }
 
 /// An item copied from the start of a pooled region (a frame at the start of a read buffer)
-/// never lands 1 to 31 bytes past its source's offset in a page: the distance at which x86's
-/// `rep movsb` (glibc's `memcpy` for copies of several KiB) slows down up to 30 times. Pooled
+/// never lands 1 to 31 bytes past its source's offset in a page: the distances at which x86's
+/// `rep movsb` (glibc's `memcpy` for copies of several KiB) slows down (30 to 40 times at 1 to
+/// 15 bytes). Pooled
 /// regions of 16 and 20 KiB start on page boundaries, so without the write buffer's
 /// one-line pad each 16 KiB item here lands 4 bytes (its header) past its source.
 #[test]
