@@ -48,8 +48,11 @@
 //! [`RecvPredictor`] guesses the size of the next read from a connection (grow fast when
 //! reads fill the buffer, shrink slowly when they do not, within bounds). With the `tokio`
 //! feature, `io::AsyncReadPoolExt` reads any `tokio::io::AsyncRead` into pooled buffers of
-//! the predicted size and hands the data on as `bytes::Bytes` without copying; see
-//! `examples/echo.rs` and `examples/framed.rs` in the repository, and `docs/TUNING.md`.
+//! the predicted size: `read_pooled` returns the data as a [`PooledBuf`] (`freeze()` it for
+//! a `bytes::Bytes` on the same memory, without copying), `read_pooled_into` appends it to
+//! one. With the `codec` feature, `codec` frames a connection on the same pooled buffers, a
+//! drop-in for `tokio_util::codec`. See `examples/echo.rs` and `examples/framed.rs` in the
+//! repository, and `docs/TUNING.md`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]

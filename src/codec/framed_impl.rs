@@ -19,7 +19,7 @@ use std::io;
 use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
 
-use bytes::Buf;
+use bytes::{Buf, BufMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::{Decoder, Encoder};
@@ -32,6 +32,29 @@ pub(super) const INITIAL_CAPACITY: usize = 8 << 10;
 
 /// The write buffer's size before it has seen a flush (later ones follow the flushes).
 pub(super) const FIRST_WRITE: usize = 1 << 10;
+
+/// The largest write buffer kept across a back-pressure flush (the write predictor's upper
+/// bound); a larger one (grown by a large item) goes back to the pool at once.
+pub(super) const KEEP_MAX: usize = INITIAL_CAPACITY * 8;
+
+/// Bytes left unused at the start of a write buffer of [`PAD_FROM`] bytes or more: one cache
+/// line, so that an item copied from the start of a pooled region lands at least this far
+/// from its source's offset in a page.
+///
+/// Regions of 4, 8, 16, 32 or 64 KiB start on page boundaries, so without it a frame at the
+/// start of a read region, echoed to the start of a write region after a 4-byte header,
+/// lands 4 bytes past its source's offset in a page. x86's `rep movsb`, which glibc's
+/// `memcpy` uses for copies of several KiB, runs 30 to 40 times slower when the destination
+/// is 1 to 15 bytes past the source modulo 4 KiB, and twice as slow at 16 to 31 (4K
+/// aliasing): a 10 KB copy took 2.8-4.2 us
+/// instead of 0.1 us on the development machine (AMD EPYC, glibc 2.36), and 9 % of the
+/// frames of the 4-16 KiB echo row hit it (docs/DESIGN.md, "Framing"). jemalloc offsets
+/// large allocations within their first page for the same reason (`opt.cache_oblivious`).
+pub(super) const WRITE_PAD: usize = 64;
+
+/// The smallest write buffer that gets [`WRITE_PAD`]: items copied into smaller ones are too
+/// short for glibc's `rep movsb` path (from 2-8 KiB up, by CPU).
+pub(super) const PAD_FROM: usize = 4 << 10;
 
 /// Where the read half stands. Transitions (`decode_eof` is called only after the stream
 /// ended, and each end of stream yields one `None`):
@@ -265,13 +288,16 @@ impl WriteFrame {
         write
     }
 
+    /// Flushes first when the buffer holds `boundary` bytes or more. The emptied buffer is
+    /// kept (up to [`KEEP_MAX`]): the caller is about to send an item into it, as tokio-util
+    /// keeps its capacity. The burst's own `poll_flush` or `poll_close` gives it back.
     pub(super) fn poll_ready<T: AsyncWrite, E: From<io::Error>>(
         &mut self,
         io: Pin<&mut T>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), E>> {
         if self.buffer.len() >= self.boundary {
-            self.poll_flush(io, cx)
+            self.write_out(io, cx, Keep::Buffer)
         } else {
             Poll::Ready(Ok(()))
         }
@@ -287,14 +313,26 @@ impl WriteFrame {
                 .pool
                 .try_allocate(self.sizes.next_size())
                 .map_err(|e| OutOfMemory::io_error(e, &self.pool))?;
+            pad(&mut self.buffer);
         }
         encoder.encode(item, &mut self.buffer)
     }
 
+    /// Writes everything buffered, then flushes the writer; the emptied buffer goes back to
+    /// the pool, so a connection holds no write buffer between bursts.
     pub(super) fn poll_flush<T: AsyncWrite, E: From<io::Error>>(
+        &mut self,
+        io: Pin<&mut T>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), E>> {
+        self.write_out(io, cx, Keep::Nothing)
+    }
+
+    fn write_out<T: AsyncWrite, E: From<io::Error>>(
         &mut self,
         mut io: Pin<&mut T>,
         cx: &mut Context<'_>,
+        keep: Keep,
     ) -> Poll<Result<(), E>> {
         while !self.buffer.is_empty() {
             let n = ready!(io.as_mut().poll_write(cx, &self.buffer))?;
@@ -308,13 +346,24 @@ impl WriteFrame {
             self.buffer.advance(n);
             self.written += n;
         }
-        // Everything is written: the buffer goes back to the pool until the next item, and
-        // its size for the next burst follows this one's.
+        // Everything is written. The size of the next burst's buffer follows this one's;
+        // the buffer goes back to the pool until the next item, unless an item is coming now
+        // (back-pressure) and it is small enough to keep.
         if self.written > 0 {
             self.sizes.record(self.written);
             self.written = 0;
         }
-        self.buffer = PooledBuf::new();
+        let kept = keep == Keep::Buffer && {
+            // Back to the region's start (possible once the buffer is its only handle): the
+            // capacity is then the whole region's.
+            let rest = self.buffer.capacity();
+            self.buffer.try_reclaim(rest + 1) && self.buffer.capacity() <= KEEP_MAX
+        };
+        if kept {
+            pad(&mut self.buffer);
+        } else {
+            self.buffer = PooledBuf::new();
+        }
         ready!(io.poll_flush(cx))?;
         Poll::Ready(Ok(()))
     }
@@ -342,6 +391,24 @@ impl WriteFrame {
     pub(super) fn debug(&self, f: &mut fmt::DebugStruct<'_, '_>) {
         f.field("write_buffer", &self.buffer)
             .field("backpressure_boundary", &self.boundary);
+    }
+}
+
+/// What a flush keeps of the write buffer once everything is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Keep {
+    /// Nothing: the buffer goes back to the pool (`poll_flush`, `poll_close`).
+    Nothing,
+    /// The emptied buffer, for the item that follows (`poll_ready`'s back-pressure flush).
+    Buffer,
+}
+
+/// Leaves [`WRITE_PAD`] bytes unused at the start of an empty write buffer of [`PAD_FROM`]
+/// bytes or more.
+fn pad(buffer: &mut PooledBuf) {
+    if buffer.is_empty() && buffer.capacity() >= PAD_FROM {
+        buffer.put_bytes(0, WRITE_PAD);
+        buffer.advance(WRITE_PAD);
     }
 }
 

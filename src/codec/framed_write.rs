@@ -23,7 +23,8 @@ pin_project! {
     /// the writer; `poll_ready` flushes first when the buffer holds
     /// [`backpressure_boundary`](Self::backpressure_boundary) bytes or more (8 KiB by
     /// default), so a slow writer slows the sender. The buffer is taken from the pool for a
-    /// burst of items and given back once a flush has written it all. If the writer is also
+    /// burst of items, kept across `poll_ready`'s flushes (up to 64 KiB) and given back once
+    /// `poll_flush` or `poll_close` has written it all. If the writer is also
     /// a [`Stream`], so is the `FramedWrite` (its items pass through, as in tokio-util).
     pub struct FramedWrite<T, E> {
         #[pin]
