@@ -139,6 +139,8 @@ pub(crate) struct Shared {
     handles: AtomicUsize,
     /// When the next idle sweep is due (nanoseconds of `os::now_ns`).
     next_sweep: AtomicU64,
+    /// When the next decay of retained memory is due (`os::now_ns`; see `maintenance`).
+    next_decay: AtomicU64,
     /// Held for a whole sweep (tried) and a whole `trim()` (waited for), so a trim returns
     /// only once a sweep in progress has given back what it took.
     maintenance: Mutex<()>,
@@ -624,7 +626,11 @@ impl AdaptiveAllocator {
         let parked = Parked::new(settings.class_count, settings.max_parked_chunks);
         let shared = Arc::new(Shared {
             id: take_id(),
-            memory: Memory::new(settings.memory_source, settings.max_cached_bytes),
+            memory: Memory::new(
+                settings.memory_source,
+                settings.max_cached_bytes,
+                settings.decay_ns(),
+            ),
             settings,
             central,
             parked,
@@ -632,6 +638,7 @@ impl AdaptiveAllocator {
             counters: Counters::default(),
             handles: AtomicUsize::new(0),
             next_sweep: AtomicU64::new(first_sweep),
+            next_decay: AtomicU64::new(0),
             maintenance: Mutex::new(()),
             #[cfg(not(loom))]
             reclaimer: Mutex::new(None),
@@ -676,6 +683,7 @@ impl AdaptiveAllocator {
     fn snapshot(&self) -> Stats {
         let mut s = self.shared.counters.snapshot();
         s.mapped_bytes = self.shared.memory.mapped();
+        s.retained_bytes = self.shared.memory.retained();
         s.parked_chunks = self.shared.parked.len();
         s
     }

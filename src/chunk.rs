@@ -1120,7 +1120,7 @@ mod tests {
         fn default() -> Self {
             TestHome {
                 counters: Counters::default(),
-                memory: Memory::new(crate::os::MemorySource::GlobalAllocator, 0),
+                memory: Memory::new(crate::os::MemorySource::GlobalAllocator, 0, 0),
                 recycled: Default::default(),
             }
         }

@@ -22,6 +22,9 @@ pub const DEFAULT_MAX_THREAD_IDLE_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_PARKED_CHUNKS: usize = 256;
 /// The most [`Builder::max_parked_chunks`] accepts.
 pub const MAX_PARKED_CHUNKS_CEILING: usize = 1 << 16;
+/// Default for [`Builder::decay_time`]: 1 second (at most `idle_release`).
+pub const DEFAULT_DECAY_TIME: Duration = Duration::from_secs(1);
+
 /// Default for [`Builder::idle_release`]: 10 seconds.
 pub const DEFAULT_IDLE_RELEASE: Duration = Duration::from_secs(10);
 /// The threshold [`PooledBuf::freeze_compact`](crate::PooledBuf::freeze_compact) uses when
@@ -93,6 +96,7 @@ pub struct Builder {
     min_chunk_size: Option<usize>,
     max_chunk_size: Option<usize>,
     idle_release: Option<Duration>,
+    decay_time: Option<Duration>,
     zero_on_release: bool,
     poison: Option<bool>,
     max_thread_idle_bytes: Option<usize>,
@@ -156,6 +160,27 @@ impl Builder {
     /// Default: 10 seconds.
     pub fn idle_release(mut self, after: Duration) -> Self {
         self.idle_release = Some(after);
+        self
+    }
+
+    /// How long memory the application freed stays resident for reuse before it goes back to
+    /// the system, gradually, by age: the span slots of chunks given back past the central
+    /// cache, and the mappings of large buffers (above the pooled sizes) and of chunks of 4
+    /// MiB and more. Of what was freed at one moment, the share kept falls along a smoothstep
+    /// from all at once to none after `decay_time` (jemalloc's `dirty_decay_ms`, mimalloc's
+    /// purge delay), so a burst that comes back within a fraction of it finds its memory
+    /// resident, with no page fault, and a 4 MiB buffer allocated in a loop reuses one
+    /// mapping. What is kept shows in [`Stats::retained_bytes`](crate::Stats::retained_bytes)
+    /// (not in `allocated_bytes`). It is given back as allocations, releases to the system and
+    /// `stats()` look at it (a quarter of `decay_time` apart at most), or by the background
+    /// reclaimer in a process that does nothing; `trim()` gives it all back at once.
+    ///
+    /// Zero keeps the eager policy: freed slots within the cache budget stay until the next
+    /// idle sweep, the rest and every mapping go back at once. At most `idle_release` (the
+    /// bound on idle memory holds once idle for `idle_release`). Default: 1 second, or
+    /// `idle_release` if that is shorter; see `docs/TUNING.md`.
+    pub fn decay_time(mut self, decay: Duration) -> Self {
+        self.decay_time = Some(decay);
         self
     }
 
@@ -426,6 +451,19 @@ impl Builder {
             Some(d) => d,
             None => DEFAULT_IDLE_RELEASE,
         };
+        let decay_time = match self.decay_time {
+            Some(d) if d > idle_release => {
+                return Err(ConfigError::new(
+                    "decay_time",
+                    format!(
+                        "{d:?} is longer than idle_release ({idle_release:?}): idle memory must \
+                         be back by then"
+                    ),
+                ))
+            }
+            Some(d) => d,
+            None => DEFAULT_DECAY_TIME.min(idle_release),
+        };
         let max_thread_idle_bytes = match self.max_thread_idle_bytes {
             Some(b) if b > isize::MAX as usize => {
                 return Err(ConfigError::new(
@@ -517,6 +555,7 @@ impl Builder {
             max_pooled,
             class_count: SizeClass::count_up_to(max_pooled),
             idle_release,
+            decay_time,
             zero_on_release: self.zero_on_release,
             poison: self.poison.unwrap_or(cfg!(debug_assertions)),
             max_thread_idle_bytes,
@@ -547,6 +586,9 @@ pub(crate) struct Settings {
     pub(crate) class_count: usize,
     /// Idle time after which a cached chunk is freed.
     pub(crate) idle_release: Duration,
+    /// Decay time of freed memory kept resident for reuse (at most `idle_release`); zero:
+    /// eager.
+    pub(crate) decay_time: Duration,
     /// Zero released regions.
     pub(crate) zero_on_release: bool,
     /// Poison released regions and check on reuse.
@@ -572,6 +614,20 @@ impl Settings {
     /// one; saturating for durations past `u64::MAX` nanoseconds).
     pub(crate) fn sweep_period_ns(&self) -> u64 {
         (self.idle_release.as_nanos() / 4).clamp(1, u64::MAX as u128) as u64
+    }
+
+    /// `decay_time` in nanoseconds, saturating (0: the eager policy).
+    pub(crate) fn decay_ns(&self) -> u64 {
+        self.decay_time.as_nanos().min(u64::MAX as u128) as u64
+    }
+
+    /// How often the decay of retained memory is looked at: a quarter of `decay_time`, at
+    /// least a millisecond (0 with the eager policy, where the idle sweep purges).
+    pub(crate) fn decay_period_ns(&self) -> u64 {
+        match self.decay_ns() {
+            0 => 0,
+            d => (d / 4).max(1_000_000),
+        }
     }
 
     /// `idle_release` in nanoseconds, saturating.

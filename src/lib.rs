@@ -72,6 +72,7 @@ mod os;
 mod parked;
 mod ready;
 mod recv;
+mod retention;
 mod size_class;
 mod stats;
 mod sync;

@@ -34,6 +34,7 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 
 use crate::error::AllocError;
+use crate::retention;
 use crate::sync::{self, AtomicUsize, Mutex, Ordering::*};
 
 /// The size of a span: the mapping small chunks are carved from.
@@ -148,6 +149,8 @@ struct Span {
     free: [u64; MAX_SLOTS / 64],
     /// Bit `i` set: slot `i` is free and still committed (not decommitted since it was used).
     dirty: [u64; MAX_SLOTS / 64],
+    /// When each dirty slot was freed (`now_ns`), for the decay (module `retention`).
+    dirty_since: Box<[u64]>,
 }
 
 // SAFETY: a span describes address space its `Memory` owns; it is only read or written
@@ -164,15 +167,61 @@ struct SpanTable {
     dirty_bytes: usize,
     /// Bytes of span slots allocated (chunks in use or cached).
     in_use: usize,
+    /// Mappings of their own (large chunks, large unpooled buffers) given back and kept
+    /// resident for reuse while they decay: `(address, length, freed at)`.
+    kept: Vec<(NonNull<u8>, usize, u64)>,
+}
+
+// SAFETY: the kept mappings are address space this `Memory` owns and nothing else refers to
+// (their blocks were given back); the table is only read or written under its lock.
+unsafe impl Send for SpanTable {}
+
+/// One thing kept resident for reuse, as [`Memory::give_back`] sees it.
+#[derive(Clone, Copy)]
+enum Piece {
+    /// A dirty slot of a span.
+    Slot(NonNull<Span>, u32),
+    /// A kept mapping, by its index in `SpanTable::kept`.
+    Kept(usize),
+}
+
+/// What [`Memory::give_back`]'s chooser answers: every piece, or the first `n` (oldest).
+enum Choice {
+    All,
+    First(usize),
+}
+
+impl From<bool> for Choice {
+    fn from(all: bool) -> Choice {
+        if all {
+            Choice::All
+        } else {
+            Choice::First(0)
+        }
+    }
+}
+
+impl From<usize> for Choice {
+    fn from(n: usize) -> Choice {
+        Choice::First(n)
+    }
 }
 
 /// Where one allocator's memory comes from and goes back to.
 #[derive(Debug)]
 pub(crate) struct Memory {
     source: MemorySource,
-    /// The most bytes of free span slots kept committed until the next purge.
+    /// The most bytes of free span slots kept committed until the next purge, with the
+    /// eager policy (`decay_ns == 0`).
     dirty_budget: usize,
+    /// The decay time of freed memory kept resident for reuse (module `retention`); 0: the
+    /// eager policy (slots within `dirty_budget` kept until the next purge, the rest
+    /// decommitted at once; mappings unmapped at once).
+    decay_ns: u64,
     spans: Mutex<SpanTable>,
+    /// Bytes kept resident for reuse: dirty span slots and kept mappings (a mirror of the
+    /// table's figures, for `Stats` without the lock).
+    retained: AtomicUsize,
     /// Bytes of address space mapped now (spans, empty ones included, and direct mappings).
     mapped: AtomicUsize,
 }
@@ -192,14 +241,30 @@ impl Memory {
     /// A source of memory that keeps up to `dirty_budget` bytes of freed chunk slots
     /// committed until the next purge. `source` must be supported on this platform (checked
     /// by the builder).
-    pub(crate) fn new(source: MemorySource, dirty_budget: usize) -> Memory {
+    /// With `decay_ns` non-zero, freed slots and mappings are instead kept resident and
+    /// given back by age ([`Memory::decay`]).
+    pub(crate) fn new(source: MemorySource, dirty_budget: usize, decay_ns: u64) -> Memory {
         debug_assert!(source.is_supported());
         Memory {
             source,
             dirty_budget,
+            decay_ns,
             spans: Mutex::new(SpanTable::default()),
+            retained: AtomicUsize::new(0),
             mapped: AtomicUsize::new(0),
         }
+    }
+
+    /// Bytes kept resident for reuse now: free span slots still committed and mappings kept
+    /// after their buffer or chunk was given back.
+    pub(crate) fn retained(&self) -> usize {
+        self.retained.load(Relaxed)
+    }
+
+    /// Updates the `retained` mirror from the table (under its lock).
+    fn mirror(&self, t: &SpanTable) {
+        let kept: usize = t.kept.iter().map(|k| k.1).sum();
+        self.retained.store(t.dirty_bytes + kept, Relaxed);
     }
 
     /// Bytes of address space this memory holds mapped now.
@@ -249,6 +314,15 @@ impl Memory {
                 unsafe { sync::dealloc(block.ptr.as_ptr(), layout) };
             }
             Kind::Mapped { len } => {
+                if self.decay_ns != 0 {
+                    // Kept resident for the next block of about its size, until it decays.
+                    let now = now_ns();
+                    self.spans.with(|t| {
+                        t.kept.push((block.ptr, len, now));
+                        self.mirror(t);
+                    });
+                    return;
+                }
                 // SAFETY: a mapping of `len` bytes made by `map_direct`, unused now.
                 unsafe { sys::unmap(block.ptr, len) };
                 self.unaccount(len);
@@ -258,10 +332,14 @@ impl Memory {
                 // dirty and free at once under the lock; beyond it, it is decommitted first,
                 // while it is still marked in use (once it is free, another thread may take it
                 // and write into it), and marked free after.
+                // With decay, every freed slot is kept; `decay` gives them back by age.
                 let bytes = block.bytes;
+                let now = if self.decay_ns != 0 { now_ns() } else { 0 };
                 let mut result = self.spans.with(|t| {
                     t.in_use -= bytes;
-                    if t.dirty_bytes + bytes > self.dirty_budget + t.in_use / DIRTY_SHARE {
+                    if self.decay_ns == 0
+                        && t.dirty_bytes + bytes > self.dirty_budget + t.in_use / DIRTY_SHARE
+                    {
                         return None;
                     }
                     t.dirty_bytes += bytes;
@@ -269,12 +347,19 @@ impl Memory {
                     // table's lock is held.
                     let s = unsafe { &mut *span.as_ptr() };
                     s.dirty[slot as usize / 64] |= 1 << (slot % 64);
-                    Some(Self::release_slot(t, span, slot))
+                    s.dirty_since[slot as usize] = now;
+                    let released = Self::release_slot(t, span, slot, self.decay_ns != 0);
+                    self.mirror(t);
+                    Some(released)
                 });
                 if result.is_none() {
                     // SAFETY: the slot's memory is ours and unused.
                     unsafe { sys::decommit(block.ptr, bytes) };
-                    result = Some(self.spans.with(|t| Self::release_slot(t, span, slot)));
+                    result = Some(self.spans.with(|t| {
+                        let released = Self::release_slot(t, span, slot, self.decay_ns != 0);
+                        self.mirror(t);
+                        released
+                    }));
                 }
                 if let Some(Some(span)) = result {
                     self.unmap_span(&span);
@@ -284,14 +369,20 @@ impl Memory {
     }
 
     /// Marks `slot` of `span` free; if that empties the span and another span of its size is
-    /// empty too, takes the span out of the table (for the caller to unmap). Under the lock.
-    fn release_slot(t: &mut SpanTable, span: NonNull<Span>, slot: u32) -> Option<Box<Span>> {
+    /// empty too, takes the span out of the table (for the caller to unmap), unless it has
+    /// dirty slots and `decaying` (they are kept resident until they decay). Under the lock.
+    fn release_slot(
+        t: &mut SpanTable,
+        span: NonNull<Span>,
+        slot: u32,
+        decaying: bool,
+    ) -> Option<Box<Span>> {
         // SAFETY: the span outlives its allocated slots, and this is one; the table's lock is
         // held (the caller's `t`).
         let s = unsafe { &mut *span.as_ptr() };
         s.free[slot as usize / 64] |= 1 << (slot % 64);
         s.used -= 1;
-        if s.used != 0 {
+        if s.used != 0 || (decaying && s.dirty_bytes() != 0) {
             return None;
         }
         // Keep one empty span per size (the first one found), unmap the others.
@@ -309,15 +400,54 @@ impl Memory {
         Some(span)
     }
 
-    /// Decommits every dirty slot (the idle sweep, `trim()`, the close): free chunk memory
-    /// then costs address space only. Answers the bytes decommitted. A span this leaves
-    /// wholly free stays mapped until [`Memory::release_empty`], which every caller runs
-    /// next.
+    /// Gives back everything kept resident for reuse (`trim()`, the close, and the idle
+    /// sweep under the eager policy): every dirty slot is decommitted (free chunk memory then
+    /// costs address space only) and every kept mapping unmapped. Answers the bytes given
+    /// back. A span this leaves wholly free stays mapped until [`Memory::release_empty`],
+    /// which every caller runs next.
     pub(crate) fn purge(&self) -> usize {
-        // Take the dirty slots out (marked in use, so no thread takes one meanwhile), decommit
-        // them outside the lock, and give them back clean.
-        let taken: Vec<(NonNull<Span>, u32, NonNull<u8>, usize)> = self.spans.with(|t| {
-            let mut out = Vec::new();
+        self.give_back(|_| true)
+    }
+
+    /// The decay (the idle sweep, and the allocator's decay tick): gives back, oldest first,
+    /// what is kept beyond the allowance of the retention policy at `now` (module
+    /// `retention`), and everything at least the decay time old. Under the eager policy,
+    /// [`Memory::purge`]. Answers the bytes given back.
+    pub(crate) fn decay(&self, now: u64) -> usize {
+        if self.decay_ns == 0 {
+            return self.purge();
+        }
+        let decay = self.decay_ns;
+        self.give_back(|pieces: &[(usize, u64)]| {
+            let excess = retention::excess(pieces.iter().copied(), now, decay);
+            // The pieces come oldest first: give back a prefix that covers the excess, and
+            // every expired piece.
+            let mut covered = 0;
+            let mut n = 0;
+            for &(bytes, since) in pieces {
+                if covered >= excess && !retention::expired(since, now, decay) {
+                    break;
+                }
+                covered += bytes;
+                n += 1;
+            }
+            n
+        })
+    }
+
+    /// Gives back the oldest of what is kept: `choose` is shown every piece kept (dirty slot
+    /// or kept mapping) as `(bytes, freed at)`, oldest first, and answers how many of the
+    /// first to give back (`|_| true` style callers answer all: any `n` past the end is all).
+    fn give_back<F, R>(&self, choose: F) -> usize
+    where
+        F: FnOnce(&[(usize, u64)]) -> R,
+        R: Into<Choice>,
+    {
+        // Take the chosen dirty slots out (marked in use, so no thread takes one meanwhile)
+        // and the chosen mappings off the list; decommit and unmap outside the lock; give the
+        // slots back clean.
+        let (slots, maps) = self.spans.with(|t| {
+            let mut pieces: Vec<(u64, Piece)> = Vec::new();
             for s in t.sizes.iter_mut().flatten() {
                 for w in 0..s.dirty.len() {
                     let mut bits = s.dirty[w];
@@ -325,31 +455,80 @@ impl Memory {
                         let bit = bits.trailing_zeros();
                         bits &= bits - 1;
                         let slot = (w * 64) as u32 + bit;
+                        let since = s.dirty_since[slot as usize];
+                        pieces.push((since, Piece::Slot(NonNull::from(&**s), slot)));
+                    }
+                }
+            }
+            for (i, k) in t.kept.iter().enumerate() {
+                pieces.push((k.2, Piece::Kept(i)));
+            }
+            pieces.sort_by_key(|p| p.0);
+            let sizes: Vec<(usize, u64)> = pieces
+                .iter()
+                .map(|(since, p)| {
+                    let bytes = match *p {
+                        // SAFETY: a listed span, under the table's lock.
+                        Piece::Slot(span, _) => unsafe { span.as_ref() }.slot_bytes,
+                        Piece::Kept(i) => t.kept[i].1,
+                    };
+                    (bytes, *since)
+                })
+                .collect();
+            let n = match choose(&sizes).into() {
+                Choice::All => pieces.len(),
+                Choice::First(n) => n.min(pieces.len()),
+            };
+            let mut slots = Vec::new();
+            let mut kept_taken = Vec::new();
+            for (_, p) in &pieces[..n] {
+                match *p {
+                    Piece::Slot(span, slot) => {
+                        // SAFETY: a listed span, under the table's lock.
+                        let s = unsafe { &mut *span.as_ptr() };
+                        let (w, bit) = (slot as usize / 64, slot % 64);
                         s.dirty[w] &= !(1 << bit);
                         s.free[w] &= !(1 << bit);
                         s.used += 1;
+                        t.dirty_bytes -= s.slot_bytes;
                         // SAFETY: `slot < slots`: inside the span's mapping.
                         let ptr = unsafe {
                             NonNull::new_unchecked(
                                 s.base.as_ptr().add(slot as usize * s.slot_bytes),
                             )
                         };
-                        out.push((NonNull::from(&**s), slot, ptr, s.slot_bytes));
+                        slots.push((span, slot, ptr, s.slot_bytes));
                     }
+                    Piece::Kept(i) => kept_taken.push(i),
                 }
             }
-            t.dirty_bytes = 0;
-            out
+            kept_taken.sort_unstable();
+            let maps: Vec<(NonNull<u8>, usize)> = kept_taken
+                .iter()
+                .rev()
+                .map(|&i| {
+                    let k = t.kept.swap_remove(i);
+                    (k.0, k.1)
+                })
+                .collect();
+            self.mirror(t);
+            (slots, maps)
         });
         let mut bytes = 0;
-        for &(_, _, ptr, len) in &taken {
+        for &(_, _, ptr, len) in &slots {
             // SAFETY: a free slot taken out of its span: nobody refers to its memory.
             unsafe { sys::decommit(ptr, len) };
             bytes += len;
         }
-        if !taken.is_empty() {
+        for &(ptr, len) in &maps {
+            // SAFETY: a kept mapping taken off the list: nobody refers to its memory.
+            unsafe { sys::unmap(ptr, len) };
+            self.unaccount(len);
+            bytes += len;
+        }
+        if !slots.is_empty() {
             self.spans.with(|_t| {
-                for &(span, slot, _, _) in &taken {
+                for &(span, slot, _, _) in &slots {
                     // SAFETY: the span lives: the slot taken out keeps it from being unmapped;
                     // the table's lock is held.
                     let s = unsafe { &mut *span.as_ptr() };
@@ -361,14 +540,16 @@ impl Memory {
         bytes
     }
 
-    /// Unmaps the spans kept empty; answers the bytes of address space released.
+    /// Unmaps the spans kept empty, but with decay not those with dirty slots (kept resident
+    /// while they decay; [`Memory::purge`] before this leaves none); answers the bytes of
+    /// address space released.
     pub(crate) fn release_empty(&self) -> usize {
         let empties: Vec<Box<Span>> = self.spans.with(|t| {
             let mut out = Vec::new();
             for list in t.sizes.iter_mut() {
                 let mut i = 0;
                 while i < list.len() {
-                    if list[i].used == 0 {
+                    if list[i].used == 0 && (self.decay_ns == 0 || list[i].dirty_bytes() == 0) {
                         let span = list.swap_remove(i);
                         t.dirty_bytes -= span.dirty_bytes();
                         out.push(span);
@@ -377,6 +558,7 @@ impl Memory {
                     }
                 }
             }
+            self.mirror(t);
             out
         });
         let n = empties.len() * SPAN_BYTES;
@@ -400,6 +582,7 @@ impl Memory {
                 if let Some(b) = t.sizes[k].iter_mut().find_map(|s| s.take_dirty_slot()) {
                     t.dirty_bytes -= b.bytes;
                     t.in_use += b.bytes;
+                    self.mirror(t);
                     return Some(b);
                 }
             }
@@ -423,6 +606,7 @@ impl Memory {
             used: 0,
             free: [0; MAX_SLOTS / 64],
             dirty: [0; MAX_SLOTS / 64],
+            dirty_since: vec![0; slots as usize].into_boxed_slice(),
         });
         for i in 0..slots {
             span.free[i as usize / 64] |= 1 << (i % 64);
@@ -439,6 +623,30 @@ impl Memory {
         let len = bytes
             .checked_next_multiple_of(sys::page_size())
             .ok_or(AllocError::CapacityOverflow { requested: bytes })?;
+        if self.decay_ns != 0 {
+            // A kept mapping of the length, or up to an eighth longer (the smallest such):
+            // its pages are resident, so the buffer or chunk is not faulted in again. The
+            // tail past `bytes` is never touched through this block.
+            let reused = self.spans.with(|t| {
+                let fit = t
+                    .kept
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, k)| k.1 >= len && k.1 - len <= len / 8)
+                    .min_by_key(|(_, k)| k.1)
+                    .map(|(i, _)| i)?;
+                let k = t.kept.swap_remove(fit);
+                self.mirror(t);
+                Some(k)
+            });
+            if let Some((ptr, len, _)) = reused {
+                return Ok(Block {
+                    ptr,
+                    bytes,
+                    kind: Kind::Mapped { len },
+                });
+            }
+        }
         let ptr = sys::map(len).ok_or(AllocError::System { size: bytes })?;
         self.account(len);
         Ok(Block {
@@ -470,6 +678,7 @@ impl Drop for Memory {
     /// Every chunk has been given back by now (chunks keep their allocator alive): unmap the
     /// spans kept empty.
     fn drop(&mut self) {
+        self.purge();
         self.release_empty();
         debug_assert_eq!(self.mapped(), 0, "a span outlived its allocator");
     }
@@ -751,7 +960,7 @@ mod tests {
 
     #[test]
     fn spans_carve_chunks_and_unmap_when_empty() {
-        let m = Memory::new(MemorySource::Os, 0);
+        let m = Memory::new(MemorySource::Os, 0, 0);
         let blocks: Vec<Block> = (0..300).map(|_| m.alloc_chunk(16 << 10).unwrap()).collect();
         // 256 chunks of 16 KiB per span: two spans.
         assert_eq!(m.mapped(), 2 * SPAN_BYTES);
@@ -778,9 +987,117 @@ mod tests {
         assert_eq!(m.mapped(), 0);
     }
 
+    /// Fault counter of the calling process (minor faults), for the reuse tests.
+    fn minor_faults() -> u64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").expect("procfs");
+        // Field 10 (minflt), counted after the command name's closing parenthesis.
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        rest.split(' ')
+            .nth(7)
+            .expect("minflt")
+            .parse()
+            .expect("a number")
+    }
+
+    /// With decay, a large mapping given back is kept resident and the next block of its
+    /// size (or up to an eighth smaller) reuses it without faulting its pages in again; one
+    /// of a very different size does not. Everything goes back at the decay time, and at once
+    /// with `purge`.
+    #[test]
+    fn kept_mappings_are_reused_and_decay() {
+        const MIB: usize = 1 << 20;
+        let decay = 200_000_000; // 200 ms
+        let m = Memory::new(MemorySource::Os, 0, decay);
+        let a = m.alloc_unpooled(4 * MIB).unwrap();
+        let p = a.ptr();
+        // SAFETY: ours: touch every page.
+        unsafe { p.as_ptr().write_bytes(7, 4 * MIB) };
+        // SAFETY: from `m`, unused.
+        unsafe { m.free(a) };
+        assert_eq!(m.retained(), 4 * MIB);
+        assert_eq!(m.mapped(), 4 * MIB, "kept, not unmapped");
+        let before = minor_faults();
+        let b = m.alloc_unpooled(4 * MIB - 64 * 1024).unwrap();
+        assert_eq!(b.ptr(), p, "the kept mapping is reused");
+        // SAFETY: ours (its `bytes` are within the mapping).
+        unsafe { b.ptr().as_ptr().write_bytes(9, b.bytes()) };
+        let faults = minor_faults() - before;
+        assert!(
+            faults < 64,
+            "{faults} page faults touching a reused 4 MiB mapping"
+        );
+        assert_eq!(m.retained(), 0);
+        // A much smaller block does not take it.
+        // SAFETY: from `m`, unused.
+        unsafe { m.free(b) };
+        let c = m.alloc_unpooled(2 * MIB).unwrap();
+        assert_ne!(c.ptr(), p);
+        assert_eq!(m.retained(), 4 * MIB);
+        // SAFETY: from `m`, unused.
+        unsafe { m.free(c) };
+        assert_eq!(m.retained(), 6 * MIB);
+        // Not yet at the decay curve's start, all of it at the decay time.
+        let now = now_ns();
+        assert_eq!(m.decay(now), 0, "nothing goes back at once");
+        assert_eq!(m.decay(now + decay + 1), 6 * MIB);
+        assert_eq!((m.retained(), m.mapped()), (0, 0));
+        // `purge` gives back everything whatever its age.
+        let d = m.alloc_unpooled(4 * MIB).unwrap();
+        // SAFETY: from `m`, unused.
+        unsafe { m.free(d) };
+        assert_eq!(m.purge(), 4 * MIB);
+        assert_eq!(m.mapped(), 0);
+    }
+
+    /// With decay, freed span slots all stay committed (whatever the eager budget), a new
+    /// chunk takes one back, and they go back gradually: about half at half the decay time,
+    /// oldest first, and all at the decay time; the spans they emptied then go too.
+    #[test]
+    fn dirty_slots_decay_by_age() {
+        let decay = 1_000_000_000; // 1 s, on the clock passed in
+        let m = Memory::new(MemorySource::Os, 0, decay);
+        let blocks: Vec<Block> = (0..512).map(|_| m.alloc_chunk(64 << 10).unwrap()).collect();
+        for b in &blocks {
+            // SAFETY: ours: make the slot resident.
+            unsafe { b.ptr().as_ptr().write_bytes(1, b.bytes()) };
+        }
+        let mapped = m.mapped();
+        for b in blocks {
+            // SAFETY: from `m`, unused.
+            unsafe { m.free(b) };
+        }
+        assert_eq!(m.retained(), 512 * (64 << 10), "every freed slot kept");
+        assert_eq!(
+            m.mapped(),
+            mapped,
+            "the emptied spans stay while they hold dirty slots"
+        );
+        assert_eq!(m.release_empty(), 0, "nor does release_empty unmap them");
+        let t0 = now_ns();
+        assert_eq!(m.decay(t0), 0);
+        let half = m.decay(t0 + decay / 2);
+        let total = 512 * (64 << 10);
+        assert!(
+            half.abs_diff(total / 2) <= total / 16,
+            "about half at half the decay time: {half} of {total}"
+        );
+        let again = m.alloc_chunk(64 << 10).unwrap();
+        assert_eq!(
+            m.retained(),
+            total - half - (64 << 10),
+            "a dirty slot is reused"
+        );
+        // SAFETY: from `m`, unused.
+        unsafe { m.free(again) };
+        m.decay(t0 + 2 * decay);
+        assert_eq!(m.retained(), 0);
+        m.release_empty();
+        assert_eq!(m.mapped(), 0);
+    }
+
     #[test]
     fn freed_slots_read_as_zero_and_are_reused() {
-        let m = Memory::new(MemorySource::Os, 0);
+        let m = Memory::new(MemorySource::Os, 0, 0);
         let a = m.alloc_chunk(64 << 10).unwrap();
         let p = a.ptr();
         // SAFETY: ours.
@@ -798,7 +1115,7 @@ mod tests {
 
     #[test]
     fn large_chunks_and_unpooled_buffers_map_directly() {
-        let m = Memory::new(MemorySource::Os, 0);
+        let m = Memory::new(MemorySource::Os, 0, 0);
         let big = m.alloc_chunk(SPAN_BYTES).unwrap();
         let unpooled = m.alloc_unpooled((DIRECT_MIN) + 16).unwrap();
         let small = m.alloc_unpooled(4096).unwrap();
@@ -817,7 +1134,7 @@ mod tests {
 
     #[test]
     fn dirty_slots_are_reused_first_and_purged() {
-        let m = Memory::new(MemorySource::Os, 64 << 10);
+        let m = Memory::new(MemorySource::Os, 64 << 10, 0);
         let a = m.alloc_chunk(16 << 10).unwrap();
         let b = m.alloc_chunk(16 << 10).unwrap();
         let c = m.alloc_chunk(16 << 10).unwrap();
@@ -868,7 +1185,7 @@ mod tests {
     /// checks it before giving it back, so a slot handed to two holders at once is caught.
     #[test]
     fn concurrent_takes_and_frees_never_share_a_slot() {
-        let m = std::sync::Arc::new(Memory::new(MemorySource::Os, 256 << 10));
+        let m = std::sync::Arc::new(Memory::new(MemorySource::Os, 256 << 10, 0));
         let threads: Vec<_> = (0..4u8)
             .map(|t| {
                 let m = m.clone();

@@ -76,6 +76,16 @@ pub struct Stats {
     /// (see `docs/TUNING.md`, "Spotting pinning"). Exact when threads are quiet; zero when
     /// no buffer is split.
     pub pinned_bytes: usize,
+    /// Bytes the application freed that are kept resident for reuse beyond the cache, and go
+    /// back to the system gradually as they age (see
+    /// [`Builder::decay_time`](crate::Builder::decay_time)): the span slots of chunks given
+    /// back (still committed), and the mappings of large buffers and large chunks given back.
+    /// Not part of `allocated_bytes` (that memory is free from the pool's point of view, and
+    /// an allocation may take it); part of the process's resident memory until it decays or
+    /// `trim()` runs. Bounded by recent demand: it is what buffers held shortly before. Zero
+    /// with `decay_time(0)` (but for the slots the eager policy keeps until the next sweep)
+    /// and with [`MemorySource::GlobalAllocator`](crate::MemorySource::GlobalAllocator).
+    pub retained_bytes: usize,
 }
 
 impl Stats {
@@ -97,7 +107,8 @@ impl fmt::Display for Stats {
         write!(
             f,
             "allocated {} B in {} chunks ({} B cached, {} parked), {} live buffers of {} B, \
-             {} magazines; pinned {} B; chunks allocated/released {}/{}, unpooled {}, mapped {} B",
+             {} magazines; pinned {} B; chunks allocated/released {}/{}, unpooled {}, mapped {} B, \
+             retained {} B",
             self.allocated_bytes,
             self.chunks,
             self.cached_bytes,
@@ -109,7 +120,8 @@ impl fmt::Display for Stats {
             self.chunk_allocations,
             self.chunk_releases,
             self.unpooled_allocations,
-            self.mapped_bytes
+            self.mapped_bytes,
+            self.retained_bytes
         )
     }
 }
@@ -305,6 +317,7 @@ impl Counters {
             parked_chunks: 0,
             mapped_bytes: 0,
             pinned_bytes: self.pinned_bytes.load(Relaxed),
+            retained_bytes: 0,
         }
     }
 }

@@ -51,6 +51,7 @@ impl Shared {
     /// every magazine operation.
     pub(super) fn maybe_sweep(&self) {
         let now = os::now_ns();
+        self.maybe_decay(now);
         let due = self.next_sweep.load(Relaxed);
         if now < due
             || self
@@ -68,6 +69,29 @@ impl Shared {
         self.sweep(now);
     }
 
+    /// The decay of memory kept resident for reuse (module `retention`), if due: every
+    /// quarter of `decay_time`, on the same slow paths as the sweep. Takes only the span
+    /// table's lock, never a magazine's gate or the maintenance lock, so it is cheap enough to
+    /// run far more often than the sweep.
+    fn maybe_decay(&self, now: u64) {
+        let period = self.settings.decay_period_ns();
+        if period == 0 {
+            return;
+        }
+        let due = self.next_decay.load(Relaxed);
+        if now < due
+            || self
+                .next_decay
+                .compare_exchange(due, now.saturating_add(period), Relaxed, Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        if self.memory.decay(now) > 0 {
+            self.memory.release_empty();
+        }
+    }
+
     /// The idle sweep: gives back what has been idle for `idle_release` (cached chunks, and
     /// empty chunks in any magazine: stamped at one sweep, taken at a later one) and the spans
     /// kept empty. Skipped if another thread is sweeping or trimming.
@@ -82,7 +106,8 @@ impl Shared {
             self.central
                 .take_expired(now, idle_ns, &self.counters, &mut idle);
             Self::free_all(idle);
-            self.memory.purge();
+            // What the chunks freed leave in the spans (and the mappings given back) decays.
+            self.memory.decay(now);
             self.memory.release_empty();
         });
     }

@@ -1,0 +1,151 @@
+//! The retention policy: what freed memory is kept resident for reuse, and for how long.
+//!
+//! Owns: the decay curve and the decisions made with it, as pure functions of ages and sizes
+//! on a clock the caller passes in (nanoseconds of `os::now_ns` in the crate, any numbers in
+//! the tests). No state, no lock, no `unsafe`: the rooms that hold memory (`os`'s span table
+//! and its retained mappings) keep the stamps and ask here what to give back. May import:
+//! nothing of ours.
+//!
+//! # Decay, not purge
+//! Memory the application frees and the pool does not cache (a span slot of a chunk given
+//! back, a mapping of a large unpooled buffer) used to go back to the system at the next
+//! sweep (slots) or at once (mappings), so demand that came back soon after faulted every
+//! page in again: 4 MiB buffers 43-50x slower than `Vec`, a 64 MiB burst 6.7x. Now each such
+//! piece is kept, stamped with the time it was freed, and goes back gradually as it ages, the
+//! way jemalloc's `dirty_decay_ms` works: of the bytes freed at time `t`, the fraction still
+//! allowed to stay resident at `now` is `h((now - t) / decay_time)`, where `h` falls from 1 to 0
+//! along a smoothstep (slow at first, so a burst that recurs within a fraction of the decay
+//! time finds almost all of its memory; slow at the end, so the tail goes out gently), and is
+//! 0 from `decay_time` on. The holder sums the allowance over what it keeps and gives back
+//! the oldest pieces until it keeps no more than that sum ([`excess`]). So after a burst the
+//! memory comes back over `decay_time`, never all at one sweep, and all of it is gone
+//! `decay_time` after the last free (plus the time until the next look: see the holders).
+//!
+//! `decay_time == 0` is the eager policy: nothing is kept past the moment it is freed.
+//!
+//! The idle bound of the memory work still holds: the decay time is at most `idle_release`
+//! (the builder refuses more), so once idle for `idle_release` nothing decaying is kept.
+
+/// The fraction of freed bytes still allowed to stay resident at `age` nanoseconds after they
+/// were freed, with a decay time of `decay` nanoseconds, in parts of [`ONE`]: [`ONE`] at age
+/// 0, falling along a smoothstep to 0 at `decay` and after. With `decay == 0`, 0 at every age.
+pub(crate) fn allowance(age: u64, decay: u64) -> u64 {
+    if decay == 0 || age >= decay {
+        return 0;
+    }
+    // x = age / decay in parts of ONE; smoothstep s(x) = 3x^2 - 2x^3; h = 1 - s(x).
+    let x = ((age as u128 * ONE as u128) / decay as u128) as u64;
+    let x2 = x * x / ONE;
+    let x3 = x2 * x / ONE;
+    let s = (3 * x2).saturating_sub(2 * x3).min(ONE);
+    ONE - s
+}
+
+/// The unit of [`allowance`]: 1.0.
+pub(crate) const ONE: u64 = 1 << 16;
+
+/// How many bytes to give back now, of pieces kept resident for reuse: `pieces` yields each
+/// piece's `(bytes, freed_at)`; the answer is what the holder keeps beyond the sum of the
+/// pieces' allowances at `now` (see the module doc). The holder gives back its oldest pieces
+/// first until it has given back at least that much.
+pub(crate) fn excess(
+    pieces: impl IntoIterator<Item = (usize, u64)>,
+    now: u64,
+    decay: u64,
+) -> usize {
+    let mut kept: u128 = 0;
+    let mut allowed: u128 = 0;
+    for (bytes, freed_at) in pieces {
+        kept += bytes as u128;
+        let age = now.saturating_sub(freed_at);
+        allowed += bytes as u128 * allowance(age, decay) as u128 / ONE as u128;
+    }
+    kept.saturating_sub(allowed).min(usize::MAX as u128) as usize
+}
+
+/// Whether a piece freed at `freed_at` must be given back at `now` whatever the curve says:
+/// it is at least `decay` old (the curve is 0 there; also what keeps the idle bound).
+pub(crate) fn expired(freed_at: u64, now: u64, decay: u64) -> bool {
+    now.saturating_sub(freed_at) >= decay
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn the_curve_falls_from_one_to_zero_over_the_decay_time() {
+        let d = 1000 * MS;
+        assert_eq!(allowance(0, d), ONE);
+        assert_eq!(allowance(d, d), 0);
+        assert_eq!(allowance(5 * d, d), 0);
+        // Half-way, a smoothstep is at one half.
+        let half = allowance(d / 2, d);
+        assert!(half.abs_diff(ONE / 2) <= 2, "{half}");
+        // Monotonic, and flat at both ends (a burst that recurs soon finds nearly all).
+        let mut last = ONE;
+        for i in 0..=100 {
+            let a = allowance(i * d / 100, d);
+            assert!(a <= last, "not monotonic at {i}%");
+            last = a;
+        }
+        assert!(allowance(d / 20, d) > ONE * 99 / 100);
+        assert!(allowance(d * 19 / 20, d) < ONE / 100);
+    }
+
+    #[test]
+    fn zero_decay_keeps_nothing() {
+        assert_eq!(allowance(0, 0), 0);
+        assert_eq!(excess([(4096, 10)], 10, 0), 4096);
+        assert!(expired(10, 10, 0));
+    }
+
+    /// A fake clock: a burst of pieces freed at once keeps all of them at first, gives back
+    /// about half at half the decay time, and all of them at the decay time.
+    #[test]
+    fn a_burst_decays_gradually_on_a_fake_clock() {
+        let d = 1000 * MS;
+        let burst: Vec<(usize, u64)> = (0..64).map(|_| (1 << 20, 5 * MS)).collect();
+        let at = |t: u64| excess(burst.iter().copied(), 5 * MS + t, d);
+        assert_eq!(at(0), 0, "nothing goes back at once");
+        assert!(
+            at(d / 10) < 4 << 20,
+            "within a tenth, almost all is kept: {}",
+            at(d / 10)
+        );
+        let mid = at(d / 2);
+        assert!(
+            mid.abs_diff(32 << 20) < 1 << 20,
+            "about half at half-time: {mid}"
+        );
+        assert_eq!(at(d), 64 << 20, "everything at the decay time");
+        for i in 0..20 {
+            assert!(at(i * d / 20) <= at((i + 1) * d / 20), "monotonic");
+        }
+    }
+
+    /// Pieces freed at different times: the old ones are the excess, the fresh ones stay.
+    #[test]
+    fn older_pieces_go_first() {
+        let d = 100 * MS;
+        let pieces = [(1000, 0), (1000, 90 * MS), (1000, 200 * MS)];
+        // At 200 ms: the first is past the decay time (allowance 0), the second is 110 ms
+        // old (0), the third fresh (1).
+        assert_eq!(excess(pieces, 200 * MS, d), 2000);
+        assert!(expired(0, 200 * MS, d));
+        assert!(!expired(200 * MS, 250 * MS, d));
+    }
+
+    /// The idle bound: whatever was freed, nothing is allowed past the decay time.
+    #[test]
+    fn nothing_is_kept_past_the_decay_time() {
+        let d = 300 * MS;
+        let pieces: Vec<(usize, u64)> =
+            (0..1000).map(|i| (4096 * (i + 1), i as u64 * MS)).collect();
+        let last = 999 * MS;
+        let total: usize = pieces.iter().map(|p| p.0).sum();
+        assert_eq!(excess(pieces.iter().copied(), last + d, d), total);
+    }
+}
