@@ -8,14 +8,20 @@
 //! split_off, freeze, clone, drop (here, on a thread that never allocates, or on a worker
 //! thread), `trim()` and `trim_thread()` from those threads, `allocate_with` whose initialiser
 //! writes, grows, splits, freezes, allocates, trims and drops and then succeeds, fails or
-//! panics, hand-offs of buffers allocated by the worker (which then exits or stays), and
+//! panics, hand-offs of buffers allocated by the worker (which then exits or stays),
 //! dropping an allocator's last handle while its buffers live, after which they are grown,
-//! cloned and dropped. After every step the model checks every live handle's bytes and
-//! `stats()` (live regions and bytes exactly, magazines, the memory limit, the cache bound,
-//! what a trim and a close leave); at the end everything is dropped and every byte must come
-//! back. A failure shrinks to a short sequence (proptest removes and simplifies operations)
-//! and its seed is kept in `proptest-regressions/`, which is checked in and replayed first on
-//! every run.
+//! cloned and dropped, and waiters (`ready()` futures) with hostile wakers, which allocate,
+//! drop a handle, trim, `trim_thread()` or poll another `ready()` from wherever the pool wakes
+//! them (in a debug build the pool asserts that no waker runs inside its critical sections).
+//! After every step the model checks every live handle's bytes and `stats()` (live regions
+//! and bytes exactly, magazines, the memory limit, the cache bound, what a trim and a close
+//! leave); at the end everything is dropped and every byte must come back. A failure shrinks
+//! to a short sequence (proptest removes and simplifies operations) and its seed is kept in
+//! `proptest-regressions/`, which is checked in and replayed first on every run.
+//!
+//! `hostile_wakers_reach_the_pool` pins four short sequences in which a waiter's waker fires
+//! where the review of 2026-12-07 found wakers running inside the pool's critical sections
+//! (each fails in a debug build if the wake-ups are not deferred).
 //!
 //! Cases: 256 in a debug build (about 3 s), 8192 in a release build (about 15 s;
 //! `PROPTEST_CASES` overrides both), 4 under Miri (about 30 s); of up to 64 operations each
@@ -26,7 +32,9 @@ mod ops;
 
 use std::sync::Mutex;
 
-use ops::{Depth, Harness, InitEnd, InitStep, Op, Setup, Who, MAX_BATCH, MAX_STEPS, SETUPS};
+use ops::{
+    Depth, Harness, InitEnd, InitStep, Op, Setup, WakeAction, Who, MAX_BATCH, MAX_STEPS, SETUPS,
+};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -66,6 +74,16 @@ fn init_step() -> impl Strategy<Value = InitStep> {
     ]
 }
 
+fn wake_action() -> impl Strategy<Value = WakeAction> {
+    prop_oneof![
+        3 => raw_size().prop_map(WakeAction::AllocDrop),
+        3 => any::<u8>().prop_map(WakeAction::DropVictim),
+        2 => Just(WakeAction::Trim),
+        1 => Just(WakeAction::TrimThread),
+        2 => raw_size().prop_map(WakeAction::PollReady),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let handle = any::<u8>();
     let pool = any::<u8>();
@@ -93,6 +111,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (pool, prop::collection::vec(raw_size(), 1..=MAX_BATCH), any::<bool>())
             .prop_map(|(pool, raws, exit)| Op::HandOff { pool, raws, exit }),
         1 => Just(Op::WorkerExit),
+        2 => (pool, any::<u32>(), wake_action())
+            .prop_map(|(pool, need, action)| Op::Wait { pool, need, action }),
     ]
 }
 
@@ -292,5 +312,97 @@ fn defects_of_the_review_stay_fixed() {
         }
         h.finish();
         eprintln!("defect {name}: passes");
+    }
+}
+
+/// The operation language reaches the defects of the review of 2026-12-07 (wakers run inside
+/// the pool's critical sections; `tests/hostile_wakers.rs` has their reproducers), each with a
+/// waiter whose waker fires where the review found it: on a retirement inside the owner's gate
+/// (the waker drops a buffer, or trims), inside `trim()` (it polls a `ready()`), and while the
+/// allocator closes (it trims). With the wake-ups not deferred each sequence fails in a debug
+/// build (the pool asserts that no waker runs inside a critical section; without it: a
+/// deadlock, or what Miri reports). Each must run its waker's action.
+#[test]
+fn hostile_wakers_reach_the_pool() {
+    let _alone = alone();
+    let cases: Vec<(&str, (u8, u8), Vec<Op>)> = vec![
+        // Corner 0: 4 KiB chunks, no idle chunk kept per thread (an emptied chunk retires to
+        // the cache from inside the release, which notifies). The waiter waits for all of
+        // the limit (need 0 decodes to `max_memory`) while a buffer lives.
+        (
+            "a waker drops a buffer from inside a release",
+            (0, 0),
+            vec![
+                Op::Allocate(0, raw(100)),
+                Op::Allocate(0, raw(100 << 10)),
+                Op::Wait {
+                    pool: 0,
+                    need: 0,
+                    action: WakeAction::DropVictim(0),
+                },
+                Op::Allocate(0, raw(300)),
+                Op::Drop(1),
+            ],
+        ),
+        (
+            "a waker trims from inside a release",
+            (0, 0),
+            vec![
+                Op::Allocate(0, raw(100 << 10)),
+                Op::Wait {
+                    pool: 0,
+                    need: 0,
+                    action: WakeAction::Trim,
+                },
+                Op::Allocate(0, raw(300)),
+                Op::Drop(1),
+            ],
+        ),
+        // Corner 3: 4 KiB chunks, an 80 KiB limit, the default idle budget (an emptied chunk
+        // stays in the magazine until `trim()` frees it under the maintenance lock).
+        (
+            "a waker polls a ready() from inside trim()",
+            (3, 3),
+            vec![
+                Op::Allocate(0, raw(40 << 10)),
+                Op::Wait {
+                    pool: 0,
+                    need: 0,
+                    action: WakeAction::PollReady(raw(64 << 10)),
+                },
+                Op::Allocate(0, raw(100)),
+                Op::Drop(1),
+                Op::Trim(0, Who::Here),
+            ],
+        ),
+        (
+            "a waker trims while the allocator closes",
+            (3, 3),
+            vec![
+                Op::Allocate(0, raw(40 << 10)),
+                Op::Wait {
+                    pool: 0,
+                    need: 0,
+                    action: WakeAction::Trim,
+                },
+                Op::Allocate(0, raw(300)),
+                Op::Drop(1),
+                Op::DropAllocator(0, false),
+            ],
+        ),
+    ];
+    for (name, setups, ops) in cases {
+        let poison = !cfg!(miri);
+        let setups = [
+            Setup::corner(setups.0, poison),
+            Setup::corner(setups.1, poison),
+        ];
+        let mut h = Harness::new(setups, Depth::Full).alone();
+        for op in &ops {
+            h.apply(op);
+        }
+        assert_eq!(h.actions_run(), 1, "{name}: the waker's action ran");
+        h.finish();
+        eprintln!("hostile waker, {name}: passes");
     }
 }

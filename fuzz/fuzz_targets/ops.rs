@@ -10,16 +10,21 @@
 //! reserve, split_to, split_off, freeze, clone, drop here, on a thread that never allocates or
 //! on a worker thread, `trim()` and `trim_thread()` from those threads, `allocate_with` whose
 //! initialiser writes, grows, splits, freezes, allocates, trims and drops and then succeeds,
-//! fails or panics (caught), hand-offs from the worker (which then exits or stays), and
-//! dropping an allocator's last handle while its buffers live. After every operation every
-//! live handle's bytes are checked (in full for the handles it touched, sampled for the
-//! others; every handle in full when it is dropped), `stats()` must match the model exactly,
-//! and the limits, the magazines, what a trim or a close leaves, and zero-on-release must
-//! hold; at the end everything is dropped and every byte must come back, and the memory the
-//! process maps with it. The input is decoded with `arbitrary`.
+//! fails or panics (caught), hand-offs from the worker (which then exits or stays), dropping
+//! an allocator's last handle while its buffers live, and waiters (`ready()` futures) with
+//! hostile wakers that allocate, drop a handle, trim, `trim_thread()` or poll another
+//! `ready()` from wherever the pool wakes them. After every operation every live handle's
+//! bytes are checked (in full for the handles it touched, sampled for the others; every handle
+//! in full when it is dropped), `stats()` must match the model exactly, and the limits, the
+//! magazines, what a trim or a close leaves, and zero-on-release must hold; at the end
+//! everything is dropped and every byte must come back, and the memory the process maps with
+//! it. The input is decoded with `arbitrary` (the operation `Wait` was added as choices 18 and
+//! 19 of 20, so older corpus entries may decode to other sequences than they did; they remain
+//! seeds).
 //!
-//! cargo-fuzz builds with AddressSanitizer by default, so a use after free or a leak of
-//! system memory in the core (chunk headers, heap chunks) stops the run too.
+//! cargo-fuzz builds with AddressSanitizer and, unless `-O`, debug assertions by default, so a
+//! use after free or a leak of system memory in the core (chunk headers, heap chunks) stops
+//! the run too, and so does a waker run inside one of the pool's critical sections.
 
 #![no_main]
 
@@ -28,7 +33,7 @@ mod ops;
 
 use arbitrary::{Arbitrary, Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use ops::{Depth, Harness, InitEnd, InitStep, Op, Setup, Who, MAX_BATCH, MAX_STEPS};
+use ops::{Depth, Harness, InitEnd, InitStep, Op, Setup, WakeAction, Who, MAX_BATCH, MAX_STEPS};
 
 fn who(u: &mut Unstructured<'_>) -> Result<Who> {
     Ok(match u.int_in_range(0u8..=2)? {
@@ -65,9 +70,19 @@ fn init_step(u: &mut Unstructured<'_>) -> Result<InitStep> {
     })
 }
 
+fn wake_action(u: &mut Unstructured<'_>) -> Result<WakeAction> {
+    Ok(match u.int_in_range(0u8..=4)? {
+        0 => WakeAction::AllocDrop(u.arbitrary()?),
+        1 => WakeAction::DropVictim(u.arbitrary()?),
+        2 => WakeAction::Trim,
+        3 => WakeAction::TrimThread,
+        _ => WakeAction::PollReady(u.arbitrary()?),
+    })
+}
+
 impl<'a> Arbitrary<'a> for Op {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        Ok(match u.int_in_range(0u8..=17)? {
+        Ok(match u.int_in_range(0u8..=19)? {
             0 | 1 => Op::Allocate(u.arbitrary()?, u.arbitrary()?),
             2 => Op::Write(u.arbitrary()?),
             3 => Op::Reserve(u.arbitrary()?, u.arbitrary()?),
@@ -109,7 +124,12 @@ impl<'a> Arbitrary<'a> for Op {
                 }
             }
             16 => Op::WorkerExit,
-            _ => Op::Trim(u.arbitrary()?, Who::Here),
+            17 => Op::Trim(u.arbitrary()?, Who::Here),
+            _ => Op::Wait {
+                pool: u.arbitrary()?,
+                need: u.arbitrary()?,
+                action: wake_action(u)?,
+            },
         })
     }
 }

@@ -20,6 +20,25 @@
 //! worker, the worker's exit, and dropping an allocator's last handle while its buffers live,
 //! after which every allocation, growth and clone through it is served unpooled.
 //!
+//! And waiters with hostile wakers ([`Op::Wait`]): a `ready(need)` future, for a size that
+//! seldom fits, polled once with a waker that runs an action on the first wake-up, on whatever
+//! thread releases memory and from wherever in the pool that happens: it allocates and drops
+//! (on this thread only: the model follows the magazines of this thread and of the worker, and
+//! the remote thread must never allocate), drops a live handle that was moved into it (a
+//! *victim*), trims, `trim_thread()`s, or polls another `ready()`. Wakers are user code, which
+//! the pool must never run inside its own critical sections (`src/waiters.rs`, "Wakers run
+//! outside every critical section"); a debug build asserts it where a waker runs, so a path
+//! that the operations reach and that releases memory without deferring its wake-ups fails
+//! here, as a failed assertion, a model mismatch or a deadlock. The future is forgotten once polled (kept on the stack in
+//! `ManuallyDrop`: nothing leaks), so its registration outlives it. An action reaches its
+//! allocator through an *anchor*, a buffer of its own (a live region of the model) rather than
+//! a handle, so an armed waiter keeps no allocator open: wakers also run while an allocator
+//! closes, and after. What an action did (a handle dropped, a request made) is recorded in a
+//! shared queue that the model applies before it compares anything; at the end, and on a
+//! waiter that is ready at once, the harness disarms the waiters (takes the action out and
+//! drops it, victim and anchor included), so no reference cycle through the waiter registry
+//! is left.
+//!
 //! # The model
 //! A list of live handles, each with the region it keeps alive and the pattern its bytes must
 //! hold, and the set of live regions with their capacities and allocators. After every
@@ -35,14 +54,20 @@
 //!   close removes it);
 //! * after `trim()` from any thread: nothing cached, and every chunk left holds a live region
 //!   (`chunks <= live regions`; nothing at all held when nothing lives); `trim()`'s and
-//!   `trim_thread()`'s answers agree with the change in `allocated_bytes` and `cached_bytes`;
+//!   `trim_thread()`'s answers agree with the change in `allocated_bytes` and `cached_bytes`
+//!   (unless a waker's action ran meanwhile: it may allocate, trim or reclaim too; then only
+//!   the other checks hold, as after every operation);
 //! * a closed allocator (its last handle dropped) caches nothing, has no magazine, creates no
 //!   chunk (every allocation, growth and clone through it is unpooled, one unpooled allocation
 //!   each), and holds no chunk without a live region;
 //! * `allocate_with` that fails or panics leaves the live regions as the model says (the
 //!   buffer returned, whatever `init` kept alive still live); one whose `init` only wrote,
 //!   grew, split (dropping the pieces) and allocated-and-dropped through the same allocator
-//!   leaves no more memory held outside the cache than before;
+//!   leaves no more memory held outside the cache than before (unless a waker's action ran
+//!   meanwhile);
+//! * what a waker's action did is in the model before anything is compared: its victim's
+//!   bytes held their pattern when it dropped it, and `live_buffers`, `live_bytes`, the
+//!   magazines and the unpooled allocations through a closed allocator stay exact;
 //! * with `zero_on_release`: the spare capacity of every fresh region that lies where a
 //!   released buffer held data reads as zeros (or the poison byte when poisoning is on, which
 //!   takes precedence), except for free-list links: the first 4 bytes of a free segment hold
@@ -55,9 +80,10 @@
 //!   system, since new memory may lie where old written ranges were), so no byte read is
 //!   uninitialised.
 //!
-//! At the end every handle is dropped (here and on the remote thread): the first allocator, if
-//! open, must be quiet and `trim()` must give every byte back; the second, if open, is closed
-//! instead (its last handle dropped while one buffer lives), and a closed allocator must hold
+//! At the end the waiters are disarmed and every handle is dropped (here and on the remote
+//! thread): the first allocator, if open, must be quiet and `trim()` must give every byte
+//! back; the second, if open, is closed instead (its last handle dropped while one buffer
+//! lives), and a closed allocator must hold
 //! nothing at all once its last buffer drops, without any trim or thread exit (seen through a
 //! handle taken from that buffer). With [`Harness::alone`] (the process runs no other
 //! allocator meanwhile), `adaptive_pool::mapped_bytes()` must then be back where it started:
@@ -66,8 +92,13 @@
 #![allow(dead_code)]
 
 use std::any::Any;
+use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{mpsc, Once};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, Once, PoisonError};
+use std::task::{Context, Wake, Waker};
 use std::thread;
 use std::time::Duration;
 
@@ -118,6 +149,26 @@ pub enum InitStep {
     TrimThread { pool: u8, worker: bool },
     /// Drop one of the other live handles here.
     Drop(u8),
+}
+
+/// What a hostile waker ([`Op::Wait`]) does when it is first woken, on the thread that woke it
+/// (from inside whatever pool operation released memory). Handle operands pick a live handle
+/// as in [`Op`]; sizes are decoded by [`decode_size`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WakeAction {
+    /// Allocate `decode_size(raw)` bytes from the waiter's allocator, write them and drop the
+    /// buffer at once; only when woken on this thread (elsewhere: nothing).
+    AllocDrop(u32),
+    /// Drop a handle, moved out of the live handles into the waker when it is armed (of either
+    /// allocator), after checking its bytes.
+    DropVictim(u8),
+    /// `trim()` on the waiter's allocator.
+    Trim,
+    /// `trim_thread()` on the waiter's allocator.
+    TrimThread,
+    /// Poll a fresh `ready(decode_size(raw))` of the waiter's allocator once (with a waker that
+    /// does nothing; its first poll reclaims idle memory everywhere) and drop it.
+    PollReady(u32),
 }
 
 /// One operation. Handle operands (`u8`) pick a live handle modulo their number, pool
@@ -175,6 +226,18 @@ pub enum Op {
     },
     /// The worker exits (its magazines hand their chunks back).
     WorkerExit,
+    /// A waiter with a hostile waker: `ready(decode_need(need, ..))` on an allocator (through
+    /// a handle taken from the watch buffer if it is closed), polled once with a waker that
+    /// runs `action` when first woken; the future is then forgotten, its registration kept.
+    /// The action reaches the allocator through an anchor (a 0-byte buffer allocated for it,
+    /// dropped with the action; without room for it the operation does nothing); a victim is
+    /// moved out of the live handles (nothing to move: nothing done). A waiter that is ready
+    /// at once is disarmed at once.
+    Wait {
+        pool: u8,
+        need: u32,
+        action: WakeAction,
+    },
 }
 
 /// The largest pooled-or-not request made, apart from the overflowing ones.
@@ -205,6 +268,21 @@ pub fn decode_size(raw: u32) -> usize {
             ((raw >> 5) & ((1u32 << bits) - 1)) as usize
         }
     }
+}
+
+/// Decodes the size a waiter ([`Op::Wait`]) waits for, under `max_memory` with `live_bytes`
+/// live: exactly `max_memory` (waits while anything is held), a fraction of it (1/2 to 63/64),
+/// or just past the room that the live bytes leave (waits while anything beyond them is held,
+/// as chunks with free space are). Never more than `max_memory`: a larger request is always
+/// ready (it can never fit).
+pub fn decode_need(raw: u32, max_memory: usize, live_bytes: usize) -> usize {
+    let v = (raw >> 2) as usize;
+    let need = match raw & 3 {
+        0 => max_memory,
+        1 => max_memory - (max_memory >> (1 + v % 6)),
+        _ => max_memory.saturating_sub(live_bytes) + 1 + v % 4096,
+    };
+    need.min(max_memory)
 }
 
 /// An allocator configuration, including the corners.
@@ -514,6 +592,140 @@ impl Drop for Helper {
     }
 }
 
+// --- hostile wakers ------------------------------------------------------------------------
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+thread_local! {
+    /// Whether this thread runs a harness (the only kind where [`WakeAction::AllocDrop`]
+    /// allocates). Without a destructor, so a waker that runs while a helper thread's
+    /// thread-locals are destroyed (its magazines hand their chunks back) can read it.
+    static HARNESS_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// What the harness and its wakers share: what the actions did, for the model.
+struct Wakes {
+    /// Actions run so far (counted before each runs): an operation during which none ran is
+    /// checked exactly as if no waiter existed.
+    runs: AtomicUsize,
+    /// Allocations that succeeded in actions, per allocator (each one unpooled if the
+    /// allocator is closed).
+    allocs: [AtomicU64; 2],
+    /// What the actions did that the model has not applied yet.
+    fired: Mutex<Vec<Fired>>,
+}
+
+impl Wakes {
+    fn record(&self, f: Fired) {
+        lock(&self.fired).push(f);
+    }
+}
+
+/// One thing an action did, for the model.
+enum Fired {
+    /// A handle of `region` dropped (a victim, `bad` if its bytes had changed; or an anchor).
+    Released { region: usize, bad: Option<String> },
+    /// A request for `size` bytes from allocator `pool` on the harness's thread.
+    Asked { pool: usize, size: usize },
+}
+
+/// What an armed waker holds.
+enum Action {
+    Victim(Handle, Meta),
+    /// The anchor (a buffer of the waiter's allocator, region `region`) and what to do with
+    /// the allocator, reached through it.
+    Reach {
+        anchor: PooledBuf,
+        region: usize,
+        what: WakeAction,
+    },
+}
+
+impl Action {
+    /// Runs on the thread that woke the waker, from inside the pool operation that released
+    /// memory (after it left every critical section, if the pool is right).
+    fn run(self, pool: usize, wakes: &Wakes) {
+        match self {
+            Action::Victim(h, meta) => {
+                let bad = Harness::mismatch(h.bytes(), meta, true);
+                drop(h);
+                wakes.record(Fired::Released {
+                    region: meta.region,
+                    bad,
+                });
+            }
+            Action::Reach {
+                anchor,
+                region,
+                what,
+            } => {
+                // As code holding only buffers reaches it (also while it closes, and after).
+                let alloc = anchor.allocator();
+                match what {
+                    WakeAction::AllocDrop(raw) => {
+                        if HARNESS_THREAD.with(std::cell::Cell::get) {
+                            let size = decode_size(raw);
+                            wakes.record(Fired::Asked { pool, size });
+                            if let Ok(mut b) = alloc.try_allocate(size) {
+                                wakes.allocs[pool].fetch_add(1, SeqCst);
+                                // Written: a region that overlaps a live one shows in its
+                                // pattern; released data must be zeroed as any other.
+                                b.put_bytes(0xEE, size);
+                            }
+                        }
+                    }
+                    WakeAction::DropVictim(_) => unreachable!("a victim is held as one"),
+                    WakeAction::Trim => {
+                        alloc.trim();
+                    }
+                    WakeAction::TrimThread => {
+                        alloc.trim_thread();
+                    }
+                    WakeAction::PollReady(raw) => {
+                        let mut ready = alloc.ready(decode_size(raw));
+                        let _ = Pin::new(&mut ready).poll(&mut Context::from_waker(Waker::noop()));
+                    }
+                }
+                drop(alloc);
+                drop(anchor);
+                wakes.record(Fired::Released { region, bad: None });
+            }
+        }
+    }
+}
+
+/// A hostile waker: runs its action on the first wake-up (a woken waker is taken out of the
+/// registry; its key stays registered, since its future is never polled or dropped again).
+/// The registry holds it until its allocator's state goes, the harness until the end.
+struct Waiter {
+    pool: usize,
+    action: Mutex<Option<Action>>,
+    wakes: Arc<Wakes>,
+}
+
+impl Wake for Waiter {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let action = lock(&self.action).take();
+        if let Some(action) = action {
+            self.wakes.runs.fetch_add(1, SeqCst);
+            action.run(self.pool, &self.wakes);
+        }
+    }
+}
+
+/// Where the actions stood at the start of a step: see [`Harness::quiet_since`].
+#[derive(Clone, Copy, Debug)]
+struct Mark {
+    runs: usize,
+    allocs: [u64; 2],
+}
+
 /// The allocators under test, the handles, and the model.
 pub struct Harness {
     depth: Depth,
@@ -533,6 +745,10 @@ pub struct Harness {
     mapped_at_start: Option<usize>,
     remote: Helper,
     worker: Option<Helper>,
+    /// What the wakers share with the harness, and the waiters armed (those whose action
+    /// has not run or been taken back yet; the others are pruned now and then).
+    wakes: Arc<Wakes>,
+    armed: Vec<Arc<Waiter>>,
     // Dropped last: the handles and the helper threads go first.
     pools: [Pool; 2],
 }
@@ -545,6 +761,7 @@ impl Harness {
     /// Two allocators on `setups`.
     pub fn new(setups: [Setup; 2], depth: Depth) -> Harness {
         quiet_init_panics();
+        HARNESS_THREAD.with(|t| t.set(true));
         let pool = |setup: Setup| Pool {
             handle: Some(setup.build()),
             setup,
@@ -567,6 +784,12 @@ impl Harness {
             mapped_at_start: None,
             remote: Helper::spawn(),
             worker: None,
+            wakes: Arc::new(Wakes {
+                runs: AtomicUsize::new(0),
+                allocs: [AtomicU64::new(0), AtomicU64::new(0)],
+                fired: Mutex::new(Vec::new()),
+            }),
+            armed: Vec::new(),
             pools: [pool(setups[0]), pool(setups[1])],
         }
     }
@@ -583,6 +806,11 @@ impl Harness {
     /// The first allocator's statistics (`None` once it is gone).
     pub fn stats(&self) -> Option<Stats> {
         self.pools[0].stats()
+    }
+
+    /// How many wakers' actions have run so far.
+    pub fn actions_run(&self) -> usize {
+        self.wakes.runs.load(SeqCst)
     }
 
     fn fresh_seed(&mut self) -> u8 {
@@ -609,8 +837,11 @@ impl Harness {
         }
     }
 
-    /// Records a new region at `base`, checking that it overlaps no live region.
+    /// Records a new region at `base`, checking that it overlaps no live region (once what
+    /// the wakers dropped meanwhile is out of the model: the new region may be where a victim
+    /// was).
     fn new_region_at(&mut self, pool: usize, base: usize, cap: usize) -> usize {
+        self.apply_fired();
         for r in self.regions.iter().flatten() {
             assert!(
                 base + cap <= r.base || r.base + r.cap <= base || cap == 0 || r.cap == 0,
@@ -646,6 +877,13 @@ impl Harness {
     }
 
     fn check_bytes(bytes: &[u8], meta: Meta, full: bool, what: &str) {
+        if let Some(m) = Self::mismatch(bytes, meta, full) {
+            panic!("{what}: {m}");
+        }
+    }
+
+    /// Where a handle's bytes differ from its pattern (every byte if `full`, else a sample).
+    fn mismatch(bytes: &[u8], meta: Meta, full: bool) -> Option<String> {
         let bad = if full {
             // Compare runs against the pattern's period (a `memcmp` per 251 bytes).
             let period: Vec<u8> = (0..251)
@@ -672,17 +910,16 @@ impl Harness {
                 .chain(last)
                 .find(|&k| bytes[k] != pattern(meta.seed, meta.start + k))
         };
-        if let Some(k) = bad {
-            panic!(
-                "{what}: byte {k} of a {}-byte handle is {:#04x}, expected {:#04x} \
-                 (seed {}, start {})",
+        bad.map(|k| {
+            format!(
+                "byte {k} of a {}-byte handle is {:#04x}, expected {:#04x} (seed {}, start {})",
                 bytes.len(),
                 bytes[k],
                 pattern(meta.seed, meta.start + k),
                 meta.seed,
                 meta.start
-            );
-        }
+            )
+        })
     }
 
     fn check_handle(&self, i: usize, full: bool, what: &str) {
@@ -723,6 +960,147 @@ impl Harness {
         Self::check_bytes(handle.bytes(), meta, true, "when dropped");
         drop(handle);
         self.release_handle(meta.region);
+    }
+
+    // --- waiters with hostile wakers -------------------------------------------------------
+
+    /// Applies to the model what the wakers' actions did since the last time.
+    fn apply_fired(&mut self) {
+        let fired = std::mem::take(&mut *lock(&self.wakes.fired));
+        for f in fired {
+            match f {
+                Fired::Released { region, bad } => {
+                    if let Some(m) = bad {
+                        panic!("a victim dropped by a waker: {m}");
+                    }
+                    self.release_handle(region);
+                }
+                Fired::Asked { pool, size } => {
+                    let pool = &mut self.pools[pool];
+                    if !pool.closed() && size <= pool.setup.max_pooled() {
+                        pool.here.raise(Mag::Yes);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Allocator `p`'s stats, and the model brought up to date with what the wakers did up to
+    /// then (reading the stats may run the idle sweep, which may wake them).
+    fn observe(&mut self, p: usize) -> Option<Stats> {
+        let s = self.pools[p].stats();
+        self.apply_fired();
+        s
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            runs: self.wakes.runs.load(SeqCst),
+            allocs: [
+                self.wakes.allocs[0].load(SeqCst),
+                self.wakes.allocs[1].load(SeqCst),
+            ],
+        }
+    }
+
+    /// Whether no waker's action ran since `mark`: then nothing but the harness acted on the
+    /// allocators, and what they answered is checked exactly.
+    fn quiet_since(&self, mark: Mark) -> bool {
+        self.wakes.runs.load(SeqCst) == mark.runs
+    }
+
+    /// Armed waiters of allocator `p` whose action allocates.
+    fn armed_allocs(&self, p: usize) -> usize {
+        self.armed
+            .iter()
+            .filter(|w| {
+                w.pool == p
+                    && matches!(
+                        *lock(&w.action),
+                        Some(Action::Reach {
+                            what: WakeAction::AllocDrop(_),
+                            ..
+                        })
+                    )
+            })
+            .count()
+    }
+
+    /// [`Op::Wait`].
+    fn wait(&mut self, p: usize, need: u32, what: WakeAction) {
+        if self.pools[p].handle().is_none() {
+            return;
+        }
+        self.armed.retain(|w| lock(&w.action).is_some());
+        let action = match what {
+            WakeAction::DropVictim(i) => {
+                let Some(i) = self.pick(i) else {
+                    return;
+                };
+                self.check_handle(i, true, "when moved into a waker");
+                // Its region stays live in the model until the action or the harness drops it.
+                let l = self.live.swap_remove(i);
+                Action::Victim(l.handle, l.meta)
+            }
+            _ => {
+                let Some((anchor, meta)) = self.alloc_region(p, 0) else {
+                    return;
+                };
+                Action::Reach {
+                    anchor,
+                    region: meta.region,
+                    what,
+                }
+            }
+        };
+        let waiter = Arc::new(Waiter {
+            pool: p,
+            action: Mutex::new(Some(action)),
+            wakes: self.wakes.clone(),
+        });
+        let waker = Waker::from(waiter.clone());
+        let h = self.pools[p].handle().expect("observable");
+        let need = decode_need(
+            need,
+            self.pools[p].setup.max_memory,
+            self.pools[p].live_bytes,
+        );
+        // Never dropped (its `Drop` would deregister it), and on the stack: it holds only a
+        // reference and two fields, so forgetting it leaks nothing.
+        let mut ready = ManuallyDrop::new(h.ready(need));
+        let waits = Pin::new(&mut *ready)
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending();
+        drop(waker);
+        if waits {
+            self.armed.push(waiter);
+        } else {
+            // Ready at once: it deregistered itself; nothing will wake it.
+            self.disarm(&waiter);
+        }
+    }
+
+    /// Takes a waiter's action back (if it has not run) and drops it here, victim and anchor
+    /// with it.
+    fn disarm(&mut self, w: &Waiter) {
+        let action = lock(&w.action).take();
+        match action {
+            None => {}
+            Some(Action::Victim(h, meta)) => self.discard(h, meta),
+            Some(Action::Reach { anchor, region, .. }) => {
+                drop(anchor);
+                self.release_handle(region);
+            }
+        }
+    }
+
+    /// Disarms every waiter: no action runs from now on, and none holds a buffer (which would
+    /// keep its allocator's state, and with it the registry that holds the waker, alive).
+    fn disarm_all(&mut self) {
+        for w in std::mem::take(&mut self.armed) {
+            self.disarm(&w);
+        }
+        self.apply_fired();
     }
 
     // --- the zero_on_release check ---------------------------------------------------------
@@ -850,6 +1228,7 @@ impl Harness {
     /// Applies one operation, then checks the model.
     pub fn apply(&mut self, op: &Op) {
         self.touched.clear();
+        self.apply_fired();
         match op {
             &Op::Allocate(p, raw) => {
                 self.allocate_here(p as usize % 2, decode_size(raw));
@@ -932,6 +1311,7 @@ impl Harness {
             &Op::DropAllocator(p, remote) => self.drop_allocator(p as usize % 2, remote),
             Op::HandOff { pool, raws, exit } => self.hand_off(*pool as usize % 2, raws, *exit),
             Op::WorkerExit => self.worker_exit(),
+            &Op::Wait { pool, need, action } => self.wait(pool as usize % 2, need, action),
         }
         self.check(&format!("after {op:?}"));
     }
@@ -965,17 +1345,7 @@ impl Harness {
     /// Allocates `size` bytes from allocator `p` on this thread; `true` if a new handle is
     /// now the last in `live`.
     fn allocate_here(&mut self, p: usize, size: usize) -> bool {
-        let Some(h) = self.pools[p].handle() else {
-            return false;
-        };
-        let closed = self.pools[p].closed();
-        let before = h.stats();
-        let r = h.try_allocate(size);
-        drop(h);
-        if !closed && size <= self.pools[p].setup.max_pooled() {
-            self.pools[p].here.raise(Mag::Yes);
-        }
-        match self.take_allocation(p, size, r, &before) {
+        match self.alloc_region(p, size) {
             Some((buf, meta)) => {
                 self.push_evicting(Handle::Buf(buf), meta);
                 true
@@ -984,15 +1354,31 @@ impl Harness {
         }
     }
 
+    /// Allocates `size` bytes from allocator `p` on this thread: the new buffer, in the model
+    /// but not among the live handles.
+    fn alloc_region(&mut self, p: usize, size: usize) -> Option<(PooledBuf, Meta)> {
+        let h = self.pools[p].handle()?;
+        let closed = self.pools[p].closed();
+        let before = self.observe(p).expect("observable");
+        let mark = self.mark();
+        let r = h.try_allocate(size);
+        drop(h);
+        if !closed && size <= self.pools[p].setup.max_pooled() {
+            self.pools[p].here.raise(Mag::Yes);
+        }
+        self.take_allocation(p, size, r, &before, mark)
+    }
+
     /// Checks the outcome of a request for `size` bytes from allocator `p` (`before`: the
-    /// stats before it; every buffer live when it was made is in the model); a new buffer is
-    /// filled with a fresh pattern and its region recorded.
+    /// stats before it, `mark` taken just after them; every buffer live when it was made is in
+    /// the model); a new buffer is filled with a fresh pattern and its region recorded.
     fn take_allocation(
         &mut self,
         p: usize,
         size: usize,
         r: Result<PooledBuf, AllocError>,
         before: &Stats,
+        mark: Mark,
     ) -> Option<(PooledBuf, Meta)> {
         let setup = self.pools[p].setup;
         let closed = self.pools[p].closed();
@@ -1002,7 +1388,7 @@ impl Harness {
                 assert!(buf.capacity() >= size, "capacity below the request");
                 assert!(buf.is_empty(), "a new buffer is not empty");
                 if closed {
-                    self.check_unpooled_after_close(p, before, "an allocation");
+                    self.check_unpooled_after_close(p, before, mark, "an allocation");
                 }
                 self.check_fresh(p, &mut buf, "a new buffer");
                 let seed = self.fresh_seed();
@@ -1033,11 +1419,14 @@ impl Harness {
                 assert_eq!(limit, setup.max_memory, "the error names another limit");
                 // With nothing live, every byte held is idle and must be given back to make
                 // room (from every thread's magazine and the cache): a request that fits the
-                // limit on its own must succeed.
+                // limit on its own must succeed. Unless a waker's action ran meanwhile (it
+                // may take memory between the reclaim and the retry).
                 let pooled = size <= setup.max_pooled();
                 let unpooled_bytes = (size.max(32) + 15) & !15;
                 assert!(
-                    self.pools[p].live_regions != 0 || !(pooled || unpooled_bytes <= limit),
+                    self.pools[p].live_regions != 0
+                        || !(pooled || unpooled_bytes <= limit)
+                        || !self.quiet_since(mark),
                     "MemoryLimit for {size} bytes with nothing live: {before} -> {:?}",
                     self.pools[p].stats()
                 );
@@ -1048,13 +1437,16 @@ impl Harness {
     }
 
     /// After a closed allocator served one request (allocation, growth, clone): it was
-    /// unpooled, one unpooled allocation and no chunk.
-    fn check_unpooled_after_close(&self, p: usize, before: &Stats, what: &str) {
+    /// unpooled, one unpooled allocation and no chunk (besides those of wakers' actions since
+    /// `mark`, each one unpooled allocation too).
+    fn check_unpooled_after_close(&self, p: usize, before: &Stats, mark: Mark, what: &str) {
         let s = self.pools[p].stats().expect("the allocator is observable");
+        let by_wakers = self.wakes.allocs[p].load(SeqCst) - mark.allocs[p];
         assert_eq!(
             s.unpooled_allocations,
-            before.unpooled_allocations + 1,
-            "{what} through a closed allocator was not served unpooled: {before} -> {s}"
+            before.unpooled_allocations + 1 + by_wakers,
+            "{what} through a closed allocator was not served unpooled ({by_wakers} more by \
+             wakers): {before} -> {s}"
         );
         assert_eq!(
             s.chunk_allocations, before.chunk_allocations,
@@ -1068,9 +1460,10 @@ impl Harness {
         let r = self.regions[meta.region].expect("live region");
         let p = r.pool;
         let closed = self.pools[p].closed();
-        let before = self.pools[p]
-            .stats()
+        let before = self
+            .observe(p)
             .expect("a live buffer's allocator is observable");
+        let mark = self.mark();
         let (ptr, len, cap) = (buf.as_ptr(), buf.len(), buf.capacity());
         match buf.try_reserve(add) {
             Ok(()) => {
@@ -1084,7 +1477,7 @@ impl Harness {
                     if !closed {
                         self.pools[p].here.raise(Mag::Maybe);
                     } else {
-                        self.check_unpooled_after_close(p, &before, "a growth");
+                        self.check_unpooled_after_close(p, &before, mark, "a growth");
                     }
                     self.check_fresh(p, buf, "a grown buffer");
                     self.note_written(q, len);
@@ -1190,17 +1583,24 @@ impl Harness {
             Handle::Buf(buf) => {
                 // `Clone` panics if the allocation fails: clone only when the copy cannot
                 // reach the limit (one new chunk or one unpooled region, page-rounded, at
-                // most).
+                // most; and as much for each armed waker that allocates, which may keep a
+                // new chunk).
                 let setup = self.pools[p].setup;
-                let s = self.pools[p].stats().expect("observable");
-                let need = buf.len().max(setup.max_chunk) + 4096 + 64;
+                let chunk = setup.max_chunk + 4096 + 64;
+                let need =
+                    buf.len().max(setup.max_chunk) + 4096 + 64 + self.armed_allocs(p) * chunk;
+                let s = self.observe(p).expect("observable");
+                let mark = self.mark();
                 if s.allocated_bytes + need > setup.max_memory {
                     return;
                 }
+                let Handle::Buf(buf) = &self.live[i].handle else {
+                    unreachable!("a buffer");
+                };
                 let mut copy = buf.clone();
                 assert_eq!(&copy[..], &buf[..], "a clone differs");
                 if self.pools[p].closed() {
-                    self.check_unpooled_after_close(p, &s, "a clone");
+                    self.check_unpooled_after_close(p, &s, mark, "a clone");
                 } else {
                     self.pools[p].here.raise(Mag::Maybe);
                 }
@@ -1219,18 +1619,23 @@ impl Harness {
         }
     }
 
-    /// `trim()` on allocator `p`, from thread `who`.
+    /// `trim()` on allocator `p`, from thread `who`. Its answer and what it leaves are checked
+    /// unless a waker's action ran meanwhile (it may allocate, drop, reclaim or trim too).
     fn trim(&mut self, p: usize, who: Who) {
         let Some(h) = self.pools[p].handle() else {
             return;
         };
-        let before = h.stats();
+        let before = self.observe(p).expect("observable");
+        let mark = self.mark();
         let freed = match who {
             Who::Here => h.trim(),
             Who::Remote => self.remote.run(move || h.trim()),
             Who::Worker => self.worker().run(move || h.trim()),
         };
-        let after = self.pools[p].stats().expect("observable");
+        let after = self.observe(p).expect("observable");
+        if !self.quiet_since(mark) {
+            return;
+        }
         assert!(
             after.allocated_bytes + freed <= before.allocated_bytes,
             "trim ({who:?}) freed {freed} of {before}, left {after}"
@@ -1269,18 +1674,23 @@ impl Harness {
         }
     }
 
-    /// `trim_thread()` on allocator `p`, here or on the worker.
+    /// `trim_thread()` on allocator `p`, here or on the worker. Its answer is checked unless a
+    /// waker's action ran meanwhile.
     fn trim_thread(&mut self, p: usize, on_worker: bool) {
         let Some(h) = self.pools[p].handle() else {
             return;
         };
-        let before = h.stats();
+        let before = self.observe(p).expect("observable");
+        let mark = self.mark();
         let handed = if on_worker {
             self.worker().run(move || h.trim_thread())
         } else {
             h.trim_thread()
         };
-        let after = self.pools[p].stats().expect("observable");
+        let after = self.observe(p).expect("observable");
+        if !self.quiet_since(mark) {
+            return;
+        }
         // What was handed back went to the cache or to the system.
         let moved = (before.allocated_bytes - after.allocated_bytes) as isize
             + (after.cached_bytes as isize - before.cached_bytes as isize);
@@ -1299,12 +1709,14 @@ impl Harness {
     }
 
     /// Drops allocator `p`'s last handle (here or on the remote thread), keeping one more
-    /// buffer, the watch, to observe it.
+    /// buffer, the watch, to observe it. Armed waiters stay armed (none holds a handle):
+    /// their wakers may run while it closes.
     fn drop_allocator(&mut self, p: usize, remote: bool) {
-        let Some(h) = self.pools[p].handle.take() else {
+        let Some(h) = self.pools[p].handle.clone() else {
             return;
         };
-        let before = h.stats();
+        let before = self.observe(p).expect("open");
+        let mark = self.mark();
         match h.try_allocate(0) {
             Ok(mut w) => {
                 self.pools[p].here.raise(Mag::Yes);
@@ -1315,14 +1727,18 @@ impl Harness {
             Err(e) => {
                 // No room for even that: keep the allocator open.
                 assert!(
-                    matches!(e, AllocError::MemoryLimit { .. }) && self.pools[p].live_regions > 0,
+                    matches!(e, AllocError::MemoryLimit { .. })
+                        && (self.pools[p].live_regions > 0 || !self.quiet_since(mark)),
                     "a buffer of 0 bytes refused: {e}; {before}"
                 );
                 self.pools[p].here.raise(Mag::Yes);
-                self.pools[p].handle = Some(h);
                 return;
             }
         }
+        // What the wakers did while it was open, applied while the model says so; from here
+        // on its requests make no magazine.
+        self.apply_fired();
+        self.pools[p].handle = None;
         if remote {
             self.remote.run(move || drop(h));
         } else {
@@ -1331,8 +1747,8 @@ impl Harness {
         let pool = &mut self.pools[p];
         pool.here = Mag::No;
         pool.worker = Mag::No;
-        let s = pool.stats().expect("the watch lives");
-        pool.chunks_at_close = s.chunk_allocations;
+        let s = self.observe(p).expect("the watch lives");
+        self.pools[p].chunks_at_close = s.chunk_allocations;
     }
 
     /// The worker allocates a buffer for each of `raws` from allocator `p`, hands them back,
@@ -1347,7 +1763,8 @@ impl Harness {
             .take(MAX_BATCH)
             .map(|&r| decode_size(r))
             .collect();
-        let before = h.stats();
+        let before = self.observe(p).expect("open");
+        let mark = self.mark();
         let asked = sizes.clone();
         let got: Vec<Result<PooledBuf, AllocError>> = self
             .worker()
@@ -1363,7 +1780,7 @@ impl Harness {
         // handle): each was requested while the ones before it lived.
         let mut taken = Vec::new();
         for (size, r) in sizes.into_iter().zip(got) {
-            taken.extend(self.take_allocation(p, size, r, &before));
+            taken.extend(self.take_allocation(p, size, r, &before, mark));
         }
         for (buf, meta) in taken {
             self.push_evicting(Handle::Buf(buf), meta);
@@ -1377,7 +1794,8 @@ impl Harness {
             return;
         };
         let closed = self.pools[p].closed();
-        let before = h.stats();
+        let before = self.observe(p).expect("observable");
+        let mark = self.mark();
         // An initialiser that only writes, grows, splits off and drops, and allocates and
         // drops through the same allocator must leave no more memory held when rolled back.
         let pure = steps.iter().all(|s| match s {
@@ -1397,7 +1815,7 @@ impl Harness {
             panic::catch_unwind(AssertUnwindSafe(|| {
                 h.allocate_with(size, |buf| {
                     *ran = true;
-                    me.init_run(p, size, closed, &before, buf, steps);
+                    me.init_run(p, size, closed, &before, mark, buf, steps);
                     match end {
                         InitEnd::Ok => Ok(()),
                         InitEnd::Err => Err(InitFailed),
@@ -1420,7 +1838,9 @@ impl Harness {
             }
             Ok(Err(InitError::Alloc(e))) => {
                 assert!(!ran, "allocate_with answered Alloc({e}) after running init");
-                assert!(self.take_allocation(p, size, Err(e), &before).is_none());
+                assert!(self
+                    .take_allocation(p, size, Err(e), &before, mark)
+                    .is_none());
                 false
             }
             Err(payload) => {
@@ -1436,11 +1856,12 @@ impl Harness {
             // The buffer has been returned (its other handles, kept split pieces, still live).
             let meta = self.init.take().expect("init ran");
             self.release_handle(meta.region);
-            let after = self.pools[p].stats().expect("observable");
-            if pure && !closed {
+            let after = self.observe(p).expect("observable");
+            if pure && !closed && self.quiet_since(mark) {
                 // Outside the cache: a chunk that `init` emptied may have been retired to the
                 // cache by the per-thread idle budget before the rollback looked for it (with
                 // `max_thread_idle_bytes(0)` every chunk that empties is); it stays cached.
+                // (A waker's action may have allocated meanwhile.)
                 let held = |s: &Stats| s.allocated_bytes - s.cached_bytes;
                 assert!(
                     held(&after) <= held(&before),
@@ -1453,12 +1874,14 @@ impl Harness {
 
     /// The initialiser: the buffer enters the model as the one being initialised, then runs
     /// `steps`, checking the model after each.
+    #[allow(clippy::too_many_arguments)]
     fn init_run(
         &mut self,
         p: usize,
         size: usize,
         closed: bool,
         before: &Stats,
+        mark: Mark,
         buf: &mut PooledBuf,
         steps: &[InitStep],
     ) {
@@ -1467,7 +1890,7 @@ impl Harness {
             "allocate_with's buffer"
         );
         if closed {
-            self.check_unpooled_after_close(p, before, "allocate_with");
+            self.check_unpooled_after_close(p, before, mark, "allocate_with");
         }
         self.check_fresh(p, buf, "allocate_with's buffer");
         let seed = self.fresh_seed();
@@ -1536,7 +1959,7 @@ impl Harness {
         self.init = Some(meta);
     }
 
-    fn check_init(&self, buf: &PooledBuf, what: &str) {
+    fn check_init(&mut self, buf: &PooledBuf, what: &str) {
         let meta = self.init.expect("in init");
         Self::check_bytes(buf, meta, true, what);
         self.check(what);
@@ -1544,14 +1967,16 @@ impl Harness {
 
     // --- checks ----------------------------------------------------------------------------
 
-    /// Checks every live handle and each allocator's stats against the model.
-    pub fn check(&self, what: &str) {
+    /// Checks every live handle and each allocator's stats against the model (with what the
+    /// wakers did up to the stats applied to it first).
+    pub fn check(&mut self, what: &str) {
         for i in 0..self.live.len() {
             let full = self.depth == Depth::Full || self.touched.contains(&i);
             self.check_handle(i, full, what);
         }
-        for (p, pool) in self.pools.iter().enumerate() {
-            let Some(s) = pool.stats() else { continue };
+        for p in 0..self.pools.len() {
+            let Some(s) = self.observe(p) else { continue };
+            let pool = &self.pools[p];
             let ctx = || {
                 format!(
                     "{what}, allocator {p} ({}): {s}; model: {} regions of {} B, magazines \
@@ -1620,10 +2045,12 @@ impl Harness {
         }
     }
 
-    /// Drops every handle (alternately here and on the remote thread); then the first
-    /// allocator, if open, must be quiet and `trim()` must give back every byte, the second,
-    /// if open, is closed; a closed allocator must hold nothing once its last buffer drops.
+    /// Disarms the waiters and drops every handle (alternately here and on the remote
+    /// thread); then the first allocator, if open, must be quiet and `trim()` must give back
+    /// every byte, the second, if open, is closed; a closed allocator must hold nothing once
+    /// its last buffer drops.
     pub fn finish(mut self) {
+        self.disarm_all();
         let mut k = 0;
         while !self.live.is_empty() {
             let h = self.take(self.live.len() - 1);
