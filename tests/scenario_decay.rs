@@ -1,0 +1,150 @@
+//! Decay, not purge (SPEC section 3, issue 23): memory the application frees and the pool does
+//! not cache stays resident for reuse and goes back to the system by age, over `decay_time`.
+//!
+//! * a large unpooled buffer given back keeps its mapping, and the next one of its size reuses
+//!   it (same address, no new mapping), with the accounting exact and `max_memory` respected;
+//! * a burst of chunks past the cache keeps its span slots resident (`retained_bytes`), and a
+//!   second burst finds them;
+//! * after the decay time, activity (here `stats()`) gives all of it back; `trim()` at once;
+//! * `decay_time(0)` keeps nothing (the eager policy); the builder refuses a decay time longer
+//!   than `idle_release`.
+//!
+//! Mapped memory only: under Miri the memory source is the global allocator, where nothing is
+//! retained, and the tests check that instead.
+
+use std::thread;
+use std::time::Duration;
+
+use adaptive_pool::{AdaptiveAllocator, MemorySource};
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+fn os_backed() -> bool {
+    MemorySource::Os.is_supported() && !cfg!(miri)
+}
+
+#[test]
+fn a_large_buffer_reuses_the_mapping_of_the_last_one() {
+    let pool = AdaptiveAllocator::builder()
+        .max_memory(6 * MIB)
+        .decay_time(Duration::from_secs(5))
+        .idle_release(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut first = pool.allocate(4 * MIB);
+    first.resize(4 * MIB, 1);
+    let at = first.as_ptr();
+    let s = pool.stats();
+    assert_eq!(s.unpooled_allocations, 1);
+    assert!(s.allocated_bytes >= 4 * MIB, "{s}");
+    drop(first);
+    let s = pool.stats();
+    assert_eq!(s.allocated_bytes, 0, "a buffer given back is not held: {s}");
+    if os_backed() {
+        assert_eq!(s.retained_bytes, 4 * MIB, "kept resident for reuse: {s}");
+        assert_eq!(s.mapped_bytes, 4 * MIB, "{s}");
+    } else {
+        assert_eq!(s.retained_bytes, 0, "{s}");
+    }
+    // Twenty more: one mapping, reused each time, contents as written.
+    for round in 0..20u8 {
+        let mut b = pool.allocate(4 * MIB);
+        if os_backed() {
+            assert_eq!(b.as_ptr(), at, "round {round}: the kept mapping is reused");
+            assert_eq!(pool.stats().retained_bytes, 0);
+        }
+        b.resize(4 * MIB, round);
+        assert!(b.iter().all(|&x| x == round));
+        // The limit still holds while it lives: 4 MiB + 4 MiB > 6 MiB.
+        assert!(pool.try_allocate(4 * MIB).is_err());
+    }
+    let s = pool.stats();
+    assert_eq!(s.unpooled_allocations, 21, "{s}");
+    assert!(s.is_quiet(), "{s}");
+    // `trim()` gives it back at once.
+    pool.trim();
+    let s = pool.stats();
+    assert_eq!((s.retained_bytes, s.mapped_bytes, s.allocated_bytes), (0, 0, 0), "{s}");
+}
+
+#[test]
+fn a_burst_past_the_cache_is_kept_then_decays() {
+    let decay = Duration::from_millis(if cfg!(miri) { 20 } else { 150 });
+    let pool = AdaptiveAllocator::builder()
+        .min_chunk_size(64 * KIB)
+        .max_chunk_size(64 * KIB)
+        .max_cached_bytes(256 * KIB)
+        .max_thread_idle_bytes(0)
+        .decay_time(decay)
+        .idle_release(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let n = if cfg!(miri) { 8 } else { 256 };
+    // `n` buffers of 16 KiB, four to a 64 KiB chunk.
+    let burst = |fill: u8| -> Vec<_> {
+        (0..n)
+            .map(|_| {
+                let mut b = pool.allocate(16 * KIB);
+                b.resize(16 * KIB, fill);
+                b
+            })
+            .collect()
+    };
+    drop(burst(1));
+    let s = pool.stats();
+    assert_eq!(s.allocated_bytes, s.cached_bytes, "{s}");
+    if os_backed() {
+        // The chunks past the cache's 256 KiB went back to the system, their slots kept.
+        let chunks = n * 16 * KIB / (64 * KIB);
+        let past_cache = chunks * 64 * KIB - 256 * KIB;
+        assert_eq!(s.retained_bytes, past_cache, "{s}");
+        // A second burst takes them back (its chunks come from kept slots).
+        let second = burst(2);
+        assert!(pool.stats().retained_bytes < past_cache / 4, "{}", pool.stats());
+        assert!(second.iter().all(|b| b.iter().all(|&x| x == 2)));
+        drop(second);
+        assert_eq!(pool.stats().retained_bytes, past_cache);
+    }
+    // After the decay time, activity gives it all back (`stats()` runs the decay tick).
+    thread::sleep(decay * 2);
+    let _ = pool.stats();
+    thread::sleep(decay / 2);
+    let s = pool.stats();
+    assert_eq!(s.retained_bytes, 0, "everything decayed after the decay time: {s}");
+    pool.trim();
+    let s = pool.stats();
+    assert_eq!((s.allocated_bytes, s.mapped_bytes, s.retained_bytes), (0, 0, 0), "{s}");
+}
+
+#[test]
+fn zero_decay_keeps_no_mapping() {
+    let pool = AdaptiveAllocator::builder()
+        .decay_time(Duration::ZERO)
+        .build()
+        .unwrap();
+    let mut b = pool.allocate(2 * MIB);
+    b.resize(2 * MIB, 3);
+    drop(b);
+    let s = pool.stats();
+    assert_eq!((s.retained_bytes, s.mapped_bytes), (0, 0), "{s}");
+}
+
+#[test]
+fn decay_time_is_validated() {
+    let e = AdaptiveAllocator::builder()
+        .idle_release(Duration::from_millis(100))
+        .decay_time(Duration::from_millis(200))
+        .build()
+        .unwrap_err();
+    assert_eq!(e.setting(), "decay_time");
+    assert!(e.to_string().contains("idle_release"), "{e}");
+    // Equal is fine, and so is zero.
+    for d in [Duration::from_millis(100), Duration::ZERO] {
+        AdaptiveAllocator::builder()
+            .idle_release(Duration::from_millis(100))
+            .decay_time(d)
+            .build()
+            .unwrap();
+    }
+}
