@@ -2,8 +2,10 @@
 //!
 //! Owns: [`Memory`] (where chunk and unpooled memory comes from, and where it goes back),
 //! [`Block`] (one piece of it, as a chunk header keeps it), the spans that small chunks are
-//! carved from, the process-wide memory barrier of the magazine protocol
-//! ([`heavy_barrier`]), and the clock of idle ages ([`now_ns`]). May import: `sync`, `error`.
+//! carved from, what is kept resident for reuse (dirty slots, kept mappings) and its stamps,
+//! the process-wide memory barrier of the magazine protocol ([`heavy_barrier`]), and the
+//! clock of idle ages ([`now_ns`]). May import: `sync`, `error`, `retention` (what to give
+//! back, and when: the policy is decided there, not here).
 //!
 //! # Two sources
 //! * [`MemorySource::Os`] (the default on Linux): memory is mapped from the kernel with
@@ -12,10 +14,15 @@
 //!   spans of chunks of one size, as mimalloc carves pages from segments, so the number of
 //!   mappings stays far below the kernel's `vm.max_map_count` (65,530 by default): at most
 //!   one mapping per 4 MiB held. A chunk given back keeps its slot committed ("dirty", for
-//!   the next chunk of its size to reuse without page faults) while the dirty bytes stay
-//!   within the memory's budget plus half the slot bytes in use, and is decommitted at once
-//!   (`madvise(MADV_DONTNEED)`) past it; [`Memory::purge`] (idle sweep, trim, close)
-//!   decommits every dirty slot. A decommitted slot costs address space, not resident memory.
+//!   the next chunk of its size to reuse without page faults). With a decay time (the
+//!   default), every freed slot stays dirty, and every mapping of its own given back stays
+//!   mapped on a list for the next block of its length, each stamped with the time it was
+//!   freed; [`Memory::decay`] gives them back by age as module `retention` decides. Under
+//!   the eager policy (decay time 0) a slot stays dirty only while the dirty bytes stay
+//!   within the memory's budget plus half the slot bytes in use, is decommitted at once
+//!   (`madvise(MADV_DONTNEED)`) past it, and a mapping is unmapped at once.
+//!   [`Memory::purge`] (trim, close; the sweep under the eager policy) gives back everything
+//!   kept. A decommitted slot costs address space, not resident memory.
 //!   A span whose chunks are all free is unmapped, except one per chunk size kept (empty and
 //!   decommitted) to absorb churn until [`Memory::release_empty`] (trim, idle sweep, drop).
 //!   Chunks of a span or larger, and unpooled buffers of [`DIRECT_MIN`] (1 MiB) or more, get

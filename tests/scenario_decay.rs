@@ -65,7 +65,11 @@ fn a_large_buffer_reuses_the_mapping_of_the_last_one() {
     // `trim()` gives it back at once.
     pool.trim();
     let s = pool.stats();
-    assert_eq!((s.retained_bytes, s.mapped_bytes, s.allocated_bytes), (0, 0, 0), "{s}");
+    assert_eq!(
+        (s.retained_bytes, s.mapped_bytes, s.allocated_bytes),
+        (0, 0, 0),
+        "{s}"
+    );
 }
 
 #[test]
@@ -101,7 +105,11 @@ fn a_burst_past_the_cache_is_kept_then_decays() {
         assert_eq!(s.retained_bytes, past_cache, "{s}");
         // A second burst takes them back (its chunks come from kept slots).
         let second = burst(2);
-        assert!(pool.stats().retained_bytes < past_cache / 4, "{}", pool.stats());
+        assert!(
+            pool.stats().retained_bytes < past_cache / 4,
+            "{}",
+            pool.stats()
+        );
         assert!(second.iter().all(|b| b.iter().all(|&x| x == 2)));
         drop(second);
         assert_eq!(pool.stats().retained_bytes, past_cache);
@@ -111,10 +119,17 @@ fn a_burst_past_the_cache_is_kept_then_decays() {
     let _ = pool.stats();
     thread::sleep(decay / 2);
     let s = pool.stats();
-    assert_eq!(s.retained_bytes, 0, "everything decayed after the decay time: {s}");
+    assert_eq!(
+        s.retained_bytes, 0,
+        "everything decayed after the decay time: {s}"
+    );
     pool.trim();
     let s = pool.stats();
-    assert_eq!((s.allocated_bytes, s.mapped_bytes, s.retained_bytes), (0, 0, 0), "{s}");
+    assert_eq!(
+        (s.allocated_bytes, s.mapped_bytes, s.retained_bytes),
+        (0, 0, 0),
+        "{s}"
+    );
 }
 
 #[test]
