@@ -222,7 +222,8 @@ impl OutOfMemory {
     }
 
     /// The same, as an [`io::Error`] of kind [`io::ErrorKind::OutOfMemory`]: what a
-    /// [`Decoder`](crate::codec::Decoder) of your own returns when `try_reserve` fails.
+    /// `Decoder` of your own (feature `codec`, `adaptive_pool::codec::Decoder`) returns when
+    /// `try_reserve` fails.
     pub fn io_error(error: AllocError, pool: &AdaptiveAllocator) -> io::Error {
         io::Error::new(io::ErrorKind::OutOfMemory, OutOfMemory::new(error, pool))
     }

@@ -55,6 +55,13 @@ const SPACIOUS_CANDIDATES: usize = 4;
 /// spacious chunk is at hand, so chunks emptied by other threads are retired.
 const RECLAIM_PERIOD: u32 = 16;
 
+/// Every this many allocations of a class the fast path sends one to the slow path (see
+/// [`Body::alloc_fast`]): often enough that light activity reaches the allocator's decay tick
+/// and idle sweep within about a second (at one allocation a millisecond), rarely enough
+/// that the slow path's clock read costs the fast path well under a nanosecond an
+/// allocation. A power of two.
+pub(super) const TICK: u64 = 1024;
+
 /// The growth grade a class holding `owned` chunks besides its current one asks for: 2x
 /// from 4 chunks, 4x from 12, 8x from 28.
 fn grow(owned: usize) -> u32 {
@@ -84,8 +91,9 @@ pub(super) struct Body {
     pub(super) idle: Vec<ChunkPtr>,
     pub(super) idle_bytes: usize,
     pub(super) idle_budget: usize,
-    /// Set when a refill took a chunk from the allocator (cleared by `Magazine::alloc`): the
-    /// activity after which the allocator looks whether an idle sweep is due.
+    /// Set when a refill took a chunk from the allocator, or the fast path's tick was passed
+    /// (cleared by `Magazine::alloc`): the activity after which the allocator looks whether
+    /// its decay tick or idle sweep is due.
     pub(super) went_to_allocator: bool,
 }
 
@@ -100,13 +108,33 @@ pub(super) enum Freed {
 }
 
 impl Body {
+    /// The slow path's half of the fast path's tick: if the class's next allocation is the
+    /// one the fast path sent here, counts it as passed (so the fast path serves the next
+    /// ones) and has the caller look whether the allocator's maintenance is due.
+    pub(super) fn pass_tick(&mut self, class: SizeClass) {
+        if let Some(cs) = self.classes.get_mut(class.index()) {
+            if cs.allocs & (TICK - 1) == TICK - 1 {
+                cs.allocs = cs.allocs.wrapping_add(1);
+                self.went_to_allocator = true;
+            }
+        }
+    }
+
     /// The fast path: carves one region of `class` from the class's current chunk, with plain
     /// loads and stores only. `None` when the class is not pooled here (its index is past the
     /// pooled classes, or the magazine is dead), has no current chunk, or the current chunk
     /// is full.
+    ///
+    /// Also `None` once every [`TICK`] allocations of the class: that one takes the slow
+    /// path, which passes the tick ([`Body::pass_tick`]) and has the allocator run its due
+    /// maintenance, so the decay and the idle sweep happen on time under fast-path-only
+    /// activity.
     #[inline(always)]
     pub(super) fn alloc_fast(&mut self, class: SizeClass) -> Option<FastCarved> {
         let cs = self.classes.get_mut(class.index())?;
+        if cs.allocs & (TICK - 1) == TICK - 1 {
+            return None;
+        }
         // The cache first: a chunk's free space that a release elsewhere in the class made is
         // reused before the current chunk is carved, and without looking at the current
         // chunk's remote stack (a line other threads write).

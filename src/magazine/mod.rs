@@ -187,6 +187,7 @@ impl Magazine {
     /// [`Deferral`] that wakes them once this has returned.
     pub(crate) fn alloc(&self, class: SizeClass) -> (Option<Result<Carved, AllocError>>, bool) {
         let (r, went) = self.run(|s| {
+            s.body.pass_tick(class);
             let r = match s.body.alloc_fast(class) {
                 Some((chunk, idx, cap, _)) => Some(Ok((chunk, idx, cap))),
                 None => s.alloc_slow(class),
