@@ -1,0 +1,279 @@
+//! Unit tests of `os` on Linux: spans, dirty slots, direct mappings, the decay of what is
+//! kept, the barrier.
+use super::*;
+
+#[test]
+fn spans_carve_chunks_and_unmap_when_empty() {
+    let m = Memory::new(MemorySource::Os, 0, 0);
+    let blocks: Vec<Block> = (0..300).map(|_| m.alloc_chunk(16 << 10).unwrap()).collect();
+    // 256 chunks of 16 KiB per span: two spans.
+    assert_eq!(m.mapped(), 2 * SPAN_BYTES);
+    for b in &blocks {
+        // SAFETY: each block is ours; write its first and last byte.
+        unsafe {
+            b.ptr().as_ptr().write(1);
+            b.ptr().as_ptr().add(b.bytes() - 1).write(2);
+        }
+    }
+    let mut addrs: Vec<usize> = blocks.iter().map(|b| b.ptr().as_ptr() as usize).collect();
+    addrs.sort_unstable();
+    assert!(
+        addrs.windows(2).all(|w| w[1] - w[0] >= 16 << 10),
+        "no overlap"
+    );
+    for b in blocks {
+        // SAFETY: from `m`, unused.
+        unsafe { m.free(b) };
+    }
+    // One empty span per size is kept, decommitted.
+    assert_eq!(m.mapped(), SPAN_BYTES);
+    assert_eq!(m.release_empty(), SPAN_BYTES);
+    assert_eq!(m.mapped(), 0);
+}
+
+/// Fault counter of the calling process (minor faults), for the reuse tests.
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("procfs");
+    // Field 10 (minflt), counted after the command name's closing parenthesis.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    rest.split(' ')
+        .nth(7)
+        .expect("minflt")
+        .parse()
+        .expect("a number")
+}
+
+/// With decay, a large mapping given back is kept resident and the next block of its
+/// size (or up to an eighth smaller) reuses it without faulting its pages in again; one
+/// of a very different size does not. Everything goes back at the decay time, and at once
+/// with `purge`.
+#[test]
+fn kept_mappings_are_reused_and_decay() {
+    const MIB: usize = 1 << 20;
+    let decay = 200_000_000; // 200 ms
+    let m = Memory::new(MemorySource::Os, 0, decay);
+    let a = m.alloc_unpooled(4 * MIB).unwrap();
+    let p = a.ptr();
+    // SAFETY: ours: touch every page.
+    unsafe { p.as_ptr().write_bytes(7, 4 * MIB) };
+    // SAFETY: from `m`, unused.
+    unsafe { m.free(a) };
+    assert_eq!(m.retained(), 4 * MIB);
+    assert_eq!(m.mapped(), 4 * MIB, "kept, not unmapped");
+    let before = minor_faults();
+    let b = m.alloc_unpooled(4 * MIB - 64 * 1024).unwrap();
+    assert_eq!(b.ptr(), p, "the kept mapping is reused");
+    // SAFETY: ours (its `bytes` are within the mapping).
+    unsafe { b.ptr().as_ptr().write_bytes(9, b.bytes()) };
+    let faults = minor_faults() - before;
+    assert!(
+        faults < 64,
+        "{faults} page faults touching a reused 4 MiB mapping"
+    );
+    assert_eq!(m.retained(), 0);
+    // A much smaller block does not take it.
+    // SAFETY: from `m`, unused.
+    unsafe { m.free(b) };
+    let c = m.alloc_unpooled(2 * MIB).unwrap();
+    assert_ne!(c.ptr(), p);
+    assert_eq!(m.retained(), 4 * MIB);
+    // SAFETY: from `m`, unused.
+    unsafe { m.free(c) };
+    assert_eq!(m.retained(), 6 * MIB);
+    // Not yet at the decay curve's start, all of it at the decay time.
+    let now = now_ns();
+    assert_eq!(m.decay(now), 0, "nothing goes back at once");
+    assert_eq!(m.decay(now + decay + 1), 6 * MIB);
+    assert_eq!((m.retained(), m.mapped()), (0, 0));
+    // `purge` gives back everything whatever its age.
+    let d = m.alloc_unpooled(4 * MIB).unwrap();
+    // SAFETY: from `m`, unused.
+    unsafe { m.free(d) };
+    assert_eq!(m.purge(), 4 * MIB);
+    assert_eq!(m.mapped(), 0);
+}
+
+/// With decay, freed span slots all stay committed (whatever the eager budget), a new
+/// chunk takes one back, and they go back gradually: about half at half the decay time,
+/// oldest first, and all at the decay time; the spans they emptied then go too.
+#[test]
+fn dirty_slots_decay_by_age() {
+    let decay = 1_000_000_000; // 1 s, on the clock passed in
+    let m = Memory::new(MemorySource::Os, 0, decay);
+    let blocks: Vec<Block> = (0..512).map(|_| m.alloc_chunk(64 << 10).unwrap()).collect();
+    for b in &blocks {
+        // SAFETY: ours: make the slot resident.
+        unsafe { b.ptr().as_ptr().write_bytes(1, b.bytes()) };
+    }
+    let mapped = m.mapped();
+    for b in blocks {
+        // SAFETY: from `m`, unused.
+        unsafe { m.free(b) };
+    }
+    assert_eq!(m.retained(), 512 * (64 << 10), "every freed slot kept");
+    assert_eq!(
+        m.mapped(),
+        mapped,
+        "the emptied spans stay while they hold dirty slots"
+    );
+    assert_eq!(m.release_empty(), 0, "nor does release_empty unmap them");
+    let t0 = now_ns();
+    assert_eq!(m.decay(t0), 0);
+    let half = m.decay(t0 + decay / 2);
+    let total = 512 * (64 << 10);
+    assert!(
+        half.abs_diff(total / 2) <= total / 16,
+        "about half at half the decay time: {half} of {total}"
+    );
+    let again = m.alloc_chunk(64 << 10).unwrap();
+    assert_eq!(
+        m.retained(),
+        total - half - (64 << 10),
+        "a dirty slot is reused"
+    );
+    // SAFETY: from `m`, unused.
+    unsafe { m.free(again) };
+    m.decay(t0 + 2 * decay);
+    assert_eq!(m.retained(), 0);
+    m.release_empty();
+    assert_eq!(m.mapped(), 0);
+}
+
+#[test]
+fn freed_slots_read_as_zero_and_are_reused() {
+    let m = Memory::new(MemorySource::Os, 0, 0);
+    let a = m.alloc_chunk(64 << 10).unwrap();
+    let p = a.ptr();
+    // SAFETY: ours.
+    unsafe { p.as_ptr().write_bytes(0xEE, 64 << 10) };
+    // SAFETY: from `m`, unused.
+    unsafe { m.free(a) };
+    let b = m.alloc_chunk(64 << 10).unwrap();
+    assert_eq!(b.ptr(), p, "the lowest free slot is reused");
+    // SAFETY: ours; the decommitted pages read as zeros.
+    let bytes = unsafe { std::slice::from_raw_parts(b.ptr().as_ptr(), 64 << 10) };
+    assert!(bytes.iter().all(|&x| x == 0));
+    // SAFETY: from `m`, unused.
+    unsafe { m.free(b) };
+}
+
+#[test]
+fn large_chunks_and_unpooled_buffers_map_directly() {
+    let m = Memory::new(MemorySource::Os, 0, 0);
+    let big = m.alloc_chunk(SPAN_BYTES).unwrap();
+    let unpooled = m.alloc_unpooled((DIRECT_MIN) + 16).unwrap();
+    let small = m.alloc_unpooled(4096).unwrap();
+    assert_eq!(
+        m.mapped(),
+        SPAN_BYTES + (DIRECT_MIN + 16).next_multiple_of(sys::page_size())
+    );
+    // SAFETY: from `m`, unused.
+    unsafe {
+        m.free(big);
+        m.free(unpooled);
+        m.free(small);
+    }
+    assert_eq!(m.mapped(), 0);
+}
+
+#[test]
+fn dirty_slots_are_reused_first_and_purged() {
+    let m = Memory::new(MemorySource::Os, 64 << 10, 0);
+    let a = m.alloc_chunk(16 << 10).unwrap();
+    let b = m.alloc_chunk(16 << 10).unwrap();
+    let c = m.alloc_chunk(16 << 10).unwrap();
+    let (pb, pc) = (b.ptr(), c.ptr());
+    // SAFETY: ours.
+    unsafe { pc.as_ptr().write_bytes(0xEE, 16 << 10) };
+    // SAFETY: from `m`, unused. `c` stays committed (dirty), within the budget.
+    unsafe { m.free(c) };
+    let again = m.alloc_chunk(16 << 10).unwrap();
+    assert_eq!(
+        again.ptr(),
+        pc,
+        "the dirty slot is taken before the lower clean one"
+    );
+    // SAFETY: ours; it was never decommitted, so its bytes are still there.
+    assert_eq!(unsafe { pc.as_ptr().read() }, 0xEE);
+    // SAFETY: from `m`, unused.
+    unsafe { m.free(again) };
+    assert_eq!(m.purge(), 16 << 10);
+    assert_eq!(m.purge(), 0, "nothing dirty is left");
+    let clean = m.alloc_chunk(16 << 10).unwrap();
+    assert_eq!(clean.ptr(), pc, "the lowest free slot");
+    // SAFETY: ours; purged, so it reads as zeros.
+    assert_eq!(unsafe { pc.as_ptr().read() }, 0);
+    // Past the budget a slot is decommitted at once.
+    let big: Vec<Block> = (0..8).map(|_| m.alloc_chunk(16 << 10).unwrap()).collect();
+    // SAFETY: from `m`, unused.
+    unsafe {
+        for x in big {
+            m.free(x);
+        }
+        m.free(a);
+        m.free(b);
+        m.free(clean);
+    }
+    // Eleven 16 KiB slots were freed one by one; each stayed dirty only while the dirty
+    // bytes fit the budget plus half the bytes still in use.
+    let dirty = m.purge();
+    assert!(dirty > 0 && dirty < 11 * (16 << 10), "{dirty}");
+    assert!(dirty <= (64 << 10) + 11 * (16 << 10) / 2, "{dirty}");
+    let _ = pb;
+    assert_eq!(m.release_empty(), SPAN_BYTES);
+    assert_eq!(m.mapped(), 0);
+}
+
+/// Four threads take and give back slots of two sizes at once, half of them kept dirty,
+/// with purges in between; each writes its own pattern over a slot while it holds it and
+/// checks it before giving it back, so a slot handed to two holders at once is caught.
+#[test]
+fn concurrent_takes_and_frees_never_share_a_slot() {
+    let m = std::sync::Arc::new(Memory::new(MemorySource::Os, 256 << 10, 0));
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                let mut held: Vec<Block> = Vec::new();
+                for i in 0..20_000usize {
+                    let size = if (i + t as usize) % 3 == 0 {
+                        64 << 10
+                    } else {
+                        16 << 10
+                    };
+                    let b = m.alloc_chunk(size).unwrap();
+                    // SAFETY: the slot is this thread's until it gives it back.
+                    unsafe { b.ptr().as_ptr().write_bytes(t + 1, 256) };
+                    held.push(b);
+                    if held.len() > 6 || i % 5 == 0 {
+                        let b = held.swap_remove((i * 7) % held.len());
+                        // SAFETY: as above.
+                        let bytes = unsafe { std::slice::from_raw_parts(b.ptr().as_ptr(), 256) };
+                        assert!(bytes.iter().all(|&x| x == t + 1), "a slot was shared");
+                        // SAFETY: from `m`, ours, unused from now on.
+                        unsafe { m.free(b) };
+                    }
+                    if i % 997 == 0 {
+                        m.purge();
+                    }
+                }
+                for b in held {
+                    // SAFETY: as above.
+                    unsafe { m.free(b) };
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    m.purge();
+    m.release_empty();
+    assert_eq!(m.mapped(), 0);
+}
+
+#[test]
+fn the_barrier_can_be_called() {
+    heavy_barrier();
+    heavy_barrier();
+}
