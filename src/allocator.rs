@@ -507,6 +507,38 @@ pub(crate) fn compact_percent(chunk: ChunkPtr) -> u32 {
     shared_ref(&chunk).settings.compact_below_percent
 }
 
+/// Grows the region of an unpooled buffer mapped on its own (`chunk`, the buffer its only
+/// handle) to hold at least `capacity` bytes, without copying (`mremap`; see
+/// `ChunkPtr::grow_unpooled`). Answers the region's new size, or `None` when it cannot grow
+/// so (a pooled or heap region, a closed allocator, the kernel refused): the caller then
+/// moves to a new region. The bytes added count in `allocated_bytes` (under `max_memory`)
+/// and `live_bytes`, exactly as a new region of that size would.
+///
+/// # Safety
+/// `chunk` is unpooled and the caller holds the only handle on its region.
+pub(crate) unsafe fn grow_in_place(
+    chunk: ChunkPtr,
+    capacity: usize,
+) -> Result<Option<usize>, AllocError> {
+    let shared = shared_ref(&chunk);
+    if shared.is_closed() || capacity > isize::MAX as usize - (1 << 20) {
+        return Ok(None);
+    }
+    let bytes = shared
+        .memory
+        .unpooled_size(capacity.max(32).next_multiple_of(16));
+    let old = chunk.bytes();
+    if bytes <= old {
+        return Ok(None);
+    }
+    // SAFETY: as the caller guarantees; `bytes` is larger than the chunk.
+    if !unsafe { chunk.grow_unpooled(bytes, shared.settings.max_memory) }? {
+        return Ok(None);
+    }
+    shared.counters.shared.add_shared((bytes - old) as i64, 0);
+    Ok(Some(bytes))
+}
+
 /// Allocates a region from the allocator that owns `chunk` (a buffer's growth or clone).
 pub(crate) fn region_like(chunk: ChunkPtr, capacity: usize) -> Result<Region, AllocError> {
     shared_of(chunk).try_allocate(capacity)

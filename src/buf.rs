@@ -473,6 +473,9 @@ impl PooledBuf {
             }
         }
         .min(isize::MAX as usize);
+        if self.share.is_none() && chunk.is_unpooled() && self.grow_in_place(chunk, target) {
+            return Ok(());
+        }
         let mut grown = PooledBuf::from_region(allocator::region_like(chunk, target)?);
         // SAFETY: `grown` has room for `needed >= len` bytes and does not overlap `self`.
         unsafe {
@@ -483,6 +486,33 @@ impl PooledBuf {
         // The old region is released when `grown`'s old value (now `self`'s) drops.
         std::mem::swap(self, &mut grown);
         Ok(())
+    }
+
+    /// The in-place case of growth for a large buffer mapped on its own: the region grows to
+    /// hold `target` bytes from this handle's start by moving its pages (`mremap`), without
+    /// copying a byte. Answers whether it did; where it cannot (a heap region, the kernel
+    /// refused, the memory limit: the moving path then reclaims and tries as usual), nothing
+    /// changed.
+    ///
+    /// The caller checked that the region is unpooled and this handle unshared, so the only
+    /// one on it.
+    fn grow_in_place(&mut self, chunk: ChunkPtr, target: usize) -> bool {
+        // SAFETY: this handle keeps region `idx` live.
+        let base = unsafe { chunk.segment(self.idx) };
+        // SAFETY: `ptr` lies within the region starting at `base`.
+        let offset = unsafe { self.ptr.as_ptr().offset_from(base.as_ptr()) } as usize;
+        // SAFETY: unpooled, and this unshared handle is the region's only one.
+        let grown = unsafe { allocator::grow_in_place(chunk, offset.saturating_add(target)) };
+        let Ok(Some(bytes)) = grown else {
+            return false;
+        };
+        // SAFETY: the region, still segment `idx` of the chunk, is `bytes` long at its (maybe
+        // new) start.
+        let base = unsafe { chunk.segment(self.idx) };
+        // SAFETY: `offset` is within the old region, so within the larger new one.
+        self.ptr = unsafe { NonNull::new_unchecked(base.as_ptr().add(offset)) };
+        self.cap = bytes - offset;
+        true
     }
 
     /// Appends `src`, growing if needed.

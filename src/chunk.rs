@@ -413,6 +413,44 @@ impl ChunkPtr {
         self.header().block.bytes()
     }
 
+    /// Grows the chunk of an unpooled buffer mapped on its own to `bytes`, its one region
+    /// with it, without copying (`Memory::remap`), accounting the bytes added under `limit`.
+    /// Answers `Ok(true)` when done (the region, still `idx` 0, now `bytes` long at
+    /// `segment(0)`, which may have moved), `Ok(false)` when it cannot be done here (not
+    /// mapped on its own, or the kernel refused: nothing changed, the caller copies), and
+    /// `MemoryLimit` when the bytes added do not fit.
+    ///
+    /// # Safety
+    /// `self` is an unpooled chunk, `bytes` at least its size, and the caller holds the only
+    /// handle on its region (so nothing else reads the header's block or the region's
+    /// memory while it changes).
+    pub(crate) unsafe fn grow_unpooled(
+        self,
+        bytes: usize,
+        limit: usize,
+    ) -> Result<bool, AllocError> {
+        let h = self.header();
+        debug_assert!(h.unpooled && bytes >= h.block.bytes());
+        let added = bytes - h.block.bytes();
+        let counters = h.home.counters();
+        counters.reserve(added, limit)?;
+        // SAFETY: the caller holds the only handle on the region, so nothing else refers to
+        // the block's memory.
+        let Some(block) = (unsafe { h.home.memory().remap(&h.block, bytes) }) else {
+            counters.unreserve(added);
+            return Ok(false);
+        };
+        let header = self.0.as_ptr();
+        // SAFETY: the header lives (the caller's handle keeps it) and nobody else reads it
+        // now (the only handle is the caller's); written through the pointer the header was
+        // leaked as, so every `ChunkPtr` to it stays valid.
+        unsafe {
+            (*header).block = block;
+            (*header).seg_size.set(bytes);
+        }
+        Ok(true)
+    }
+
     /// `true` for the one-segment chunk of an unpooled buffer.
     pub(crate) fn is_unpooled(self) -> bool {
         self.header().unpooled

@@ -311,6 +311,34 @@ impl Memory {
         }
     }
 
+    /// Resizes a block mapped on its own to `bytes` (a large unpooled buffer growing), keeping
+    /// its contents: the kernel moves its pages (`mremap`), no byte is copied, as glibc's
+    /// `realloc` does for its own mapped chunks. `None` where that cannot be done (not a
+    /// mapping of its own, another source, the call refused): `block` is then unchanged.
+    ///
+    /// # Safety
+    /// `block` came from this `Memory`; nothing refers to its memory except through the block
+    /// returned (its address may change: the old one is then unmapped).
+    pub(crate) unsafe fn remap(&self, block: &Block, bytes: usize) -> Option<Block> {
+        let Kind::Mapped { len } = block.kind else {
+            return None;
+        };
+        let new_len = bytes.checked_next_multiple_of(sys::page_size())?;
+        // SAFETY: a whole mapping of `len` bytes made by `map_direct`, as the caller
+        // guarantees nothing refers to but through the result.
+        let ptr = unsafe { sys::remap(block.ptr, len, new_len) }?;
+        if new_len >= len {
+            self.account(new_len - len);
+        } else {
+            self.unaccount(len - new_len);
+        }
+        Some(Block {
+            ptr,
+            bytes,
+            kind: Kind::Mapped { len: new_len },
+        })
+    }
+
     /// Gives a block back: decommitted and its span slot freed, unmapped, or freed to the
     /// global allocator.
     ///

@@ -46,6 +46,24 @@ pub(super) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
     debug_assert_eq!(r, 0, "munmap failed");
 }
 
+/// Resizes the mapping `ptr..ptr + len` to `new_len` bytes (page multiples), moving it if
+/// need be: the kernel moves the pages, no byte is copied. `None` if it cannot (the mapping
+/// is then unchanged).
+///
+/// # Safety
+/// `ptr..ptr + len` is a whole mapping made by [`map`]; nothing refers to it but through the
+/// pointer returned (it may move).
+pub(super) unsafe fn remap(ptr: NonNull<u8>, len: usize, new_len: usize) -> Option<NonNull<u8>> {
+    // SAFETY: by the caller's guarantee; MREMAP_MAYMOVE lets the kernel pick a new address
+    // and leaves the old one unmapped on success.
+    let p = unsafe { libc::mremap(ptr.as_ptr().cast(), len, new_len, libc::MREMAP_MAYMOVE) };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(p.cast())
+    }
+}
+
 /// Gives the pages wholly inside `ptr..ptr + len` back to the kernel; they read as zeros
 /// afterwards.
 ///

@@ -23,6 +23,10 @@ pub(super) unsafe fn unmap(_ptr: NonNull<u8>, _len: usize) {
 
 pub(super) unsafe fn decommit(_ptr: NonNull<u8>, _len: usize) {}
 
+pub(super) unsafe fn remap(_ptr: NonNull<u8>, _len: usize, _new_len: usize) -> Option<NonNull<u8>> {
+    None
+}
+
 pub(super) fn register_membarrier() -> bool {
     false
 }
