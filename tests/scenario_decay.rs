@@ -163,3 +163,38 @@ fn decay_time_is_validated() {
             .unwrap();
     }
 }
+
+/// The idle sweep takes a thread's emptied chunk at the first sweep `idle_release` after it
+/// emptied (issue 23, item 3: not a first sweep that stamps it and a later one that takes
+/// it). One thread empties its chunk (kept within its idle budget) and stays alive; the
+/// first activity after `idle_release` (one `stats()`, the only sweep that runs) gives it
+/// back.
+#[test]
+fn one_sweep_after_idle_release_takes_an_emptied_chunk() {
+    let idle = Duration::from_millis(if cfg!(miri) { 20 } else { 60 });
+    let pool = AdaptiveAllocator::builder()
+        .max_cached_bytes(0)
+        .idle_release(idle)
+        .build()
+        .unwrap();
+    let (emptied_tx, emptied_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let p = pool.clone();
+    let worker = thread::spawn(move || {
+        drop(p.allocate(1000));
+        emptied_tx.send(()).unwrap();
+        // Alive and idle until the main thread has looked.
+        done_rx.recv().unwrap();
+    });
+    emptied_rx.recv().unwrap();
+    assert_eq!(pool.stats().chunks, 1, "kept within the idle budget");
+    thread::sleep(idle * 2);
+    let s = pool.stats();
+    assert_eq!(
+        (s.chunks, s.allocated_bytes),
+        (0, 0),
+        "the first sweep past idle_release took it: {s}"
+    );
+    done_tx.send(()).unwrap();
+    worker.join().unwrap();
+}

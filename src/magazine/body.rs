@@ -39,6 +39,7 @@ use std::sync::Arc;
 use crate::chunk::{ChunkPtr, Home, RemoteFree};
 use crate::config::MIN_CHUNK_SIZE_FLOOR;
 use crate::error::AllocError;
+use crate::os;
 use crate::size_class::{next_pow2, SizeClass};
 use crate::stats::Shard;
 
@@ -554,8 +555,18 @@ impl Body {
     /// The current chunk `c` just emptied: tag it idle and count it; past the budget, give
     /// back idle chunks, oldest first and `c` last.
     fn note_idle(&mut self, c: ChunkPtr, home: &Arc<dyn Home>) {
+        // Idle from now: stamped, and the class's allocations counted from here, so the first
+        // idle sweep `idle_release` later takes it if nothing used it meanwhile (not a first
+        // sweep that stamps and a later one that takes). Once per idle episode (the tag stays
+        // while the chunk is reused), so the clock is read rarely.
         // SAFETY: owned by this magazine.
-        unsafe { c.set_slot(IDLE) };
+        let class = unsafe {
+            c.set_slot(IDLE);
+            c.set_idle_since(os::now_ns());
+            c.class() as usize
+        };
+        let cs = &mut self.classes[class];
+        cs.allocs_seen = cs.allocs;
         self.idle.push(c);
         self.idle_bytes += c.bytes();
         if self.idle_bytes <= self.idle_budget {
