@@ -3,7 +3,8 @@
 //!
 //! Owns: [`Central`]: one `ArrayQueue` per chunk size (sizes are powers of two between the
 //! configured bounds) and the byte budget they share; the `closed` flag; the sweep lock.
-//! May import: `chunk`, `sync`, `stats`.
+//! May import: `chunk`, `sync`, `stats`, `retention` (whether the budget admits a chunk, and
+//! when a cached chunk has been idle long enough: the policy is decided there).
 //!
 //! Invariants:
 //! * Only fully free chunks with no owner enter (the magazine and the recycler guarantee it;
@@ -24,6 +25,7 @@
 //!   and a sweep that starts after the close finds `closed` set and drains instead.
 
 use crate::chunk::ChunkPtr;
+use crate::retention;
 use crate::stats::Counters;
 use crate::sync::{fence, ArrayQueue, AtomicBool, Mutex, Ordering::*};
 
@@ -161,13 +163,11 @@ impl Central {
         let cached = &counters.cached_bytes;
         let mut cur = cached.load(Relaxed);
         loop {
-            match cur.checked_add(size) {
-                Some(next) if next <= self.budget => {
-                    match cached.compare_exchange_weak(cur, next, Relaxed, Relaxed) {
-                        Ok(_) => break,
-                        Err(actual) => cur = actual,
-                    }
-                }
+            match retention::cache_admits(cur, size, self.budget) {
+                Some(next) => match cached.compare_exchange_weak(cur, next, Relaxed, Relaxed) {
+                    Ok(_) => break,
+                    Err(actual) => cur = actual,
+                },
                 _ => {
                     out.push(chunk);
                     return;
@@ -273,7 +273,7 @@ impl Central {
                     let Some(chunk) = queue.pop() else { break };
                     // SAFETY: popped, so this thread holds the chunk exclusively.
                     let since = unsafe { chunk.idle_since() };
-                    if now.saturating_sub(since) >= idle_ns {
+                    if retention::expired(since, now, idle_ns) {
                         counters.cached_bytes.fetch_sub(chunk.bytes(), Relaxed);
                         out.push(chunk);
                     } else {

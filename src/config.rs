@@ -2,7 +2,7 @@
 //! the crate reads.
 //!
 //! Owns: defaults, every rule a setting must satisfy, [`ConfigError`]. May import:
-//! `size_class`. Nothing here is concurrent: a `Settings` is immutable once built.
+//! `size_class`, `retention` (the periods derived from `idle_release` and `decay_time`). Nothing here is concurrent: a `Settings` is immutable once built.
 
 use std::fmt;
 use std::time::Duration;
@@ -613,7 +613,7 @@ impl Settings {
     /// How often idle memory is swept: a quarter of `idle_release`, in nanoseconds (at least
     /// one; saturating for durations past `u64::MAX` nanoseconds).
     pub(crate) fn sweep_period_ns(&self) -> u64 {
-        (self.idle_release.as_nanos() / 4).clamp(1, u64::MAX as u128) as u64
+        crate::retention::sweep_period(self.idle_release_ns())
     }
 
     /// `decay_time` in nanoseconds, saturating (0: the eager policy).
@@ -624,10 +624,7 @@ impl Settings {
     /// How often the decay of retained memory is looked at: a quarter of `decay_time`, at
     /// least a millisecond (0 with the eager policy, where the idle sweep purges).
     pub(crate) fn decay_period_ns(&self) -> u64 {
-        match self.decay_ns() {
-            0 => 0,
-            d => (d / 4).max(1_000_000),
-        }
+        crate::retention::decay_period(self.decay_ns())
     }
 
     /// `idle_release` in nanoseconds, saturating.

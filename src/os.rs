@@ -376,7 +376,13 @@ impl Memory {
                 let mut result = self.spans.with(|t| {
                     t.in_use -= bytes;
                     if self.decay_ns == 0
-                        && t.dirty_bytes + bytes > self.dirty_budget + t.in_use / DIRTY_SHARE
+                        && !retention::eager_keeps_dirty(
+                            t.dirty_bytes,
+                            bytes,
+                            self.dirty_budget,
+                            t.in_use,
+                            DIRTY_SHARE,
+                        )
                     {
                         return None;
                     }

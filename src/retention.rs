@@ -1,10 +1,14 @@
 //! The retention policy: what freed memory is kept resident for reuse, and for how long.
 //!
-//! Owns: the decay curve and the decisions made with it, as pure functions of ages and sizes
-//! on a clock the caller passes in (nanoseconds of `os::now_ns` in the crate, any numbers in
-//! the tests). No state, no lock, no `unsafe`: the rooms that hold memory (`os`'s span table
-//! and its retained mappings) keep the stamps and ask here what to give back. May import:
-//! nothing of ours.
+//! Owns: what is kept and for how long, as pure functions of ages and sizes on a clock the
+//! caller passes in (nanoseconds of `os::now_ns` in the crate, any numbers in the tests): the
+//! decay curve and what to give back of what is kept resident beyond the cache ([`excess`],
+//! [`expired`]); the eager policy's rule for freed span slots ([`eager_keeps_dirty`]); the
+//! idle rules (a chunk idle past `idle_release` goes back: [`expired`]; a magazine's budget of
+//! empty chunks: [`within_idle_budget`]; the central cache's byte budget: [`cache_admits`]);
+//! and how often the sweep and the decay look ([`sweep_period`], [`decay_period`]). No state,
+//! no lock, no `unsafe`: the rooms that hold memory (`os`'s span table, the central cache, the
+//! magazines) keep the stamps and the counts and ask here. May import: nothing of ours.
 //!
 //! # Decay, not purge
 //! Memory the application frees and the pool does not cache (a span slot of a chunk given
@@ -64,9 +68,50 @@ pub(crate) fn excess(
 }
 
 /// Whether a piece freed at `freed_at` must be given back at `now` whatever the curve says:
-/// it is at least `decay` old (the curve is 0 there; also what keeps the idle bound).
+/// it is at least `decay` old (the curve is 0 there; also what keeps the idle bound). The
+/// same rule, with `idle_release` for `decay`, is the idle sweep's: a chunk idle since
+/// `freed_at` (in the central cache, or empty in a magazine) goes back once that old.
 pub(crate) fn expired(freed_at: u64, now: u64, decay: u64) -> bool {
     now.saturating_sub(freed_at) >= decay
+}
+
+/// Whether a magazine keeps `idle_bytes` of empty chunks under its per-thread budget
+/// (`max_thread_idle_bytes`); past it, its oldest idle chunks go back at once.
+pub(crate) fn within_idle_budget(idle_bytes: usize, budget: usize) -> bool {
+    idle_bytes <= budget
+}
+
+/// What the central cache holds after taking a chunk of `bytes` on top of `cached`, if its
+/// byte budget admits it; `None` if the chunk must go back to the system instead.
+pub(crate) fn cache_admits(cached: usize, bytes: usize, budget: usize) -> Option<usize> {
+    cached.checked_add(bytes).filter(|&next| next <= budget)
+}
+
+/// The eager policy's rule for a freed span slot (`decay_time(0)`): kept committed while the
+/// dirty bytes, with it, stay within the budget plus `1 / share` of the slot bytes in use;
+/// decommitted at once past that.
+pub(crate) fn eager_keeps_dirty(
+    dirty: usize,
+    bytes: usize,
+    budget: usize,
+    in_use: usize,
+    share: usize,
+) -> bool {
+    dirty + bytes <= budget + in_use / share
+}
+
+/// How often the idle sweep may run: a quarter of `idle_release` (nanoseconds, at least 1).
+pub(crate) fn sweep_period(idle_ns: u64) -> u64 {
+    (idle_ns / 4).max(1)
+}
+
+/// How often the decay of retained memory is looked at: a quarter of the decay time, at least
+/// a millisecond; 0 under the eager policy (the sweep purges instead).
+pub(crate) fn decay_period(decay_ns: u64) -> u64 {
+    match decay_ns {
+        0 => 0,
+        d => (d / 4).max(1_000_000),
+    }
 }
 
 #[cfg(test)]
@@ -136,6 +181,29 @@ mod tests {
         assert_eq!(excess(pieces, 200 * MS, d), 2000);
         assert!(expired(0, 200 * MS, d));
         assert!(!expired(200 * MS, 250 * MS, d));
+    }
+
+    /// The idle rules and budgets, at their edges.
+    #[test]
+    fn budgets_and_periods() {
+        assert!(within_idle_budget(1 << 20, 1 << 20));
+        assert!(!within_idle_budget((1 << 20) + 1, 1 << 20));
+        assert!(within_idle_budget(0, 0));
+        assert_eq!(cache_admits(4096, 4096, 8192), Some(8192));
+        assert_eq!(cache_admits(4097, 4096, 8192), None);
+        assert_eq!(cache_admits(usize::MAX, 1, usize::MAX), None, "no overflow");
+        // The eager slot rule: budget plus half the bytes in use (share 2).
+        assert!(eager_keeps_dirty(0, 4096, 4096, 0, 2));
+        assert!(!eager_keeps_dirty(1, 4096, 4096, 0, 2));
+        assert!(eager_keeps_dirty(4096, 4096, 0, 16384, 2));
+        assert!(expired(10, 10 + 100, 100));
+        assert!(!expired(10, 10 + 99, 100));
+        assert!(!expired(50, 10, 1), "a stamp in the future is not old");
+        assert_eq!(sweep_period(10_000_000_000), 2_500_000_000);
+        assert_eq!(sweep_period(3), 1, "at least a nanosecond");
+        assert_eq!(decay_period(0), 0, "eager: no decay tick");
+        assert_eq!(decay_period(1_000_000_000), 250_000_000);
+        assert_eq!(decay_period(2_000_000), 1_000_000, "at least a millisecond");
     }
 
     /// The idle bound: whatever was freed, nothing is allowed past the decay time.

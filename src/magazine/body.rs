@@ -5,8 +5,10 @@
 //!
 //! Owns: `Body` and the list tags of an owned chunk's slot word. Runs only inside the
 //! magazine's gate (the owner) or under a claim (a reclaimer). May import: `chunk`,
-//! `size_class`, `config`, `stats`, `error`, its sibling `classes` (a class's state, list
-//! tags and cache), `gate` (`Reclaim`), and the parent's `Link`.
+//! `size_class`, `config`, `stats`, `error`, `os` (the clock), `retention` (the idle budget and
+//! when an empty chunk has been idle long enough: the policy is decided there), its sibling
+//! `classes` (a class's state, list tags and cache), `gate` (`Reclaim`), and the parent's
+//! `Link`.
 //!
 //! # The chunk lists
 //! Each class has one *current* chunk that allocations carve from, and two lists of the other
@@ -40,6 +42,7 @@ use crate::chunk::{ChunkPtr, Home, RemoteFree};
 use crate::config::MIN_CHUNK_SIZE_FLOOR;
 use crate::error::AllocError;
 use crate::os;
+use crate::retention;
 use crate::size_class::{next_pow2, SizeClass};
 use crate::stats::Shard;
 
@@ -569,7 +572,7 @@ impl Body {
         cs.allocs_seen = cs.allocs;
         self.idle.push(c);
         self.idle_bytes += c.bytes();
-        if self.idle_bytes <= self.idle_budget {
+        if retention::within_idle_budget(self.idle_bytes, self.idle_budget) {
             return;
         }
         // Untag the chunks that are in use again (the count is lazy).
@@ -590,7 +593,9 @@ impl Body {
                 i += 1;
             }
         }
-        while self.idle_bytes > self.idle_budget && !self.idle.is_empty() {
+        while !retention::within_idle_budget(self.idle_bytes, self.idle_budget)
+            && !self.idle.is_empty()
+        {
             let victim = self.idle.iter().copied().find(|&x| x != c).unwrap_or(c);
             // SAFETY: owned by this magazine.
             let class = unsafe { victim.class() as usize };
@@ -666,7 +671,7 @@ impl Body {
                                     c.set_idle_since(now);
                                     false
                                 }
-                                since => now.saturating_sub(since) >= idle_ns,
+                                since => retention::expired(since, now, idle_ns),
                             },
                         }
                     }
