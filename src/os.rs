@@ -462,21 +462,7 @@ impl Memory {
             return self.purge();
         }
         let decay = self.decay_ns;
-        self.give_back(|pieces: &[(usize, u64)]| {
-            let excess = retention::excess(pieces.iter().copied(), now, decay);
-            // The pieces come oldest first: give back a prefix that covers the excess, and
-            // every expired piece.
-            let mut covered = 0;
-            let mut n = 0;
-            for &(bytes, since) in pieces {
-                if covered >= excess && !retention::expired(since, now, decay) {
-                    break;
-                }
-                covered += bytes;
-                n += 1;
-            }
-            n
-        })
+        self.give_back(|pieces: &[(usize, u64)]| retention::oldest_to_give_back(pieces, now, decay))
     }
 
     /// Gives back the oldest of what is kept: `choose` is shown every piece kept (dirty slot

@@ -67,6 +67,25 @@ pub(crate) fn excess(
     kept.saturating_sub(allowed).min(usize::MAX as u128) as usize
 }
 
+/// How many of `pieces` (each `(bytes, freed_at)`, oldest first) to give back at `now`: the
+/// oldest first, every one at least `decay` old ([`expired`]), and then as many as bring what
+/// is kept to its allowance ([`excess`]), to the nearest piece: a piece goes while the bytes
+/// still to give back are more than half of it. So many small pieces follow the curve
+/// closely, and one large piece (a 4 MiB mapping) stays until half of it is due, instead of
+/// going at the first byte of excess.
+pub(crate) fn oldest_to_give_back(pieces: &[(usize, u64)], now: u64, decay: u64) -> usize {
+    let mut due = excess(pieces.iter().copied(), now, decay);
+    let mut n = 0;
+    for &(bytes, freed_at) in pieces {
+        if !expired(freed_at, now, decay) && due <= bytes / 2 {
+            break;
+        }
+        due = due.saturating_sub(bytes);
+        n += 1;
+    }
+    n
+}
+
 /// Whether a piece freed at `freed_at` must be given back at `now` whatever the curve says:
 /// it is at least `decay` old (the curve is 0 there; also what keeps the idle bound). The
 /// same rule, with `idle_release` for `decay`, is the idle sweep's: a chunk idle since
@@ -181,6 +200,36 @@ mod tests {
         assert_eq!(excess(pieces, 200 * MS, d), 2000);
         assert!(expired(0, 200 * MS, d));
         assert!(!expired(200 * MS, 250 * MS, d));
+    }
+
+    /// Rounding to the nearest piece: one large piece stays until about half of it is due
+    /// (a smoothstep is at one half at half the decay time), many small ones follow the curve.
+    #[test]
+    fn pieces_go_to_the_nearest() {
+        let d = 1000 * MS;
+        let one = [(4 << 20, 0u64)];
+        assert_eq!(oldest_to_give_back(&one, 0, d), 0);
+        assert_eq!(
+            oldest_to_give_back(&one, d / 4, d),
+            0,
+            "a sixth is due: kept"
+        );
+        assert_eq!(oldest_to_give_back(&one, d * 45 / 100, d), 0);
+        assert_eq!(
+            oldest_to_give_back(&one, d * 55 / 100, d),
+            1,
+            "over half due: given back"
+        );
+        assert_eq!(oldest_to_give_back(&one, d, d), 1);
+        let many: Vec<(usize, u64)> = (0..100).map(|i| (4096, i * MS)).collect();
+        let n = oldest_to_give_back(&many, 99 * MS + d / 2, d);
+        assert!(
+            (40..=60).contains(&n),
+            "about half of a hundred small pieces: {n}"
+        );
+        // Expired pieces go whatever the excess.
+        let mixed = [(4096, 0), (1 << 30, 2 * d)];
+        assert_eq!(oldest_to_give_back(&mixed, 2 * d, d), 1);
     }
 
     /// The idle rules and budgets, at their edges.

@@ -4,7 +4,7 @@
 //! glibc's `realloc` does for its own mapped chunks. Contents stay, the accounting stays exact
 //! (`allocated_bytes`, `live_bytes`, `max_memory`), and `mapped_bytes` is back to 0 at the end.
 //!
-//! Its own test binary: the page-fault count it reads is the whole process's. Mapped memory
+//! The page faults it counts are the calling thread's (its tests run side by side). Mapped memory
 //! only: not run under Miri, whose memory source is the global allocator, where growth moves
 //! and copies as `tests/buf_parity.rs`'s reserve tests check (and a byte-by-byte fill of
 //! megabytes would take Miri minutes).
@@ -19,9 +19,9 @@ fn os_backed() -> bool {
     MemorySource::Os.is_supported() && !cfg!(miri)
 }
 
-/// Minor page faults of the process so far (Linux; 0 elsewhere).
+/// Minor page faults of the calling thread so far (Linux; 0 elsewhere).
 fn minor_faults() -> u64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
         return 0;
     };
     let rest = &stat[stat.rfind(')').expect("comm") + 2..];

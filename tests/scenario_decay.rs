@@ -74,7 +74,7 @@ fn a_large_buffer_reuses_the_mapping_of_the_last_one() {
 
 #[test]
 fn a_burst_past_the_cache_is_kept_then_decays() {
-    let decay = Duration::from_millis(if cfg!(miri) { 20 } else { 150 });
+    let decay = Duration::from_millis(if cfg!(miri) { 20 } else { 400 });
     let pool = AdaptiveAllocator::builder()
         .min_chunk_size(64 * KIB)
         .max_chunk_size(64 * KIB)
@@ -102,7 +102,12 @@ fn a_burst_past_the_cache_is_kept_then_decays() {
         // The chunks past the cache's 256 KiB went back to the system, their slots kept.
         let chunks = n * 16 * KIB / (64 * KIB);
         let past_cache = chunks * 64 * KIB - 256 * KIB;
-        assert_eq!(s.retained_bytes, past_cache, "{s}");
+        // All of it, but for what a decay tick during the burst gave back already (the pieces
+        // freed first, by age; a small share this early in the decay time).
+        let kept = |s: &adaptive_pool::Stats| {
+            s.retained_bytes <= past_cache && s.retained_bytes >= past_cache * 3 / 4
+        };
+        assert!(kept(&s), "{s}; {past_cache} B past the cache");
         // A second burst takes them back (its chunks come from kept slots).
         let second = burst(2);
         assert!(
@@ -112,7 +117,8 @@ fn a_burst_past_the_cache_is_kept_then_decays() {
         );
         assert!(second.iter().all(|b| b.iter().all(|&x| x == 2)));
         drop(second);
-        assert_eq!(pool.stats().retained_bytes, past_cache);
+        let s = pool.stats();
+        assert!(kept(&s), "{s}; {past_cache} B past the cache");
     }
     // After the decay time, activity gives it all back (`stats()` runs the decay tick).
     thread::sleep(decay * 2);

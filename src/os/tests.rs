@@ -33,7 +33,7 @@ fn spans_carve_chunks_and_unmap_when_empty() {
 
 /// Fault counter of the calling process (minor faults), for the reuse tests.
 fn minor_faults() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("procfs");
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("procfs");
     // Field 10 (minflt), counted after the command name's closing parenthesis.
     let rest = &stat[stat.rfind(')').expect("comm") + 2..];
     rest.split(' ')
