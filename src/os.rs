@@ -265,6 +265,13 @@ impl Memory {
         }
     }
 
+    /// Whether this memory keeps what is freed resident and gives it back by age (a decay
+    /// time, and memory from the operating system: the global allocator's blocks are freed
+    /// at once, so there is nothing to decay).
+    pub(crate) fn decays(&self) -> bool {
+        self.decay_ns != 0 && self.source == MemorySource::Os
+    }
+
     /// Bytes kept resident for reuse now: free span slots still committed and mappings kept
     /// after their buffer or chunk was given back.
     pub(crate) fn retained(&self) -> usize {
@@ -450,6 +457,10 @@ impl Memory {
     /// back. A span this leaves wholly free stays mapped until [`Memory::release_empty`],
     /// which every caller runs next.
     pub(crate) fn purge(&self) -> usize {
+        if self.source != MemorySource::Os {
+            // The global allocator's blocks were freed when given back: nothing is kept.
+            return 0;
+        }
         self.give_back(|_| true)
     }
 
@@ -458,7 +469,7 @@ impl Memory {
     /// `retention`), and everything at least the decay time old. Under the eager policy,
     /// [`Memory::purge`]. Answers the bytes given back.
     pub(crate) fn decay(&self, now: u64) -> usize {
-        if self.decay_ns == 0 {
+        if !self.decays() {
             return self.purge();
         }
         let decay = self.decay_ns;

@@ -75,7 +75,9 @@ impl Shared {
     /// run far more often than the sweep.
     fn maybe_decay(&self, now: u64) {
         let period = self.settings.decay_period_ns();
-        if period == 0 {
+        // Nothing to decay (the eager policy, or the global allocator's memory, as under
+        // Miri and loom): not even the due time is read.
+        if period == 0 || !self.memory.decays() {
             return;
         }
         let due = self.next_decay.load(Relaxed);
