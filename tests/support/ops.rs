@@ -1483,11 +1483,28 @@ impl Harness {
                     self.note_written(q, len);
                     self.release_handle(meta.region);
                     meta.region = self.new_region_at(p, q, buf.capacity());
-                } else {
-                    assert!(
-                        q + buf.capacity() <= r.base + r.cap,
-                        "grown in place past its region"
-                    );
+                } else if q + buf.capacity() > r.base + r.cap {
+                    // Grown in place past its region: a large buffer's mapping resized by the
+                    // kernel (`mremap`), its region growing with it. Only a region's one
+                    // handle may do that, and the larger region overlaps no other.
+                    assert_eq!(r.handles, 1, "a shared region grew in place");
+                    let new_cap = q + buf.capacity() - r.base;
+                    for (i, o) in self.regions.iter().enumerate() {
+                        let Some(o) = o else { continue };
+                        if i == meta.region || o.cap == 0 {
+                            continue;
+                        }
+                        assert!(
+                            r.base + new_cap <= o.base || o.base + o.cap <= r.base,
+                            "a region grown in place [{:#x}, +{new_cap}) overlaps a live one \
+                             [{:#x}, +{}]",
+                            r.base,
+                            o.base,
+                            o.cap
+                        );
+                    }
+                    self.pools[p].live_bytes += new_cap - r.cap;
+                    self.regions[meta.region].as_mut().expect("live region").cap = new_cap;
                 }
             }
             Err(AllocError::MemoryLimit { .. }) => {
