@@ -193,13 +193,21 @@ fn one_sweep_after_idle_release_takes_an_emptied_chunk() {
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let p = pool.clone();
     let worker = thread::spawn(move || {
-        drop(p.allocate(1000));
-        emptied_tx.send(()).unwrap();
+        let b = p.allocate(1000);
+        let before_drop = std::time::Instant::now();
+        drop(b);
+        emptied_tx.send(before_drop).unwrap();
         // Alive and idle until the main thread has looked.
         done_rx.recv().unwrap();
     });
-    emptied_rx.recv().unwrap();
-    assert_eq!(pool.stats().chunks, 1, "kept within the idle budget");
+    let before_drop = emptied_rx.recv().unwrap();
+    let s = pool.stats();
+    // Kept within the idle budget, unless this look came `idle_release` after it emptied (a
+    // slow run: Miri, a loaded machine), when the sweep it ran may take it already. The
+    // margin covers the coarse clock the pool stamps with.
+    if before_drop.elapsed() + Duration::from_millis(10) < idle {
+        assert_eq!(s.chunks, 1, "kept within the idle budget: {s}");
+    }
     thread::sleep(idle * 2);
     let s = pool.stats();
     assert_eq!(
