@@ -480,13 +480,23 @@ unsafe fn release_remote(chunk: ChunkPtr, idx: u32) {
 /// split region dropped while others live on): added to the allocator's `pinned_bytes`.
 #[inline]
 pub(crate) fn pin(chunk: ChunkPtr, bytes: usize) {
-    chunk.home().counters().pin(bytes);
+    account_pinned(chunk, bytes as i64);
 }
 
 /// `bytes` [`pin`]ned in a region of `chunk` are covered again or released with the region.
 #[inline]
 pub(crate) fn unpin(chunk: ChunkPtr, bytes: usize) {
-    chunk.home().counters().unpin(bytes);
+    account_pinned(chunk, (bytes as i64).wrapping_neg());
+}
+
+/// Counts `bytes` (a change of `Stats::pinned_bytes`) in the calling thread's own stats
+/// shard (`Stats` sums the shards, so which thread counts does not matter); at thread exit,
+/// in the shared shard's atomics.
+#[inline]
+fn account_pinned(chunk: ChunkPtr, bytes: i64) {
+    if !magazine::account_pinned(chunk, bytes) {
+        chunk.home().counters().shared.add_pinned_shared(bytes);
+    }
 }
 
 /// The allocator that owns `chunk`, borrowed from the chunk's header (no reference count

@@ -132,6 +132,10 @@ impl fmt::Display for Stats {
 pub(crate) struct Shard {
     live_bytes: AtomicI64,
     live_buffers: AtomicI64,
+    /// This shard's part of `Stats::pinned_bytes`: what handles of shared regions pinned
+    /// and unpinned on its thread (a region pinned on one thread may be unpinned on another,
+    /// so one shard may be negative; the sum is exact).
+    pinned_bytes: AtomicI64,
 }
 
 impl Shard {
@@ -155,10 +159,25 @@ impl Shard {
         self.live_buffers.fetch_add(buffers, Relaxed);
     }
 
-    fn read(&self) -> (i64, i64) {
+    /// Adds to the pinned bytes from the shard's single writer (as [`Shard::add_owned`]).
+    #[inline(always)]
+    pub(crate) fn add_pinned_owned(&self, bytes: i64) {
+        let b = self.pinned_bytes.load(Relaxed);
+        self.pinned_bytes.store(b.wrapping_add(bytes), Relaxed);
+    }
+
+    /// Adds to the pinned bytes from any thread.
+    #[inline]
+    pub(crate) fn add_pinned_shared(&self, bytes: i64) {
+        self.pinned_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// (live bytes, live buffers, pinned bytes).
+    fn read(&self) -> (i64, i64, i64) {
         (
             self.live_bytes.load(Relaxed),
             self.live_buffers.load(Relaxed),
+            self.pinned_bytes.load(Relaxed),
         )
     }
 }
@@ -172,9 +191,6 @@ pub(crate) struct Counters {
     chunk_allocations: AtomicU64,
     chunk_releases: AtomicU64,
     unpooled_allocations: AtomicU64,
-    /// Bytes of live shared regions that no live handle covers (`Stats::pinned_bytes`):
-    /// changed only when a handle of a split region drops, never on the unshared fast path.
-    pinned_bytes: AtomicUsize,
     /// Live counts changed by threads that are not a region's owner.
     pub(crate) shared: Shard,
     /// Shards of the living magazines, and of the threads that release this allocator's
@@ -250,19 +266,6 @@ impl Counters {
         self.unreserve(bytes);
     }
 
-    /// `bytes` of a shared region became uncovered (a handle dropped while others live).
-    #[inline]
-    pub(crate) fn pin(&self, bytes: usize) {
-        self.pinned_bytes.fetch_add(bytes, Relaxed);
-    }
-
-    /// `bytes` previously [`pin`](Counters::pin)ned are covered again, or their region is
-    /// released.
-    #[inline]
-    pub(crate) fn unpin(&self, bytes: usize) {
-        self.pinned_bytes.fetch_sub(bytes, Relaxed);
-    }
-
     /// Registers a new magazine's shard.
     pub(crate) fn register(&self, shard: Arc<Shard>) {
         self.shards.with(|v| v.magazines.push(shard));
@@ -283,8 +286,9 @@ impl Counters {
             for list in [&mut v.magazines, &mut v.releasers] {
                 if let Some(i) = list.iter().position(|s| Arc::ptr_eq(s, shard)) {
                     let s = list.swap_remove(i);
-                    let (bytes, buffers) = s.read();
+                    let (bytes, buffers, pinned) = s.read();
                     self.shared.add_shared(bytes, buffers);
+                    self.shared.add_pinned_shared(pinned);
                     return;
                 }
             }
@@ -295,14 +299,15 @@ impl Counters {
     pub(crate) fn snapshot(&self) -> Stats {
         // The shared shard is read under the same lock as the magazines' shards: a dying
         // magazine is folded into it under that lock, so the snapshot sees it exactly once.
-        let (bytes, buffers, magazines) = self.shards.with(|v| {
-            let (mut b, mut n) = self.shared.read();
+        let (bytes, buffers, pinned, magazines) = self.shards.with(|v| {
+            let (mut b, mut n, mut p) = self.shared.read();
             for s in v.magazines.iter().chain(&v.releasers) {
-                let (sb, sn) = s.read();
+                let (sb, sn, sp) = s.read();
                 b = b.wrapping_add(sb);
                 n = n.wrapping_add(sn);
+                p = p.wrapping_add(sp);
             }
-            (b, n, v.magazines.len())
+            (b, n, p, v.magazines.len())
         });
         Stats {
             allocated_bytes: self.allocated_bytes.load(Relaxed),
@@ -316,7 +321,7 @@ impl Counters {
             magazines,
             parked_chunks: 0,
             mapped_bytes: 0,
-            pinned_bytes: self.pinned_bytes.load(Relaxed),
+            pinned_bytes: pinned.max(0) as usize,
             retained_bytes: 0,
         }
     }

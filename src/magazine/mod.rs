@@ -54,7 +54,8 @@ use classes::{ClassState, CACHE_CAP, CURRENT};
 use gate::{Entered, Gate, FENCE};
 pub(crate) use gate::{Reclaim, Roster};
 pub(crate) use registry::{
-    account_release, alloc_fast, alloc_fast_lookup, remove, with_existing, with_magazine,
+    account_pinned, account_release, alloc_fast, alloc_fast_lookup, remove, with_existing,
+    with_magazine,
 };
 
 /// A region carved for a buffer: its chunk, its segment, its capacity.

@@ -204,12 +204,28 @@ pub(crate) fn alloc_fast(id: usize, class: SizeClass) -> Option<FastCarved> {
 /// the shared shard's line per release.
 #[inline]
 pub(crate) fn account_release(chunk: ChunkPtr, size: usize) -> bool {
+    on_own_shard(chunk, |s| s.add_owned(-(size as i64), -1))
+}
+
+/// Adds `bytes` to the pinned bytes of `chunk`'s allocator in the calling thread's own stats
+/// shard, as [`account_release`] does for a release: a handle of a split region that drops
+/// while others live (a codec's frame) pays a plain load and store here instead of an atomic
+/// add on a line every thread writes. `false` as for [`account_release`].
+#[inline]
+pub(crate) fn account_pinned(chunk: ChunkPtr, bytes: i64) -> bool {
+    on_own_shard(chunk, |s| s.add_pinned_owned(bytes))
+}
+
+/// Runs `add` on the calling thread's own stats shard for `chunk`'s allocator (see
+/// [`account_release`]).
+#[inline(always)]
+fn on_own_shard(chunk: ChunkPtr, add: impl Fn(&Shard) + Copy) -> bool {
     let id = chunk.home_id();
-    let add = |s: &mut State| {
+    let in_magazine = |s: &mut State| {
         if s.link.is_none() {
             return false;
         }
-        s.body.shard.add_owned(-(size as i64), -1);
+        add(&s.body.shard);
         true
     };
     #[cfg(not(loom))]
@@ -217,7 +233,7 @@ pub(crate) fn account_release(chunk: ChunkPtr, size: usize) -> bool {
         let (last_id, m) = LAST.with(|last| last.get());
         if last_id == id {
             // SAFETY: as in `alloc_fast`.
-            if unsafe { &*m }.run(add) {
+            if unsafe { &*m }.run(in_magazine) {
                 return true;
             }
         } else if last_id == usize::MAX {
@@ -228,20 +244,20 @@ pub(crate) fn account_release(chunk: ChunkPtr, size: usize) -> bool {
             if home == at {
                 // SAFETY: `LAST_RELEASE` names a shard the registry holds (it is cleared
                 // before the registry lets go of one).
-                unsafe { &*shard }.add_owned(-(size as i64), -1);
+                add(unsafe { &*shard });
                 return true;
             }
-            return account_release_shard(chunk.home(), size);
+            return on_release_shard(chunk.home(), add);
         }
     }
-    if with_existing(id, |m| m.run(add)) == Some(true) {
+    if with_existing(id, |m| m.run(in_magazine)) == Some(true) {
         return true;
     }
-    account_release_shard(chunk.home(), size)
+    on_release_shard(chunk.home(), add)
 }
 
-/// The releasing thread's own shard for `home`'s releases (see [`account_release`]).
-fn account_release_shard(home: &Arc<dyn Home>, size: usize) -> bool {
+/// Runs `add` on the calling thread's release shard for `home` (see [`account_release`]).
+fn on_release_shard(home: &Arc<dyn Home>, add: impl Fn(&Shard)) -> bool {
     REGISTRY
         .try_with(|reg| -> bool {
             reg.with_mut(|reg| {
@@ -261,7 +277,7 @@ fn account_release_shard(home: &Arc<dyn Home>, size: usize) -> bool {
                     None => add_releaser(reg, home),
                 };
                 let shard = &reg.releasers[i].shard;
-                shard.add_owned(-(size as i64), -1);
+                add(shard);
                 #[cfg(not(loom))]
                 LAST_RELEASE.with(|l| l.set((at, Arc::as_ptr(shard))));
                 true
