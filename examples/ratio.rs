@@ -28,7 +28,7 @@ use std::env;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
-use std::process::{self, Command};
+use std::process;
 use std::time::{Duration, Instant};
 
 use adaptive_pool::{AdaptiveAllocator, PooledBuf};
@@ -605,39 +605,20 @@ fn memory_rows(quick: bool) -> Vec<(String, String)> {
 
 /// Runs this example under another global allocator through cargo; answers its rows.
 fn run_child(feature: Option<&str>, quick: bool, only: &[String]) -> Result<Vec<Row>, String> {
-    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
-        "run",
-        "--quiet",
-        "--release",
-        "--example",
-        "ratio",
-    ]);
     // The codec rows come along when this run has them.
     let features: Vec<&str> = feature
         .into_iter()
         .chain(cfg!(feature = "codec").then_some("codec"))
         .collect();
-    if !features.is_empty() {
-        cmd.args(["--features", &features.join(",")]);
-    }
-    cmd.args(["--", "--child", "--no-memory"]);
+    let only = only.join(",");
+    let mut args = vec!["--child", "--no-memory"];
     if quick {
-        cmd.arg("--quick");
+        args.push("--quick");
     }
     if !only.is_empty() {
-        cmd.args(["--only", &only.join(",")]);
+        args.extend(["--only", &only]);
     }
-    eprintln!("==> {cmd:?}");
-    let out = cmd
-        .stderr(process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("could not start cargo: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("exited with {}", out.status));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = workloads::child::run_example("ratio", &features, &args)?;
     Ok(text
         .lines()
         .filter_map(|l| {

@@ -39,7 +39,7 @@ use std::fs;
 use std::hint::black_box;
 use std::ops::DerefMut;
 use std::path::PathBuf;
-use std::process::{self, Command};
+use std::process;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -651,37 +651,17 @@ fn parse_row(line: &str) -> Option<Row> {
 
 /// Runs this example under another global allocator through cargo; answers its rows.
 fn run_child(feature: Option<&str>, quick: bool, only: &[String]) -> Result<Vec<Row>, String> {
-    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
-        "run",
-        "--quiet",
-        "--release",
-        "--example",
-        "zeropool",
-    ]);
-    if let Some(feature) = feature {
-        cmd.args(["--features", feature]);
-    }
-    cmd.args(["--", "--child"]);
+    let only = only.join(",");
+    let mut args = vec!["--child"];
     if quick {
-        cmd.arg("--quick");
+        args.push("--quick");
     }
     if !only.is_empty() {
-        cmd.args(["--only", &only.join(",")]);
+        args.extend(["--only", &only]);
     }
-    eprintln!("==> {cmd:?}");
-    let out = cmd
-        .stderr(process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("could not start cargo: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("exited with {}", out.status));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(parse_row)
-        .collect())
+    let features: Vec<&str> = feature.into_iter().collect();
+    let out = workloads::child::run_example("zeropool", &features, &args)?;
+    Ok(out.lines().filter_map(parse_row).collect())
 }
 
 fn markdown(runs: &[(String, Vec<Row>)], failures: &[(String, String)], quick: bool) -> String {

@@ -14,6 +14,8 @@
 
 #![allow(dead_code)]
 
+pub mod child;
+
 use std::hint::black_box;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
