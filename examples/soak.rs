@@ -20,7 +20,8 @@
 //! table (the same workload is run again with `bytes::BytesMut` for comparison unless
 //! `--no-compare` is given) and the allocator's final statistics, checks that no buffer is
 //! left alive, and writes an SVG plot of memory over time for both runs (`--plot`, default
-//! `target/soak.svg`): the pool's `allocated_bytes` and `pinned_bytes`, the bytes the
+//! `target/soak.svg`): the pool's `allocated_bytes`, `pinned_bytes` and `retained_bytes` (the
+//! memory it gave back and keeps resident for reuse, decaying by age), the bytes the
 //! application holds (the capacity of every buffer kept in a ring or in flight, counted the
 //! same way for both), and the process's resident set size, which is what the system
 //! allocator behind `BytesMut` keeps. The workload freezes whole buffers and never keeps a
@@ -57,11 +58,12 @@ struct Options {
     idle_release: Duration,
     compare: bool,
     plot: Option<PathBuf>,
+    huge_pages: bool,
 }
 
 const USAGE: &str = "\
 usage: soak [--duration SECS] [--threads N] [--idle-release SECS] [--plot FILE | --no-plot]
-            [--no-compare] [--help]
+            [--no-compare] [--no-huge-pages] [--help]
 
 Runs a mixed network-like workload on an adaptive_pool allocator with the default settings
 (but a 0.5 s idle_release), printing a progress line once per second, then the same workload on
@@ -76,6 +78,7 @@ options:
   --plot FILE       where to write the SVG plot (default target/soak.svg)
   --no-plot         do not write the plot
   --no-compare      skip the second run of the same workload with bytes::BytesMut
+  --no-huge-pages   the pool without transparent huge pages (Builder::huge_pages(false))
   --help            print this help";
 
 fn parse_args() -> Options {
@@ -85,6 +88,7 @@ fn parse_args() -> Options {
         idle_release: Duration::from_millis(500),
         compare: true,
         plot: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/soak.svg")),
+        huge_pages: true,
     };
     let mut args = env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -125,6 +129,7 @@ fn parse_args() -> Options {
                 }
             }
             "--no-compare" => opts.compare = false,
+            "--no-huge-pages" => opts.huge_pages = false,
             "--plot" => opts.plot = Some(PathBuf::from(value("--plot"))),
             "--no-plot" => opts.plot = None,
             "-h" | "--help" => {
@@ -357,6 +362,9 @@ struct Sample {
     /// The pool's `pinned_bytes`: bytes of live regions no live handle covers (none for
     /// `BytesMut`).
     pinned: Option<usize>,
+    /// The pool's `retained_bytes`: memory it gave back that is kept resident for reuse and
+    /// decays (none for `BytesMut`).
+    retained: Option<usize>,
     /// Capacity of the buffers the application holds.
     held: usize,
     rss: Option<usize>,
@@ -455,6 +463,7 @@ fn run<B: Backend>(backend: B, opts: &Options) -> Outcome {
             secs: start.elapsed().as_secs_f64(),
             allocated: stats.map(|s| s.allocated_bytes),
             pinned: stats.map(|s| s.pinned_bytes),
+            retained: stats.map(|s| s.retained_bytes),
             held: shared.held(),
             rss: rss(),
         };
@@ -476,13 +485,14 @@ fn run<B: Backend>(backend: B, opts: &Options) -> Outcome {
             let rss = sample.rss.map_or_else(|| "n/a".into(), mib);
             match backend.stats() {
                 Some(s) => println!(
-                    "[{:5.1} s] {phase}  {:>11.0} ops/s  live {:>10}  allocated {:>10}  cached {:>10}  pinned {:>10}  rss {:>10}",
+                    "[{:5.1} s] {phase}  {:>11.0} ops/s  live {:>10}  allocated {:>10}  cached {:>10}  pinned {:>10}  retained {:>10}  rss {:>10}",
                     elapsed.as_secs_f64(),
                     rate,
                     mib(s.live_bytes),
                     mib(s.allocated_bytes),
                     mib(s.cached_bytes),
                     mib(s.pinned_bytes),
+                    mib(s.retained_bytes),
                     rss,
                 ),
                 None => println!(
@@ -507,6 +517,7 @@ fn run<B: Backend>(backend: B, opts: &Options) -> Outcome {
             secs: 0.0,
             allocated: None,
             pinned: None,
+            retained: None,
             held: 0,
             rss: None,
         });
@@ -595,6 +606,16 @@ fn plot(path: &std::path::Path, runs: &[&Outcome]) -> Result<(), Box<dyn std::er
                     .filter_map(|s| Some((s.secs, to_mib(s.pinned?))))
                     .collect(),
             ));
+            // What the decay keeps resident for reuse (and gives back by age): the gap
+            // between the RSS and `allocated_bytes` after the burst.
+            series.push((
+                format!("{}: retained_bytes (decaying)", o.name),
+                RGBColor(0xff, 0x7f, 0x0e).stroke_width(2),
+                o.samples
+                    .iter()
+                    .filter_map(|s| Some((s.secs, to_mib(s.retained?))))
+                    .collect(),
+            ));
         }
         series.push((
             format!("{}: bytes held by the application", o.name),
@@ -630,13 +651,15 @@ fn main() {
     let opts = parse_args();
     let pool = AdaptiveAllocator::builder()
         .idle_release(opts.idle_release)
+        .huge_pages(opts.huge_pages)
         .build()
         .expect("valid settings");
     println!(
         "pool: default settings, idle_release {:.1} s (the default is 10 s: shorter here, so \
-         the quiet phase lasts past it), memory from {:?}",
+         the quiet phase lasts past it), memory from {:?}, huge pages {}",
         opts.idle_release.as_secs_f64(),
-        adaptive_pool::MemorySource::default_for_platform()
+        adaptive_pool::MemorySource::default_for_platform(),
+        if opts.huge_pages { "advised" } else { "off" }
     );
 
     let pooled = run(Pool(pool.clone()), &opts);

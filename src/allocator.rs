@@ -672,7 +672,8 @@ impl AdaptiveAllocator {
                 settings.memory_source,
                 settings.max_cached_bytes,
                 settings.decay_ns(),
-            ),
+            )
+            .with_huge_pages(settings.huge_pages),
             settings,
             central,
             parked,

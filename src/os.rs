@@ -49,6 +49,10 @@ use crate::sync::{self, AtomicUsize, Mutex, Ordering::*};
 
 /// The size of a span: the mapping small chunks are carved from.
 pub(crate) const SPAN_BYTES: usize = 4 << 20;
+
+/// The size of a transparent huge page on the platforms that advise them (x86-64 and
+/// aarch64 with 4 KiB base pages): a mapping shorter than this cannot hold one.
+const HUGE_PAGE: usize = 2 << 20;
 /// Unpooled buffers of at least this size get a mapping of their own (smaller ones come from
 /// the global allocator, so that a few-KiB buffer does not cost a mapping).
 pub(crate) const DIRECT_MIN: usize = 1 << 20;
@@ -228,6 +232,8 @@ pub(crate) struct Memory {
     /// eager policy (slots within `dirty_budget` kept until the next purge, the rest
     /// decommitted at once; mappings unmapped at once).
     decay_ns: u64,
+    /// Advise transparent huge pages on spans and on mappings of [`HUGE_PAGE`] or more.
+    huge: bool,
     spans: Mutex<SpanTable>,
     /// Bytes kept resident for reuse: dirty span slots and kept mappings (a mirror of the
     /// table's figures, for `Stats` without the lock).
@@ -259,10 +265,29 @@ impl Memory {
             source,
             dirty_budget,
             decay_ns,
+            huge: false,
             spans: Mutex::new(SpanTable::default()),
             retained: AtomicUsize::new(0),
             mapped: AtomicUsize::new(0),
         }
+    }
+
+    /// The same, advising transparent huge pages on what it maps from now (`Builder::
+    /// huge_pages`): every span, and every mapping of its own of [`HUGE_PAGE`] or more.
+    pub(crate) fn with_huge_pages(mut self, on: bool) -> Memory {
+        self.huge = on;
+        self
+    }
+
+    /// Maps `len` bytes (a page multiple) from the system, advised for huge pages when this
+    /// memory asks for them and the mapping holds at least one.
+    fn map(&self, len: usize) -> Option<NonNull<u8>> {
+        let ptr = sys::map(len)?;
+        if self.huge && len >= HUGE_PAGE {
+            // SAFETY: a mapping just made, `len` bytes long.
+            unsafe { sys::advise_huge(ptr, len) };
+        }
+        Some(ptr)
     }
 
     /// Whether this memory keeps what is freed resident and gives it back by age (a decay
@@ -334,6 +359,11 @@ impl Memory {
         // SAFETY: a whole mapping of `len` bytes made by `map_direct`, as the caller
         // guarantees nothing refers to but through the result.
         let ptr = unsafe { sys::remap(block.ptr, len, new_len) }?;
+        if self.huge && new_len >= HUGE_PAGE && len < HUGE_PAGE {
+            // Mapped too short for the advice; long enough now.
+            // SAFETY: the mapping just resized, `new_len` bytes long.
+            unsafe { sys::advise_huge(ptr, new_len) };
+        }
         if new_len >= len {
             self.account(new_len - len);
         } else {
@@ -637,7 +667,9 @@ impl Memory {
             return Ok(block);
         }
         // Map a new span outside the lock, then take its first slot and list it.
-        let base = sys::map(SPAN_BYTES).ok_or(AllocError::System { size: bytes })?;
+        let base = self
+            .map(SPAN_BYTES)
+            .ok_or(AllocError::System { size: bytes })?;
         self.account(SPAN_BYTES);
         let slots = (SPAN_BYTES / bytes) as u32;
         let mut span = Box::new(Span {
@@ -688,7 +720,7 @@ impl Memory {
                 });
             }
         }
-        let ptr = sys::map(len).ok_or(AllocError::System { size: bytes })?;
+        let ptr = self.map(len).ok_or(AllocError::System { size: bytes })?;
         self.account(len);
         Ok(Block {
             ptr,

@@ -70,6 +70,8 @@ struct Input {
     /// `memory_source`: `true` for the global allocator, `false` for the OS.
     heap: Option<bool>,
     background_reclaim: bool,
+    /// `huge_pages`: any value is valid.
+    huge_pages: Option<bool>,
     /// `compact_frozen_below`: valid from 1 to 100.
     compact_frozen_below: Option<u32>,
     /// `sample_allocations`: valid from 1.
@@ -156,6 +158,9 @@ fuzz_target!(|input: Input| {
         });
     }
     builder = builder.background_reclaim(input.background_reclaim);
+    if let Some(huge) = input.huge_pages {
+        builder = builder.huge_pages(huge);
+    }
     if let Some(p) = input.compact_frozen_below {
         builder = builder.compact_frozen_below(p);
     }

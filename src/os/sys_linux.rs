@@ -64,6 +64,17 @@ pub(super) unsafe fn remap(ptr: NonNull<u8>, len: usize, new_len: usize) -> Opti
     }
 }
 
+/// Asks the kernel to back the mapping `ptr..ptr + len` with transparent huge pages where
+/// it can (`MADV_HUGEPAGE`): the 2 MiB-aligned parts of it, on the faults to come. Advice
+/// only: a kernel without THP, or with THP off, refuses or ignores it, and nothing changes.
+///
+/// # Safety
+/// `ptr..ptr + len` is a mapping made by [`map`].
+pub(super) unsafe fn advise_huge(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: advice on a range of a mapping the caller owns; it changes no contents.
+    let _ = unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_HUGEPAGE) };
+}
+
 /// Gives the pages wholly inside `ptr..ptr + len` back to the kernel; they read as zeros
 /// afterwards.
 ///

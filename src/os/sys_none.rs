@@ -21,6 +21,8 @@ pub(super) unsafe fn unmap(_ptr: NonNull<u8>, _len: usize) {
     unreachable!("MemorySource::Os is refused on this platform")
 }
 
+pub(super) unsafe fn advise_huge(_ptr: NonNull<u8>, _len: usize) {}
+
 pub(super) unsafe fn decommit(_ptr: NonNull<u8>, _len: usize) {}
 
 pub(super) unsafe fn remap(_ptr: NonNull<u8>, _len: usize, _new_len: usize) -> Option<NonNull<u8>> {

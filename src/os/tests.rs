@@ -277,3 +277,52 @@ fn the_barrier_can_be_called() {
     heavy_barrier();
     heavy_barrier();
 }
+
+/// The `VmFlags` line of the mapping that holds `addr`, from `/proc/self/smaps`.
+fn vm_flags_of(addr: usize) -> String {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps is readable");
+    let mut inside = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ') {
+            if let Some((lo, hi)) = range.split_once('-') {
+                if let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                {
+                    inside = (lo..hi).contains(&addr);
+                    continue;
+                }
+            }
+        }
+        if inside {
+            if let Some(flags) = line.strip_prefix("VmFlags:") {
+                return flags.to_string();
+            }
+        }
+    }
+    panic!("no mapping holds {addr:#x}");
+}
+
+/// `huge_pages`: spans and mappings of 2 MiB or more carry the advice (`hg` in the
+/// mapping's flags), shorter mappings and memory without the setting do not.
+#[test]
+fn huge_pages_are_advised_on_spans_and_large_mappings_only() {
+    let flagged = |b: &Block| vm_flags_of(b.ptr().as_ptr() as usize).contains(" hg");
+    for huge in [true, false] {
+        let m = Memory::new(MemorySource::Os, 0, 0).with_huge_pages(huge);
+        let chunk = m.alloc_chunk(64 << 10).unwrap();
+        let large = m.alloc_unpooled(3 << 20).unwrap();
+        let small = m.alloc_unpooled(DIRECT_MIN).unwrap();
+        assert_eq!(flagged(&chunk), huge, "a span, huge_pages({huge})");
+        assert_eq!(flagged(&large), huge, "a 3 MiB mapping, huge_pages({huge})");
+        assert!(
+            !flagged(&small),
+            "a mapping under 2 MiB cannot hold a huge page"
+        );
+        for b in [chunk, large, small] {
+            // SAFETY: from `m`, unused.
+            unsafe { m.free(b) };
+        }
+        m.purge();
+        m.release_empty();
+    }
+}
