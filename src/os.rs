@@ -499,11 +499,27 @@ impl Memory {
     /// `retention`), and everything at least the decay time old. Under the eager policy,
     /// [`Memory::purge`]. Answers the bytes given back.
     pub(crate) fn decay(&self, now: u64) -> usize {
+        self.decay_step(now, usize::MAX).0
+    }
+
+    /// [`Memory::decay`] in a step of at most `step` bytes (at least one piece, if any is
+    /// due): answers the bytes given back and whether more was due (the caller takes another
+    /// step later). Application threads take steps of [`retention::DECAY_STEP_BYTES`], so
+    /// that the allocation or release that runs the decay does not wait on system calls for
+    /// the whole of a large retained set. Under the eager policy, [`Memory::purge`] (whole).
+    pub(crate) fn decay_step(&self, now: u64, step: usize) -> (usize, bool) {
         if !self.decays() {
-            return self.purge();
+            return (self.purge(), false);
         }
         let decay = self.decay_ns;
-        self.give_back(|pieces: &[(usize, u64)]| retention::oldest_to_give_back(pieces, now, decay))
+        let mut more = false;
+        let given = self.give_back(|pieces: &[(usize, u64)]| {
+            let due = retention::oldest_to_give_back(pieces, now, decay);
+            let n = retention::within_step(pieces, due, step);
+            more = n < due;
+            n
+        });
+        (given, more)
     }
 
     /// Gives back the oldest of what is kept: `choose` is shown every piece kept (dirty slot

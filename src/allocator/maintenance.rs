@@ -6,10 +6,10 @@
 //!
 //! Owns: the methods of [`Shared`] that run over time (`maybe_sweep`, `sweep`,
 //! `reclaim_everything`, `evict_cached`, `close`), the maintenance lock's use, and the
-//! background reclaimer. The decisions of what to keep and for how long belong here (the
-//! decay work will make them a policy of their own). May import: the parent's `Shared`, and
-//! `magazine` (the reclaim through the roster), `os` (the clock), `waiters` (the deferral of
-//! wake-ups), `sync`. Every reclaim that frees memory under the maintenance lock does so inside a
+//! background reclaimer; when the decay of what `os` keeps resident runs, and in steps of what
+//! size on an application thread. What to keep and for how long is `retention`'s to decide.
+//! May import: the parent's `Shared`, and `magazine` (the reclaim through the roster), `os`
+//! (the clock), `retention` (the decay step), `waiters` (the deferral of wake-ups), `sync`. Every reclaim that frees memory under the maintenance lock does so inside a
 //! [`Deferral`], so no waker runs under the lock.
 
 #[cfg(not(loom))]
@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use crate::magazine::Reclaim;
 use crate::os;
+use crate::retention;
 use crate::sync::Ordering::Relaxed;
 use crate::waiters::Deferral;
 
@@ -89,7 +90,18 @@ impl Shared {
         {
             return;
         }
-        if self.memory.decay(now) > 0 {
+        self.decay_step(now);
+    }
+
+    /// One step of the decay on an application thread (at most
+    /// [`retention::DECAY_STEP_BYTES`]); if more was due, the tick is due again at once, so
+    /// the next slow path of any thread takes the next step.
+    fn decay_step(&self, now: u64) {
+        let (given, more) = self.memory.decay_step(now, retention::DECAY_STEP_BYTES);
+        if more {
+            self.next_decay.store(now, Relaxed);
+        }
+        if given > 0 {
             self.memory.release_empty();
         }
     }
@@ -108,8 +120,9 @@ impl Shared {
             self.central
                 .take_expired(now, idle_ns, &self.counters, &mut idle);
             Self::free_all(idle);
-            // What the chunks freed leave in the spans (and the mappings given back) decays.
-            self.memory.decay(now);
+            // What the chunks freed leave in the spans (and the mappings given back) decays,
+            // a step at a time on an application thread.
+            self.decay_step(now);
             self.memory.release_empty();
         });
     }
@@ -146,7 +159,12 @@ pub(super) fn spawn_reclaimer(shared: &Arc<Shared>) {
             if shared.is_closed() {
                 return;
             }
-            shared.sweep(os::now_ns());
+            let now = os::now_ns();
+            shared.sweep(now);
+            // Not an application thread: whatever else is due goes now, not a step at a time.
+            if shared.memory.decay(now) > 0 {
+                shared.memory.release_empty();
+            }
         });
     // A thread that cannot be spawned leaves the allocator without it (the slow paths still
     // sweep); the builder documents the setting as best effort.

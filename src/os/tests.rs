@@ -326,3 +326,34 @@ fn huge_pages_are_advised_on_spans_and_large_mappings_only() {
         m.release_empty();
     }
 }
+
+/// The decay in steps: each step gives back at most its bytes (the oldest first), says
+/// whether more was due, and the steps together give back what one whole decay would.
+#[test]
+fn the_decay_goes_in_steps_of_bounded_bytes() {
+    let decay = 1_000_000_000;
+    let m = Memory::new(MemorySource::Os, 0, decay);
+    // 32 chunks of 256 KiB freed at t0: 8 MiB kept, all of it expired at t0 + decay.
+    let blocks: Vec<Block> = (0..32).map(|_| m.alloc_chunk(256 << 10).unwrap()).collect();
+    for b in blocks {
+        // SAFETY: from `m`, unused.
+        unsafe { m.free(b) };
+    }
+    let t0 = now_ns();
+    assert_eq!(m.retained(), 8 << 20);
+    let later = t0 + decay;
+    let mut steps = 0;
+    loop {
+        let (given, more) = m.decay_step(later, 2 << 20);
+        assert!(given <= 2 << 20, "a step gave back {given}");
+        steps += 1;
+        if !more {
+            break;
+        }
+        assert_eq!(given, 2 << 20, "a step that leaves more gives a full step");
+    }
+    assert_eq!(steps, 4);
+    assert_eq!(m.retained(), 0);
+    assert_eq!(m.decay_step(later, 2 << 20), (0, false), "nothing left");
+    m.release_empty();
+}
