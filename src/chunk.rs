@@ -254,7 +254,7 @@ pub(crate) const NO_CHUNK: ChunkPtr = ChunkPtr(NonNull::dangling());
 
 /// A pointer to a chunk header. Who may do what through it is stated on each method; moving
 /// exclusive ownership between threads (through the central queue) is why it is `Send`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct ChunkPtr(NonNull<Chunk>);
 
 // SAFETY: a `ChunkPtr` is a plain address (the header it points to holds raw pointers only

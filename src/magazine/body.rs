@@ -619,6 +619,8 @@ impl Body {
     /// spacious.
     fn reclaim(&mut self, class: usize, home: &Arc<dyn Home>) {
         let cs = &mut self.classes[class];
+        // Allocates only if a chunk emptied.
+        let mut emptied = Vec::new();
         for list in [FULL, SPACIOUS] {
             let mut i = cs.lists[list].len();
             while i > 0 {
@@ -633,13 +635,20 @@ impl Body {
                     p.live()
                 };
                 if live == 0 {
-                    let p = cs.remove(p);
-                    cs.purge(p);
-                    Self::retire(home, p);
+                    emptied.push(cs.remove(p));
                 } else if list == FULL {
                     let p = cs.remove(p);
                     cs.push(p, SPACIOUS);
                 }
+            }
+        }
+        // The emptied chunks leave the class's cache in one walk, then go (still owned until
+        // they are retired, so nothing frees into them meanwhile: they have no live region).
+        if !emptied.is_empty() {
+            emptied.sort_unstable();
+            cs.purge_all(&emptied);
+            for p in emptied {
+                Self::retire(home, p);
             }
         }
     }
@@ -686,6 +695,7 @@ impl Body {
                 }
             }
             let cs = &mut self.classes[class];
+            let mut emptied = Vec::new();
             for list in [FULL, SPACIOUS] {
                 let mut i = cs.lists[list].len();
                 while i > 0 {
@@ -697,12 +707,19 @@ impl Body {
                         p.live()
                     } == 0
                     {
-                        cs.remove(p);
-                        cs.purge(p);
-                        // SAFETY: as above.
-                        if unsafe { p.abandon() } == RemoteFree::Recycle {
-                            out.push(p);
-                        }
+                        emptied.push(cs.remove(p));
+                    }
+                }
+            }
+            // Out of the cache in one walk (see `reclaim`), then abandoned: a chunk must
+            // leave the cache before it is handed over.
+            if !emptied.is_empty() {
+                emptied.sort_unstable();
+                cs.purge_all(&emptied);
+                for p in emptied {
+                    // SAFETY: owned by this magazine, nothing live.
+                    if unsafe { p.abandon() } == RemoteFree::Recycle {
+                        out.push(p);
                     }
                 }
             }

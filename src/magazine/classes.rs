@@ -162,10 +162,24 @@ impl ClassState {
     /// magazine). The segments need no other home: `c` has no live region, or is abandoned
     /// with its live regions only.
     pub(super) fn purge(&mut self, c: ChunkPtr) {
+        self.purge_all(std::slice::from_ref(&c));
+    }
+
+    /// [`ClassState::purge`] for every chunk of `leaving` (sorted by address), in one walk of
+    /// the cache: a reclaim that retires many chunks of a class at once (remote frees emptied
+    /// them) reads each cached segment once, not once per chunk. Each node of the list is a
+    /// free segment in some chunk's memory, so a walk is up to 56 cache misses; a walk per
+    /// chunk made an idle sweep that took 200 chunks last 0.5-1 ms.
+    pub(super) fn purge_all(&mut self, leaving: &[ChunkPtr]) {
+        debug_assert!(leaving.windows(2).all(|w| w[0] < w[1]), "sorted, distinct");
+        if leaving.is_empty() || self.cached == 0 && self.hot_len == 0 {
+            return;
+        }
+        let leaves = |c: &ChunkPtr| leaving.binary_search(c).is_ok();
         if let Some(hot) = self.hot.as_deref_mut() {
             let mut kept = 0;
             for i in 0..self.hot_len as usize {
-                if hot[i].0 != c {
+                if !leaves(&hot[i].0) {
                     hot[kept] = hot[i];
                     kept += 1;
                 }
@@ -177,7 +191,7 @@ impl ClassState {
         while let Some(n) = node {
             // SAFETY: a node of this magazine's cache.
             let (chunk, _, next) = unsafe { CachedSeg::read(n) };
-            if chunk == c {
+            if leaves(&chunk) {
                 match prev {
                     // SAFETY: as above.
                     Some(p) => unsafe { CachedSeg::set_next(p, next) },
