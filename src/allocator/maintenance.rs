@@ -67,7 +67,7 @@ impl Shared {
         {
             return;
         }
-        self.sweep(now);
+        self.sweep(now, retention::SWEEP_STEP_CHUNKS);
     }
 
     /// The decay of memory kept resident for reuse (module `retention`), if due: every
@@ -109,14 +109,22 @@ impl Shared {
     /// The idle sweep: gives back what has been idle for `idle_release` (cached chunks, and
     /// empty chunks in any magazine: stamped at one sweep, taken at a later one) and the spans
     /// kept empty. Skipped if another thread is sweeping or trimming.
-    pub(super) fn sweep(&self, now: u64) {
+    ///
+    /// On an application thread it looks at `budget` chunks at most
+    /// ([`retention::SWEEP_STEP_CHUNKS`]) of the magazines; if it had more to look at, the
+    /// sweep is due again at once and the next slow path goes on where it stopped.
+    pub(super) fn sweep(&self, now: u64, budget: usize) {
         let idle_ns = self.settings.idle_release_ns();
         // What it frees under the lock notifies waiters: woken once the lock is released.
         let _wakes = Deferral::begin();
         self.maintenance.try_with(|_| {
             let mut idle = Vec::new();
-            self.roster
-                .reclaim(Reclaim::Expired { now, idle_ns }, false, &mut idle);
+            let more = self
+                .roster
+                .sweep_step(Reclaim::Expired { now, idle_ns }, budget, &mut idle);
+            if more == Some(true) {
+                self.next_sweep.store(now, Relaxed);
+            }
             self.central
                 .take_expired(now, idle_ns, &self.counters, &mut idle);
             Self::free_all(idle);
@@ -160,7 +168,8 @@ pub(super) fn spawn_reclaimer(shared: &Arc<Shared>) {
                 return;
             }
             let now = os::now_ns();
-            shared.sweep(now);
+            // Not an application thread: the whole sweep at once.
+            shared.sweep(now, usize::MAX);
             // Not an application thread: whatever else is due goes now, not a step at a time.
             if shared.memory.decay(now) > 0 {
                 shared.memory.release_empty();

@@ -95,6 +95,8 @@ pub(super) struct Body {
     pub(super) idle: Vec<ChunkPtr>,
     pub(super) idle_bytes: usize,
     pub(super) idle_budget: usize,
+    /// The class a stepped idle sweep looks at next ([`Body::take_idle_within`]).
+    pub(super) sweep_from: usize,
     /// Set when a refill took a chunk from the allocator, or the fast path's tick was passed
     /// (cleared by `Magazine::alloc`): the activity after which the allocator looks whether
     /// its decay tick or idle sweep is due.
@@ -658,6 +660,42 @@ impl Body {
     /// Run by the owner, or by a reclaimer holding the claim.
     pub(super) fn take_idle(&mut self, how: Reclaim, out: &mut Vec<ChunkPtr>) {
         for class in 0..self.classes.len() {
+            self.take_idle_class(class, how, out);
+        }
+    }
+
+    /// [`Body::take_idle`] within `budget` (one unit a chunk a class holds, a class with none
+    /// costing nothing;
+    /// spent from the caller's count, shared by every magazine of one sweep step), from the
+    /// class where the last step stopped: answers `true` once it has looked at the last class
+    /// (the next step starts again at the first), `false` if the budget ran out first (the
+    /// next step goes on from here). A class is looked at whole, so one holding more chunks
+    /// than the budget is still looked at in one step.
+    pub(super) fn take_idle_within(
+        &mut self,
+        how: Reclaim,
+        budget: &mut usize,
+        out: &mut Vec<ChunkPtr>,
+    ) -> bool {
+        let mut class = self.sweep_from.min(self.classes.len());
+        while class < self.classes.len() {
+            if *budget == 0 {
+                self.sweep_from = class;
+                return false;
+            }
+            let cs = &self.classes[class];
+            let cost = cs.listed() + usize::from(cs.current.is_some());
+            *budget = budget.saturating_sub(cost);
+            self.take_idle_class(class, how, out);
+            class += 1;
+        }
+        self.sweep_from = 0;
+        true
+    }
+
+    /// [`Body::take_idle`] for one class.
+    fn take_idle_class(&mut self, class: usize, how: Reclaim, out: &mut Vec<ChunkPtr>) {
+        {
             // Allocations of this class since the last sweep: if any, its current chunk is in
             // use even if it is empty now; its idle time starts again.
             let cs = &mut self.classes[class];

@@ -265,11 +265,25 @@ impl<'a> Claims<'a> {
     /// Runs `f` on each claimed magazine in turn, once its owner is outside the gate, and
     /// releases each claim as soon as `f` is done with it.
     fn each(&mut self, mut f: impl FnMut(&Magazine, &mut State)) {
+        self.each_while(|m, s| {
+            f(m, s);
+            true
+        });
+    }
+
+    /// [`Claims::each`] until `f` answers `false`: answers the index of that magazine, or
+    /// `None` if `f` went through all. The claims not reached are released when the `Claims`
+    /// drops (as when `f` unwinds).
+    fn each_while(&mut self, mut f: impl FnMut(&Magazine, &mut State) -> bool) -> Option<usize> {
         while let Some(m) = self.mags.get(self.next) {
             // From here `with_claimed` releases this claim, even if `f` unwinds.
+            let at = self.next;
             self.next += 1;
-            m.with_claimed(|s| f(m, s));
+            if !m.with_claimed(|s| f(m, s)) {
+                return Some(at);
+            }
         }
+        None
     }
 }
 
@@ -293,6 +307,9 @@ pub(crate) struct Roster {
 #[derive(Default)]
 struct RosterInner {
     mags: Vec<ModelArc<Magazine>>,
+    /// Where the next step of a stepped sweep starts: the magazine the last step stopped in
+    /// ([`Roster::sweep_step`]).
+    sweep_next: usize,
     /// Set by the close: no magazine may be registered afterwards.
     closed: bool,
 }
@@ -355,6 +372,35 @@ impl Roster {
     /// the roster.
     pub(crate) fn reclaim(&self, how: Reclaim, wait: bool, out: &mut Vec<ChunkPtr>) -> bool {
         self.for_each_claimed(wait, |_, s| s.body.take_idle(how, out))
+    }
+
+    /// One step of the idle sweep (`how` is `Reclaim::Expired`): looks at the magazines from
+    /// the one the last step stopped in, each from its own place
+    /// ([`Body::take_idle_within`](super::body::Body::take_idle_within)), until `budget` is
+    /// spent. Answers `Some(true)` if the sweep has more to look at (the next step goes on
+    /// from there), `Some(false)` once it has been through every magazine, `None` if another
+    /// reclaim (or a registration) holds the roster.
+    pub(crate) fn sweep_step(
+        &self,
+        how: Reclaim,
+        mut budget: usize,
+        out: &mut Vec<ChunkPtr>,
+    ) -> Option<bool> {
+        // Wake-ups caused under the lock and the claims run after both are released.
+        let _wakes = Deferral::begin();
+        self.inner.try_with(|r| {
+            if r.mags.is_empty() {
+                return false;
+            }
+            // The magazine the last step stopped in comes first; the order of the roster
+            // means nothing else.
+            let start = r.sweep_next % r.mags.len();
+            r.mags.rotate_left(start);
+            let stopped = Claims::new(&r.mags)
+                .each_while(|_, s| s.body.take_idle_within(how, &mut budget, out));
+            r.sweep_next = stopped.unwrap_or(0);
+            stopped.is_some()
+        })
     }
 
     /// The allocator closes: no magazine is registered from now on, and every registered one

@@ -168,6 +168,7 @@ impl Magazine {
                     idle: Vec::new(),
                     idle_bytes: 0,
                     went_to_allocator: false,
+                    sweep_from: 0,
                 },
             }),
         });
