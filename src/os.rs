@@ -181,6 +181,12 @@ struct SpanTable {
     dirty_bytes: usize,
     /// Bytes of span slots allocated (chunks in use or cached).
     in_use: usize,
+    /// Bytes of mappings of their own handed out (large chunks, large unpooled buffers), with
+    /// a decay time (not counted under the eager policy, which keeps none of them).
+    direct_in_use: usize,
+    /// The recent peak of `in_use + direct_in_use`, with a decay time: what is kept resident
+    /// for reuse stays within it (`retention::Demand`).
+    demand: retention::Demand,
     /// Mappings of their own (large chunks, large unpooled buffers) given back and kept
     /// resident for reuse while they decay: `(address, length, freed at)`.
     kept: Vec<(NonNull<u8>, usize, u64)>,
@@ -309,6 +315,39 @@ impl Memory {
         self.retained.store(t.dirty_bytes + kept, Relaxed);
     }
 
+    /// Notes a change of the bytes handed out in the recent demand (with a decay time; under
+    /// the lock). Answers how many bytes of what is kept resident go beyond it now: the caller
+    /// that just mapped or committed fresh memory gives them back ([`Memory::keep_to_demand`]).
+    fn note_demand(&self, t: &mut SpanTable, now: u64) -> usize {
+        if self.decay_ns == 0 {
+            return 0;
+        }
+        let in_use = t.in_use + t.direct_in_use;
+        t.demand.note(in_use, now, self.decay_ns);
+        self.beyond_demand(t, now)
+    }
+
+    /// What is kept resident beyond recent demand at `now` (under the lock).
+    fn beyond_demand(&self, t: &SpanTable, now: u64) -> usize {
+        if !self.decays() {
+            return 0;
+        }
+        let kept = t.dirty_bytes + t.kept.iter().map(|k| k.1).sum::<usize>();
+        t.demand
+            .beyond(t.in_use + t.direct_in_use, kept, now, self.decay_ns)
+    }
+
+    /// After fresh memory was mapped or committed while more was kept resident than recent
+    /// demand allows (`beyond` bytes): gives the oldest of it back now, at most a decay step
+    /// (in practice no more than the fresh memory itself, since the footprint was within the
+    /// peak before), so keeping freed memory of one chunk size does not add to the footprint
+    /// of another.
+    fn keep_to_demand(&self, beyond: usize, now: u64) {
+        if beyond > 0 {
+            self.decay_step(now, retention::DECAY_STEP_BYTES);
+        }
+    }
+
     /// Bytes of address space this memory holds mapped now.
     pub(crate) fn mapped(&self) -> usize {
         self.mapped.load(Relaxed)
@@ -369,6 +408,16 @@ impl Memory {
         } else {
             self.unaccount(len - new_len);
         }
+        if self.decay_ns != 0 {
+            let now = now_ns();
+            let beyond = self.spans.with(|t| {
+                t.direct_in_use = t.direct_in_use - len + new_len;
+                self.note_demand(t, now)
+            });
+            if new_len > len {
+                self.keep_to_demand(beyond, now);
+            }
+        }
         Some(Block {
             ptr,
             bytes,
@@ -393,7 +442,9 @@ impl Memory {
                     // Kept resident for the next block of about its size, until it decays.
                     let now = now_ns();
                     self.spans.with(|t| {
+                        t.direct_in_use -= len;
                         t.kept.push((block.ptr, len, now));
+                        self.note_demand(t, now);
                         self.mirror(t);
                     });
                     return;
@@ -412,6 +463,7 @@ impl Memory {
                 let now = if self.decay_ns != 0 { now_ns() } else { 0 };
                 let mut result = self.spans.with(|t| {
                     t.in_use -= bytes;
+                    self.note_demand(t, now);
                     if self.decay_ns == 0
                         && !retention::eager_keeps_dirty(
                             t.dirty_bytes,
@@ -491,12 +543,12 @@ impl Memory {
             // The global allocator's blocks were freed when given back: nothing is kept.
             return 0;
         }
-        self.give_back(|_| true)
+        self.give_back(0, |_, _| true)
     }
 
     /// The decay (the idle sweep, and the allocator's decay tick): gives back, oldest first,
     /// what is kept beyond the allowance of the retention policy at `now` (module
-    /// `retention`), and everything at least the decay time old. Under the eager policy,
+    /// `retention`) or beyond recent demand, and everything at least the decay time old. Under the eager policy,
     /// [`Memory::purge`]. Answers the bytes given back. (Its one caller outside the tests is
     /// the background reclaimer, which is not built under loom.)
     #[cfg_attr(loom, allow(dead_code))]
@@ -515,8 +567,8 @@ impl Memory {
         }
         let decay = self.decay_ns;
         let mut more = false;
-        let given = self.give_back(|pieces: &[(usize, u64)]| {
-            let due = retention::oldest_to_give_back(pieces, now, decay);
+        let given = self.give_back(now, |pieces: &[(usize, u64)], beyond| {
+            let due = retention::oldest_to_give_back(pieces, now, decay, beyond);
             let n = retention::within_step(pieces, due, step);
             more = n < due;
             n
@@ -525,11 +577,12 @@ impl Memory {
     }
 
     /// Gives back the oldest of what is kept: `choose` is shown every piece kept (dirty slot
-    /// or kept mapping) as `(bytes, freed at)`, oldest first, and answers how many of the
-    /// first to give back (`|_| true` style callers answer all: any `n` past the end is all).
-    fn give_back<F, R>(&self, choose: F) -> usize
+    /// or kept mapping) as `(bytes, freed at)`, oldest first, and the bytes kept beyond recent
+    /// demand at `now`, and answers how many of the first to give back (`|_, _| true` style
+    /// callers answer all: any `n` past the end is all).
+    fn give_back<F, R>(&self, now: u64, choose: F) -> usize
     where
-        F: FnOnce(&[(usize, u64)]) -> R,
+        F: FnOnce(&[(usize, u64)], usize) -> R,
         R: Into<Choice>,
     {
         // Take the chosen dirty slots out (marked in use, so no thread takes one meanwhile)
@@ -564,7 +617,8 @@ impl Memory {
                     (bytes, *since)
                 })
                 .collect();
-            let n = match choose(&sizes).into() {
+            let beyond = self.beyond_demand(t, now);
+            let n = match choose(&sizes, beyond).into() {
                 Choice::All => pieces.len(),
                 Choice::First(n) => n.min(pieces.len()),
             };
@@ -659,9 +713,10 @@ impl Memory {
 
     fn span_alloc(&self, bytes: usize) -> Result<Block, AllocError> {
         let k = size_index(bytes);
+        let now = if self.decay_ns != 0 { now_ns() } else { 0 };
         // First, a slot of an existing span (the oldest spans first, so chunks pack low and
         // later spans empty out).
-        let found = self.spans.with(|t| {
+        let (found, beyond) = self.spans.with(|t| {
             if t.sizes.len() <= k {
                 t.sizes.resize_with(k + 1, Vec::new);
             }
@@ -671,17 +726,22 @@ impl Memory {
                 if let Some(b) = t.sizes[k].iter_mut().find_map(|s| s.take_dirty_slot()) {
                     t.dirty_bytes -= b.bytes;
                     t.in_use += b.bytes;
+                    self.note_demand(t, now);
                     self.mirror(t);
-                    return Some(b);
+                    return (Some(b), 0);
                 }
             }
             let b = t.sizes[k].iter_mut().find_map(|s| s.take_slot());
+            let mut beyond = 0;
             if let Some(b) = &b {
                 t.in_use += b.bytes;
+                beyond = self.note_demand(t, now);
             }
-            b
+            (b, beyond)
         });
         if let Some(block) = found {
+            // A clean slot: fresh memory, touched from now on.
+            self.keep_to_demand(beyond, now);
             return Ok(block);
         }
         // Map a new span outside the lock, then take its first slot and list it.
@@ -703,10 +763,12 @@ impl Memory {
             span.free[i as usize / 64] |= 1 << (i % 64);
         }
         let block = span.take_slot().expect("a new span has free slots");
-        self.spans.with(|t| {
+        let beyond = self.spans.with(|t| {
             t.in_use += block.bytes;
-            t.sizes[k].push(span)
+            t.sizes[k].push(span);
+            self.note_demand(t, now)
         });
+        self.keep_to_demand(beyond, now);
         Ok(block)
     }
 
@@ -714,6 +776,7 @@ impl Memory {
         let len = bytes
             .checked_next_multiple_of(sys::page_size())
             .ok_or(AllocError::CapacityOverflow { requested: bytes })?;
+        let now = if self.decay_ns != 0 { now_ns() } else { 0 };
         if self.decay_ns != 0 {
             // A kept mapping of the length, or up to an eighth longer (the smallest such):
             // its pages are resident, so the buffer or chunk is not faulted in again. The
@@ -727,6 +790,8 @@ impl Memory {
                     .min_by_key(|(_, k)| k.1)
                     .map(|(i, _)| i)?;
                 let k = t.kept.swap_remove(fit);
+                t.direct_in_use += k.1;
+                self.note_demand(t, now);
                 self.mirror(t);
                 Some(k)
             });
@@ -740,6 +805,13 @@ impl Memory {
         }
         let ptr = self.map(len).ok_or(AllocError::System { size: bytes })?;
         self.account(len);
+        if self.decay_ns != 0 {
+            let beyond = self.spans.with(|t| {
+                t.direct_in_use += len;
+                self.note_demand(t, now)
+            });
+            self.keep_to_demand(beyond, now);
+        }
         Ok(Block {
             ptr,
             bytes,

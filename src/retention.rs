@@ -3,12 +3,14 @@
 //! Owns: what is kept and for how long, as pure functions of ages and sizes on a clock the
 //! caller passes in (nanoseconds of `os::now_ns` in the crate, any numbers in the tests): the
 //! decay curve and what to give back of what is kept resident beyond the cache ([`excess`],
-//! [`expired`]); the eager policy's rule for freed span slots ([`eager_keeps_dirty`]); the
-//! idle rules (a chunk idle past `idle_release` goes back: [`expired`]; a magazine's budget of
-//! empty chunks: [`within_idle_budget`]; the central cache's byte budget: [`cache_admits`]);
-//! and how often the sweep and the decay look ([`sweep_period`], [`decay_period`]). No state,
-//! no lock, no `unsafe`: the rooms that hold memory (`os`'s span table, the central cache, the
-//! magazines) keep the stamps and the counts and ask here. May import: nothing of ours.
+//! [`expired`]) and the cap of recent demand ([`Demand`]); the eager policy's rule for freed
+//! span slots ([`eager_keeps_dirty`]); the idle rules (a chunk idle past `idle_release` goes
+//! back: [`expired`]; a magazine's budget of empty chunks: [`within_idle_budget`]; the
+//! central cache's byte budget: [`cache_admits`]); and how often the sweep and the decay look
+//! ([`sweep_period`], [`decay_period`]). No state of its own (a [`Demand`] is a plain value
+//! its holder keeps), no lock, no `unsafe`: the rooms that hold memory (`os`'s span table,
+//! the central cache, the magazines) keep the stamps and the counts and ask here. May import:
+//! nothing of ours.
 //!
 //! # Decay, not purge
 //! Memory the application frees and the pool does not cache (a span slot of a chunk given
@@ -26,6 +28,12 @@
 //! `decay_time` after the last free (plus the time until the next look: see the holders).
 //!
 //! `decay_time == 0` is the eager policy: nothing is kept past the moment it is freed.
+//!
+//! Under load, what is kept is also capped by recent demand ([`Demand`]): kept and handed
+//! out together never pass the peak of what was handed out over the last one to two decay
+//! times, so the decay does not raise the footprint above what the load itself needed (a
+//! burst that ends keeps its memory for the next; memory kept of chunk sizes no longer in
+//! demand goes back as soon as fresh memory is mapped for others).
 //!
 //! The idle bound of the memory work still holds: the decay time is at most `idle_release`
 //! (the builder refuses more), so once idle for `idle_release` nothing decaying is kept.
@@ -69,12 +77,18 @@ pub(crate) fn excess(
 
 /// How many of `pieces` (each `(bytes, freed_at)`, oldest first) to give back at `now`: the
 /// oldest first, every one at least `decay` old ([`expired`]), and then as many as bring what
-/// is kept to its allowance ([`excess`]), to the nearest piece: a piece goes while the bytes
-/// still to give back are more than half of it. So many small pieces follow the curve
-/// closely, and one large piece (a 4 MiB mapping) stays until half of it is due, instead of
-/// going at the first byte of excess.
-pub(crate) fn oldest_to_give_back(pieces: &[(usize, u64)], now: u64, decay: u64) -> usize {
-    let mut due = excess(pieces.iter().copied(), now, decay);
+/// is kept to its allowance ([`excess`]) and within recent demand (`beyond_demand` bytes too
+/// many: [`Demand::beyond`]), to the nearest piece: a piece goes while the bytes still to
+/// give back are more than half of it. So many small pieces follow the curve closely, and one
+/// large piece (a 4 MiB mapping) stays until half of it is due, instead of going at the first
+/// byte of excess.
+pub(crate) fn oldest_to_give_back(
+    pieces: &[(usize, u64)],
+    now: u64,
+    decay: u64,
+    beyond_demand: usize,
+) -> usize {
+    let mut due = excess(pieces.iter().copied(), now, decay).max(beyond_demand);
     let mut n = 0;
     for &(bytes, freed_at) in pieces {
         if !expired(freed_at, now, decay) && due <= bytes / 2 {
@@ -84,6 +98,60 @@ pub(crate) fn oldest_to_give_back(pieces: &[(usize, u64)], now: u64, decay: u64)
         n += 1;
     }
     n
+}
+
+/// The recent demand of a holder of memory: the peak of the bytes it handed out (chunks and
+/// large buffers in use, the caches' chunks included) over the last one to two windows of
+/// the decay time. What it keeps resident for reuse is capped by it: kept and handed out
+/// together stay within the recent peak ([`Demand::beyond`]), so keeping freed memory never
+/// raises the footprint above what the load itself needed lately. Memory kept of one chunk
+/// size serves only that size: when demand moves to other sizes and fresh memory is mapped
+/// for them, what is kept of the old sizes goes back then, not a decay time later. A plain
+/// value the holder keeps under its own lock and notes every change of the bytes in use to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Demand {
+    /// The peak of the current window.
+    current: usize,
+    /// The peak of the window before.
+    previous: usize,
+    /// Bytes in use at the last note (the level carried into a new window).
+    last: usize,
+    /// When the current window began.
+    since: u64,
+}
+
+impl Demand {
+    /// Notes that `in_use` bytes are handed out from `now` on; a window is `window`
+    /// nanoseconds (the decay time).
+    pub(crate) fn note(&mut self, in_use: usize, now: u64, window: u64) {
+        let age = now.saturating_sub(self.since);
+        if age >= window {
+            // The level since the last note held through the windows between.
+            self.previous = if age >= 2 * window {
+                self.last
+            } else {
+                self.current
+            };
+            self.current = self.last;
+            self.since = now;
+        }
+        self.current = self.current.max(in_use);
+        self.last = in_use;
+    }
+
+    /// The peak of the bytes in use over the current and the previous window.
+    pub(crate) fn recent_peak(&self) -> usize {
+        self.current.max(self.previous)
+    }
+
+    /// How many bytes of the `kept` resident for reuse go beyond recent demand at `now` with
+    /// `in_use` handed out: kept and in use together above the recent peak (windows that ended
+    /// by `now` without a note are rolled over first, without changing `self`).
+    pub(crate) fn beyond(&self, in_use: usize, kept: usize, now: u64, window: u64) -> usize {
+        let mut d = *self;
+        d.note(in_use, now, window);
+        in_use.saturating_add(kept).saturating_sub(d.recent_peak())
+    }
 }
 
 /// The most bytes one step of the decay gives back on an application thread (the allocator's
@@ -245,28 +313,60 @@ mod tests {
     fn pieces_go_to_the_nearest() {
         let d = 1000 * MS;
         let one = [(4 << 20, 0u64)];
-        assert_eq!(oldest_to_give_back(&one, 0, d), 0);
+        assert_eq!(oldest_to_give_back(&one, 0, d, 0), 0);
         assert_eq!(
-            oldest_to_give_back(&one, d / 4, d),
+            oldest_to_give_back(&one, d / 4, d, 0),
             0,
             "a sixth is due: kept"
         );
-        assert_eq!(oldest_to_give_back(&one, d * 45 / 100, d), 0);
+        assert_eq!(oldest_to_give_back(&one, d * 45 / 100, d, 0), 0);
         assert_eq!(
-            oldest_to_give_back(&one, d * 55 / 100, d),
+            oldest_to_give_back(&one, d * 55 / 100, d, 0),
             1,
             "over half due: given back"
         );
-        assert_eq!(oldest_to_give_back(&one, d, d), 1);
+        assert_eq!(oldest_to_give_back(&one, d, d, 0), 1);
         let many: Vec<(usize, u64)> = (0..100).map(|i| (4096, i * MS)).collect();
-        let n = oldest_to_give_back(&many, 99 * MS + d / 2, d);
+        let n = oldest_to_give_back(&many, 99 * MS + d / 2, d, 0);
         assert!(
             (40..=60).contains(&n),
             "about half of a hundred small pieces: {n}"
         );
         // Expired pieces go whatever the excess.
         let mixed = [(4096, 0), (1 << 30, 2 * d)];
-        assert_eq!(oldest_to_give_back(&mixed, 2 * d, d), 1);
+        assert_eq!(oldest_to_give_back(&mixed, 2 * d, d, 0), 1);
+    }
+
+    /// Recent demand on a fake clock: the peak of the last one to two windows, and what is
+    /// kept beyond it.
+    #[test]
+    fn demand_is_the_recent_peak() {
+        let w = 1000 * MS;
+        let mut d = Demand::default();
+        d.note(10 * MIB, 0, w);
+        d.note(64 * MIB, 100 * MS, w);
+        d.note(8 * MIB, 200 * MS, w);
+        assert_eq!(d.recent_peak(), 64 * MIB);
+        // 56 MiB kept after the burst: with the 8 in use, within the peak.
+        assert_eq!(d.beyond(8 * MIB, 56 * MIB, 300 * MS, w), 0);
+        // Fresh memory for other sizes while it is kept: the footprint would pass the peak.
+        assert_eq!(d.beyond(12 * MIB, 56 * MIB, 300 * MS, w), 4 * MIB);
+        // A new peak in use: everything kept is beyond it.
+        assert_eq!(d.beyond(80 * MIB, 3 * MIB, 300 * MS, w), 3 * MIB);
+        // The next window still remembers the burst.
+        d.note(8 * MIB, 1100 * MS, w);
+        assert_eq!(d.recent_peak(), 64 * MIB);
+        // Two windows later it is forgotten: the level held since the last note is the peak.
+        assert_eq!(d.beyond(8 * MIB, 56 * MIB, 2100 * MS, w), 56 * MIB);
+        d.note(9 * MIB, 2100 * MS, w);
+        assert_eq!(d.recent_peak(), 9 * MIB);
+        // A level held through several windows without a note counts in each.
+        d.note(9 * MIB, 9000 * MS, w);
+        assert_eq!(d.recent_peak(), 9 * MIB);
+        // The demand cap reaches oldest_to_give_back: two of four 1 MiB pieces go.
+        let pieces = [(MIB, 0), (MIB, 1), (MIB, 2), (MIB, 3)];
+        assert_eq!(oldest_to_give_back(&pieces, 10, w, 2 * MIB), 2);
+        assert_eq!(oldest_to_give_back(&pieces, 10, w, 0), 0);
     }
 
     /// The idle rules and budgets, at their edges.

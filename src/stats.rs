@@ -82,7 +82,10 @@ pub struct Stats {
     /// back (still committed), and the mappings of large buffers and large chunks given back.
     /// Not part of `allocated_bytes` (that memory is free from the pool's point of view, and
     /// an allocation may take it); part of the process's resident memory until it decays or
-    /// `trim()` runs. Bounded by recent demand: it is what buffers held shortly before. Zero
+    /// `trim()` runs. Bounded by recent demand: with the chunks and large buffers the pool
+    /// hands out, it stays within the peak of those over the last one to two decay times
+    /// (when fresh memory is mapped past that, a step of what is kept goes back at once and
+    /// the rest at the next decay tick), so it is what buffers held shortly before. Zero
     /// with `decay_time(0)` (but for the slots the eager policy keeps until the next sweep)
     /// and with [`MemorySource::GlobalAllocator`](crate::MemorySource::GlobalAllocator).
     pub retained_bytes: usize,

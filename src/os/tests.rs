@@ -93,6 +93,83 @@ fn kept_mappings_are_reused_and_decay() {
     assert_eq!(m.mapped(), 0);
 }
 
+/// With decay, what is kept stays within recent demand: memory kept of one chunk size goes
+/// back as fresh memory is committed for another, so the footprint (handed out and kept)
+/// stays at the peak of what was handed out; a burst of the same size takes its memory back
+/// and keeps the whole of it.
+#[test]
+fn what_is_kept_stays_within_recent_demand() {
+    const MIB: usize = 1 << 20;
+    let m = Memory::new(MemorySource::Os, 0, 10_000_000_000); // 10 s: no decay by age here
+    let touch = |b: &Block| {
+        // SAFETY: ours: make it resident.
+        unsafe { b.ptr().as_ptr().write_bytes(1, b.bytes()) };
+    };
+    let burst = |size: usize, n: usize| -> Vec<Block> {
+        (0..n)
+            .map(|_| {
+                let b = m.alloc_chunk(size).unwrap();
+                touch(&b);
+                b
+            })
+            .collect()
+    };
+    let free_all = |v: Vec<Block>| {
+        for b in v {
+            // SAFETY: from `m`, unused.
+            unsafe { m.free(b) };
+        }
+    };
+    // 8 MiB of 64 KiB chunks, freed: all kept (the peak was 8 MiB).
+    free_all(burst(64 << 10, 128));
+    assert_eq!(m.retained(), 8 * MIB);
+    // The same burst again takes it back, then keeps it again.
+    free_all(burst(64 << 10, 128));
+    assert_eq!(
+        m.retained(),
+        8 * MIB,
+        "a burst of the same size reuses, keeps"
+    );
+    // 6 MiB of 128 KiB chunks: fresh memory. What is kept of the 64 KiB chunks goes back as
+    // it is committed, so kept + handed out stays within the 8 MiB peak.
+    let other = burst(128 << 10, 48);
+    let in_use = 6 * MIB;
+    assert!(
+        m.retained() + in_use <= 8 * MIB,
+        "kept {} with {} in use, past the 8 MiB peak",
+        m.retained(),
+        in_use
+    );
+    assert!(m.retained() >= MIB, "not more than the excess goes back");
+    // A new peak (12 MiB in use): nothing of the old size is kept beyond it.
+    let more = burst(128 << 10, 48);
+    assert_eq!(
+        m.retained(),
+        0,
+        "a new peak of other sizes: the old size's memory went back"
+    );
+    free_all(other);
+    free_all(more);
+    assert_eq!(
+        m.retained(),
+        12 * MIB,
+        "the new burst's memory is kept for the next"
+    );
+    // A large mapping counts in the demand like chunks. Fresh 4 MiB with 12 kept and a peak
+    // of 12: a decay step (1 MiB) goes back at once, the rest at the next decay.
+    let big = m.alloc_unpooled(4 * MIB).unwrap();
+    touch(&big);
+    assert_eq!(m.retained(), 12 * MIB - retention::DECAY_STEP_BYTES);
+    m.decay(now_ns());
+    assert_eq!(m.retained(), 8 * MIB, "kept + handed out back at the peak");
+    // SAFETY: from `m`, unused.
+    unsafe { m.free(big) };
+    assert_eq!(m.retained(), 12 * MIB, "the mapping is kept too");
+    assert_eq!(m.purge(), 12 * MIB);
+    m.release_empty();
+    assert_eq!(m.mapped(), 0);
+}
+
 /// With decay, freed span slots all stay committed (whatever the eager budget), a new
 /// chunk takes one back, and they go back gradually: about half at half the decay time,
 /// oldest first, and all at the decay time; the spans they emptied then go too.
