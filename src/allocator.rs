@@ -36,7 +36,7 @@ use crate::os::{self, Memory};
 use crate::parked::Parked;
 use crate::size_class::SizeClass;
 use crate::stats::{Counters, Stats};
-use crate::sync::{self, AtomicU64, AtomicUsize, Mutex, Ordering::*};
+use crate::sync::{self, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering::*};
 use crate::tracking::{LiveBuffer, ReportOrder, Tracker};
 use crate::waiters::Waiters;
 
@@ -141,6 +141,10 @@ pub(crate) struct Shared {
     next_sweep: AtomicU64,
     /// When the next decay of retained memory is due (`os::now_ns`; see `maintenance`).
     next_decay: AtomicU64,
+    /// A decay helper thread runs (`maintenance`: a large backlog handed off; none under
+    /// loom).
+    #[cfg_attr(loom, allow(dead_code))]
+    decay_helper: AtomicBool,
     /// Held for a whole sweep (tried) and a whole `trim()` (waited for), so a trim returns
     /// only once a sweep in progress has given back what it took.
     maintenance: Mutex<()>,
@@ -682,6 +686,7 @@ impl AdaptiveAllocator {
             handles: AtomicUsize::new(0),
             next_sweep: AtomicU64::new(first_sweep),
             next_decay: AtomicU64::new(0),
+            decay_helper: AtomicBool::new(false),
             maintenance: Mutex::new(()),
             #[cfg(not(loom))]
             reclaimer: Mutex::new(None),

@@ -344,7 +344,8 @@ impl Memory {
     /// of another.
     fn keep_to_demand(&self, beyond: usize, now: u64) {
         if beyond > 0 {
-            self.decay_step(now, retention::DECAY_STEP_BYTES);
+            // What is left is the decay tick's (within a quarter of the decay time).
+            let _ = self.decay_step(now, retention::DECAY_STEP_BYTES);
         }
     }
 
@@ -557,23 +558,23 @@ impl Memory {
     }
 
     /// [`Memory::decay`] in a step of at most `step` bytes (at least one piece, if any is
-    /// due): answers the bytes given back and whether more was due (the caller takes another
-    /// step later). Application threads take steps of [`retention::DECAY_STEP_BYTES`], so
+    /// due): answers the bytes given back and the bytes still due after it (the caller takes
+    /// another step later, or hands the rest to a thread of its own). Application threads take steps of [`retention::DECAY_STEP_BYTES`], so
     /// that the allocation or release that runs the decay does not wait on system calls for
     /// the whole of a large retained set. Under the eager policy, [`Memory::purge`] (whole).
-    pub(crate) fn decay_step(&self, now: u64, step: usize) -> (usize, bool) {
+    pub(crate) fn decay_step(&self, now: u64, step: usize) -> (usize, usize) {
         if !self.decays() {
-            return (self.purge(), false);
+            return (self.purge(), 0);
         }
         let decay = self.decay_ns;
-        let mut more = false;
+        let mut left = 0;
         let given = self.give_back(now, |pieces: &[(usize, u64)], beyond| {
             let due = retention::oldest_to_give_back(pieces, now, decay, beyond);
             let n = retention::within_step(pieces, due, step);
-            more = n < due;
+            left = pieces[n..due.min(pieces.len())].iter().map(|p| p.0).sum();
             n
         });
-        (given, more)
+        (given, left)
     }
 
     /// Gives back the oldest of what is kept: `choose` is shown every piece kept (dirty slot

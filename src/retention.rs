@@ -164,6 +164,14 @@ impl Demand {
 /// at once); the background reclaimer and `trim()` take it all.
 pub(crate) const DECAY_STEP_BYTES: usize = 1 << 20;
 
+/// What may be due at once, beyond a decay step, before an application thread hands the
+/// decay to a thread of its own: a step gives back a megabyte a slow path, so a large
+/// retained set that expires (a gigabyte after a burst) would take a thousand slow paths,
+/// minutes under light activity, against SPEC's "on time under any activity"; a helper
+/// thread gives it all back at once (25-100 ms a gigabyte of 4 KiB pages here) without any
+/// allocation waiting on it. Below this, the next slow paths take steps.
+pub(crate) const DECAY_HANDOFF_BYTES: usize = 16 << 20;
+
 /// The work one step of the idle sweep does on an application thread, in chunks looked at
 /// (a class is looked at whole, so a step may pass this by one class's chunks): draining a chunk's remote frees and taking
 /// it out of its magazine cost 1-2.5 us a chunk on the development machine (cold chunk

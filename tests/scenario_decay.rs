@@ -225,6 +225,54 @@ fn what_is_kept_stays_within_recent_demand() {
     );
 }
 
+/// A large retained set that falls due goes back at once, on a helper thread, not a step
+/// (1 MiB) a slow path: a process whose only activity is a few `stats()` calls gets 64 MiB
+/// back within a second of the decay time, where steps alone would take 64 calls.
+#[test]
+fn a_large_backlog_goes_back_at_once_on_a_helper_thread() {
+    if !os_backed() {
+        return;
+    }
+    let decay = Duration::from_millis(300);
+    let pool = AdaptiveAllocator::builder()
+        .min_chunk_size(64 * KIB)
+        .max_chunk_size(64 * KIB)
+        .max_cached_bytes(0)
+        .max_thread_idle_bytes(0)
+        .decay_time(decay)
+        .idle_release(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let bufs: Vec<_> = (0..4096)
+        .map(|_| {
+            let mut b = pool.allocate(16 * KIB);
+            b.resize(16 * KIB, 1);
+            b
+        })
+        .collect();
+    drop(bufs);
+    let kept = pool.stats().retained_bytes;
+    assert!(kept >= 60 * MIB, "{}", pool.stats());
+    // Past the decay time, all of it is due. A few calls, far apart: a step each would give
+    // back 1 MiB a call.
+    thread::sleep(decay + decay / 2);
+    let mut calls = 0;
+    let mut s = pool.stats();
+    while s.retained_bytes > 0 && calls < 5 {
+        thread::sleep(Duration::from_millis(400));
+        s = pool.stats();
+        calls += 1;
+    }
+    assert_eq!(
+        s.retained_bytes,
+        0,
+        "{kept} B kept, after {} calls: {s}",
+        calls + 1
+    );
+    pool.trim();
+    assert_eq!(pool.stats().mapped_bytes, 0);
+}
+
 #[test]
 fn zero_decay_keeps_no_mapping() {
     let pool = AdaptiveAllocator::builder()

@@ -12,7 +12,6 @@
 //! (the clock), `retention` (the decay step), `waiters` (the deferral of wake-ups), `sync`. Every reclaim that frees memory under the maintenance lock does so inside a
 //! [`Deferral`], so no waker runs under the lock.
 
-#[cfg(not(loom))]
 use std::sync::Arc;
 
 use crate::magazine::Reclaim;
@@ -42,6 +41,7 @@ impl Shared {
             let mut idle = Vec::new();
             self.roster.reclaim(Reclaim::All, true, &mut idle);
             let freed = Self::free_all(idle) + self.evict_cached();
+            self.wait_for_decay_helper();
             self.memory.purge();
             self.memory.release_empty();
             freed
@@ -50,7 +50,7 @@ impl Shared {
 
     /// Runs the idle sweep if it is due. Called on the slow paths of any thread, outside
     /// every magazine operation.
-    pub(super) fn maybe_sweep(&self) {
+    pub(super) fn maybe_sweep(self: &Arc<Self>) {
         let now = os::now_ns();
         self.maybe_decay(now);
         let due = self.next_sweep.load(Relaxed);
@@ -74,7 +74,7 @@ impl Shared {
     /// quarter of `decay_time`, on the same slow paths as the sweep. Takes only the span
     /// table's lock, never a magazine's gate or the maintenance lock, so it is cheap enough to
     /// run far more often than the sweep.
-    fn maybe_decay(&self, now: u64) {
+    fn maybe_decay(self: &Arc<Self>, now: u64) {
         let period = self.settings.decay_period_ns();
         // Nothing to decay (the eager policy, or the global allocator's memory, as under
         // Miri and loom): not even the due time is read.
@@ -95,14 +95,62 @@ impl Shared {
 
     /// One step of the decay on an application thread (at most
     /// [`retention::DECAY_STEP_BYTES`]); if more was due, the tick is due again at once, so
-    /// the next slow path of any thread takes the next step.
-    fn decay_step(&self, now: u64) {
-        let (given, more) = self.memory.decay_step(now, retention::DECAY_STEP_BYTES);
-        if more {
+    /// the next slow path of any thread takes the next step, or, past
+    /// [`retention::DECAY_HANDOFF_BYTES`], a helper thread gives back the rest at once.
+    fn decay_step(self: &Arc<Self>, now: u64) {
+        let (given, left) = self.memory.decay_step(now, retention::DECAY_STEP_BYTES);
+        if left > 0 && !(left >= retention::DECAY_HANDOFF_BYTES && self.hand_off_decay()) {
             self.next_decay.store(now, Relaxed);
         }
         if given > 0 {
             self.memory.release_empty();
+        }
+    }
+
+    /// Starts a helper thread that runs the whole decay now, unless one is running
+    /// (`decay_helper` claims it); answers whether one runs. The helper holds the allocator
+    /// only for its one decay (a weak handle until it starts, so an allocator dropped
+    /// meanwhile is not kept), takes only the span table's lock, as any decay does, and
+    /// exits. Not under loom, whose models keep nothing to decay.
+    #[cfg(not(loom))]
+    fn hand_off_decay(self: &Arc<Self>) -> bool {
+        if self.decay_helper.swap(true, crate::sync::Ordering::Acquire) {
+            return true;
+        }
+        let weak: std::sync::Weak<Shared> = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name(format!("adaptive-pool-decay-{}", self.id))
+            .spawn(move || {
+                let Some(shared) = weak.upgrade() else { return };
+                if shared.memory.decay(os::now_ns()) > 0 {
+                    shared.memory.release_empty();
+                }
+                shared
+                    .decay_helper
+                    .store(false, crate::sync::Ordering::Release);
+            });
+        if spawned.is_err() {
+            // No thread to be had: the steps go on.
+            self.decay_helper
+                .store(false, crate::sync::Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    #[cfg(loom)]
+    fn hand_off_decay(self: &Arc<Self>) -> bool {
+        false
+    }
+
+    /// Waits until no decay helper runs (`trim()` and the close, which give back everything
+    /// and must find every piece back in the span table when they do: a helper has the
+    /// pieces it gives back out of the table until it has decommitted them). A helper runs
+    /// no user code and takes no lock but the span table's, for a few milliseconds at most.
+    fn wait_for_decay_helper(&self) {
+        #[cfg(not(loom))]
+        while self.decay_helper.load(crate::sync::Ordering::Acquire) {
+            std::thread::yield_now();
         }
     }
 
@@ -113,7 +161,7 @@ impl Shared {
     /// On an application thread it looks at `budget` chunks at most
     /// ([`retention::SWEEP_STEP_CHUNKS`]) of the magazines; if it had more to look at, the
     /// sweep is due again at once and the next slow path goes on where it stopped.
-    pub(super) fn sweep(&self, now: u64, budget: usize) {
+    pub(super) fn sweep(self: &Arc<Self>, now: u64, budget: usize) {
         let idle_ns = self.settings.idle_release_ns();
         // What it frees under the lock notifies waiters: woken once the lock is released.
         let _wakes = Deferral::begin();
@@ -143,6 +191,7 @@ impl Shared {
         let mut idle = Vec::new();
         self.central.close(&self.counters, &mut idle);
         Self::free_all(idle);
+        self.wait_for_decay_helper();
         self.memory.purge();
         self.memory.release_empty();
         #[cfg(not(loom))]

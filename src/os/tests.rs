@@ -421,16 +421,17 @@ fn the_decay_goes_in_steps_of_bounded_bytes() {
     let later = t0 + decay;
     let mut steps = 0;
     loop {
-        let (given, more) = m.decay_step(later, 2 << 20);
+        let (given, left) = m.decay_step(later, 2 << 20);
         assert!(given <= 2 << 20, "a step gave back {given}");
         steps += 1;
-        if !more {
+        assert_eq!(left, m.retained(), "what is still due: all of what is kept");
+        if left == 0 {
             break;
         }
         assert_eq!(given, 2 << 20, "a step that leaves more gives a full step");
     }
     assert_eq!(steps, 4);
     assert_eq!(m.retained(), 0);
-    assert_eq!(m.decay_step(later, 2 << 20), (0, false), "nothing left");
+    assert_eq!(m.decay_step(later, 2 << 20), (0, 0), "nothing left");
     m.release_empty();
 }
