@@ -114,22 +114,37 @@ impl Shared {
     /// exits. Not under loom, whose models keep nothing to decay.
     #[cfg(not(loom))]
     fn hand_off_decay(self: &Arc<Self>) -> bool {
+        // At thread exit (a thread-local's destructor dropping buffers) no thread is started:
+        // the steps go on.
+        if !crate::magazine::thread_locals_live() {
+            return false;
+        }
         if self.decay_helper.swap(true, crate::sync::Ordering::Acquire) {
             return true;
         }
+        /// Releases the claim however the helper ends (a panic in it included), so that
+        /// `trim()` and the close never wait for a helper that is gone.
+        struct ReleaseClaim<'a>(&'a crate::sync::AtomicBool);
+        impl Drop for ReleaseClaim<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, crate::sync::Ordering::Release);
+            }
+        }
         let weak: std::sync::Weak<Shared> = Arc::downgrade(self);
-        let spawned = std::thread::Builder::new()
-            .name(format!("adaptive-pool-decay-{}", self.id))
-            .spawn(move || {
-                let Some(shared) = weak.upgrade() else { return };
-                if shared.memory.decay(os::now_ns()) > 0 {
-                    shared.memory.release_empty();
-                }
-                shared
-                    .decay_helper
-                    .store(false, crate::sync::Ordering::Release);
-            });
-        if spawned.is_err() {
+        let start = std::panic::AssertUnwindSafe(|| {
+            std::thread::Builder::new()
+                .name(format!("adaptive-pool-decay-{}", self.id))
+                .spawn(move || {
+                    let Some(shared) = weak.upgrade() else { return };
+                    let _release = ReleaseClaim(&shared.decay_helper);
+                    if shared.memory.decay(os::now_ns()) > 0 {
+                        shared.memory.release_empty();
+                    }
+                })
+        });
+        // A start that fails, or panics (std's own thread-locals gone), leaves the steps.
+        let spawned = std::panic::catch_unwind(start).is_ok_and(|r| r.is_ok());
+        if !spawned {
             // No thread to be had: the steps go on.
             self.decay_helper
                 .store(false, crate::sync::Ordering::Release);
@@ -177,8 +192,11 @@ impl Shared {
                 .take_expired(now, idle_ns, &self.counters, &mut idle);
             Self::free_all(idle);
             // What the chunks freed leave in the spans (and the mappings given back) decays,
-            // a step at a time on an application thread.
-            self.decay_step(now);
+            // a step at a time on an application thread. (The background reclaimer, which
+            // sweeps with no budget, runs the whole decay itself after the sweep.)
+            if budget != usize::MAX {
+                self.decay_step(now);
+            }
             self.memory.release_empty();
         });
     }

@@ -53,6 +53,8 @@ use body::{Body, Freed};
 use classes::{ClassState, CACHE_CAP, CURRENT};
 use gate::{Entered, Gate, FENCE};
 pub(crate) use gate::{Reclaim, Roster};
+#[cfg(not(loom))]
+pub(crate) use registry::thread_locals_live;
 pub(crate) use registry::{
     account_pinned, account_release, alloc_fast, alloc_fast_lookup, remove, with_existing,
     with_magazine,

@@ -81,6 +81,18 @@ thread_local! {
     };
 }
 
+/// Whether the calling thread's thread-locals are still live, not being destroyed at its
+/// exit (a buffer dropped by another thread-local's destructor runs the release path then).
+/// The allocator starts a decay helper thread only while they are: std's `spawn` reads
+/// thread-locals of its own (the test harness's output capture), which may be gone by then.
+/// The registry is made on the thread's first allocation, after std's own thread-locals,
+/// and thread-locals are destroyed in the reverse order of their making, so while it lives
+/// they do.
+#[cfg(not(loom))]
+pub(crate) fn thread_locals_live() -> bool {
+    REGISTRY.try_with(|_| ()).is_ok()
+}
+
 #[cfg(loom)]
 thread_local! {
     static REGISTRY: UnsafeCell<Registry> =
