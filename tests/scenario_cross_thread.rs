@@ -111,7 +111,16 @@ fn round(pool: &AdaptiveAllocator, r: usize, a: &Dropper, b: &Dropper) {
 
 #[test]
 fn frozen_clones_dropped_on_two_other_threads() {
-    let pool = default_allocator();
+    // No idle sweep within the test: a sweep lowers the growth grade of every class that took
+    // no chunk since the one before, so that class's next chunk has a new size and is made
+    // anew. On a slow run (ThreadSanitizer: 13 chunks made in rounds 40-46, one sweep in
+    // between) that counts time, not reuse, which is what this test is about.
+    let mut builder =
+        AdaptiveAllocator::builder().idle_release(std::time::Duration::from_secs(3600));
+    if cfg!(miri) {
+        builder = builder.poison(common::POISON);
+    }
+    let pool = builder.build().unwrap();
     let (a, b) = (Dropper::spawn(), Dropper::spawn());
     let (warm, total) = rounds();
     // Reuse is judged by what the pool asks of its source, not by where an empty chunk sits
