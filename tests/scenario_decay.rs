@@ -17,13 +17,49 @@
 use std::thread;
 use std::time::Duration;
 
-use adaptive_pool::{AdaptiveAllocator, MemorySource};
+use adaptive_pool::{AdaptiveAllocator, MemorySource, PooledBuf};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
 
 fn os_backed() -> bool {
     MemorySource::Os.is_supported() && !cfg!(miri)
+}
+
+/// A pool whose chunks are all 64 KiB and whose emptied chunks go back to `os` past a cache
+/// of `cache` bytes (no per-thread idle budget), so what a burst frees is retained there.
+fn chunks_past_the_cache(cache: usize, decay: Duration) -> AdaptiveAllocator {
+    AdaptiveAllocator::builder()
+        .min_chunk_size(64 * KIB)
+        .max_chunk_size(64 * KIB)
+        .max_cached_bytes(cache)
+        .max_thread_idle_bytes(0)
+        .decay_time(decay)
+        .idle_release(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// `n` buffers of `size` bytes, every byte written with `fill`.
+fn filled(pool: &AdaptiveAllocator, n: usize, size: usize, fill: u8) -> Vec<PooledBuf> {
+    (0..n)
+        .map(|_| {
+            let mut b = pool.allocate(size);
+            b.resize(size, fill);
+            b
+        })
+        .collect()
+}
+
+/// `trim()` gives everything back: nothing allocated, retained or mapped.
+fn assert_trim_gives_all_back(pool: &AdaptiveAllocator) {
+    pool.trim();
+    let s = pool.stats();
+    assert_eq!(
+        (s.allocated_bytes, s.mapped_bytes, s.retained_bytes),
+        (0, 0, 0),
+        "{s}"
+    );
 }
 
 #[test]
@@ -71,38 +107,16 @@ fn a_large_buffer_reuses_the_mapping_of_the_last_one() {
     assert_eq!(s.unpooled_allocations, 1 + rounds as u64, "{s}");
     assert!(s.is_quiet(), "{s}");
     // `trim()` gives it back at once.
-    pool.trim();
-    let s = pool.stats();
-    assert_eq!(
-        (s.retained_bytes, s.mapped_bytes, s.allocated_bytes),
-        (0, 0, 0),
-        "{s}"
-    );
+    assert_trim_gives_all_back(&pool);
 }
 
 #[test]
 fn a_burst_past_the_cache_is_kept_then_decays() {
     let decay = Duration::from_millis(if cfg!(miri) { 20 } else { 400 });
-    let pool = AdaptiveAllocator::builder()
-        .min_chunk_size(64 * KIB)
-        .max_chunk_size(64 * KIB)
-        .max_cached_bytes(256 * KIB)
-        .max_thread_idle_bytes(0)
-        .decay_time(decay)
-        .idle_release(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let pool = chunks_past_the_cache(256 * KIB, decay);
     let n = if cfg!(miri) { 8 } else { 256 };
     // `n` buffers of 16 KiB, four to a 64 KiB chunk.
-    let burst = |fill: u8| -> Vec<_> {
-        (0..n)
-            .map(|_| {
-                let mut b = pool.allocate(16 * KIB);
-                b.resize(16 * KIB, fill);
-                b
-            })
-            .collect()
-    };
+    let burst = |fill: u8| filled(&pool, n, 16 * KIB, fill);
     drop(burst(1));
     let s = pool.stats();
     assert_eq!(s.allocated_bytes, s.cached_bytes, "{s}");
@@ -148,13 +162,7 @@ fn a_burst_past_the_cache_is_kept_then_decays() {
         s.retained_bytes, 0,
         "everything decayed after the decay time, in {calls} calls: {s}"
     );
-    pool.trim();
-    let s = pool.stats();
-    assert_eq!(
-        (s.allocated_bytes, s.mapped_bytes, s.retained_bytes),
-        (0, 0, 0),
-        "{s}"
-    );
+    assert_trim_gives_all_back(&pool);
 }
 
 /// What is kept stays within recent demand (issue 23, item 1): with 8 MiB of chunks freed
@@ -164,23 +172,9 @@ fn a_burst_past_the_cache_is_kept_then_decays() {
 /// peak demand of 8.
 #[test]
 fn what_is_kept_stays_within_recent_demand() {
-    let pool = AdaptiveAllocator::builder()
-        .min_chunk_size(64 * KIB)
-        .max_chunk_size(64 * KIB)
-        .max_cached_bytes(0)
-        .max_thread_idle_bytes(0)
-        .decay_time(Duration::from_secs(8))
-        .idle_release(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let pool = chunks_past_the_cache(0, Duration::from_secs(8));
     let n = if cfg!(miri) { 8 } else { 512 };
-    let chunks: Vec<_> = (0..n)
-        .map(|_| {
-            let mut b = pool.allocate(16 * KIB);
-            b.resize(16 * KIB, 1);
-            b
-        })
-        .collect();
+    let chunks = filled(&pool, n, 16 * KIB, 1);
     let peak = pool.stats().allocated_bytes;
     drop(chunks);
     let s = pool.stats();
@@ -189,13 +183,7 @@ fn what_is_kept_stays_within_recent_demand() {
         assert_eq!(s.retained_bytes, peak, "every chunk's slot kept: {s}");
     }
     // As many bytes again, in large buffers (mappings of their own, which no slot serves).
-    let large: Vec<_> = (0..peak / (2 * MIB))
-        .map(|_| {
-            let mut b = pool.allocate(2 * MIB);
-            b.resize(2 * MIB, 2);
-            b
-        })
-        .collect();
+    let large = filled(&pool, peak / (2 * MIB), 2 * MIB, 2);
     let s = pool.stats();
     if os_backed() && peak >= 8 * MIB {
         assert!(
@@ -216,13 +204,7 @@ fn what_is_kept_stays_within_recent_demand() {
     }
     assert!(large.iter().all(|b| b.iter().all(|&x| x == 2)));
     drop(large);
-    pool.trim();
-    let s = pool.stats();
-    assert_eq!(
-        (s.allocated_bytes, s.mapped_bytes, s.retained_bytes),
-        (0, 0, 0),
-        "{s}"
-    );
+    assert_trim_gives_all_back(&pool);
 }
 
 /// A large retained set that falls due goes back at once, on a helper thread, not a step
@@ -234,22 +216,8 @@ fn a_large_backlog_goes_back_at_once_on_a_helper_thread() {
         return;
     }
     let decay = Duration::from_millis(300);
-    let pool = AdaptiveAllocator::builder()
-        .min_chunk_size(64 * KIB)
-        .max_chunk_size(64 * KIB)
-        .max_cached_bytes(0)
-        .max_thread_idle_bytes(0)
-        .decay_time(decay)
-        .idle_release(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let bufs: Vec<_> = (0..4096)
-        .map(|_| {
-            let mut b = pool.allocate(16 * KIB);
-            b.resize(16 * KIB, 1);
-            b
-        })
-        .collect();
+    let pool = chunks_past_the_cache(0, decay);
+    let bufs = filled(&pool, 4096, 16 * KIB, 1);
     drop(bufs);
     let kept = pool.stats().retained_bytes;
     assert!(kept >= 60 * MIB, "{}", pool.stats());
@@ -269,8 +237,7 @@ fn a_large_backlog_goes_back_at_once_on_a_helper_thread() {
         "{kept} B kept, after {} calls: {s}",
         calls + 1
     );
-    pool.trim();
-    assert_eq!(pool.stats().mapped_bytes, 0);
+    assert_trim_gives_all_back(&pool);
 }
 
 #[test]
