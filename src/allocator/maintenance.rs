@@ -180,7 +180,7 @@ impl Shared {
         let idle_ns = self.settings.idle_release_ns();
         // What it frees under the lock notifies waiters: woken once the lock is released.
         let _wakes = Deferral::begin();
-        self.maintenance.try_with(|_| {
+        let swept = self.maintenance.try_with(|_| {
             let mut idle = Vec::new();
             let more = self
                 .roster
@@ -191,14 +191,16 @@ impl Shared {
             self.central
                 .take_expired(now, idle_ns, &self.counters, &mut idle);
             Self::free_all(idle);
-            // What the chunks freed leave in the spans (and the mappings given back) decays,
-            // a step at a time on an application thread. (The background reclaimer, which
-            // sweeps with no budget, runs the whole decay itself after the sweep.)
-            if budget != usize::MAX {
-                self.decay_step(now);
-            }
             self.memory.release_empty();
         });
+        // What the chunks freed leave in the spans (and the mappings given back) decays, a
+        // step at a time on an application thread; after the maintenance lock is released,
+        // since the step may start a helper thread (and a start may run std's spawn hooks).
+        // The background reclaimer, which sweeps with no budget, runs the whole decay itself
+        // after the sweep.
+        if swept.is_some() && budget != usize::MAX {
+            self.decay_step(now);
+        }
     }
 
     /// Closes the allocator (its last handle dropped): every magazine gives up its chunks and
