@@ -41,6 +41,7 @@
 //! when none is, so that pointer never outlives its span.
 
 use std::alloc::Layout;
+use std::collections::BTreeMap;
 use std::ptr::NonNull;
 
 use crate::error::AllocError;
@@ -171,8 +172,10 @@ struct Span {
 // under the span table's lock.
 unsafe impl Send for Span {}
 
-/// The spans of each slot size (`sizes[k]`: slots of `1 << (MIN_SLOT_SHIFT + k)` bytes).
-#[derive(Debug, Default)]
+/// The spans of each slot size (`sizes[k]`: slots of `1 << (MIN_SLOT_SHIFT + k)` bytes), and
+/// what is kept resident for reuse, indexed so that the decay looks only at what it gives
+/// back.
+#[derive(Debug)]
 struct SpanTable {
     /// Boxed so a span stays put while the list around it changes: blocks point to it.
     #[allow(clippy::vec_box)]
@@ -187,44 +190,131 @@ struct SpanTable {
     /// The recent peak of `in_use + direct_in_use`, with a decay time: what is kept resident
     /// for reuse stays within it (`retention::Demand`).
     demand: retention::Demand,
+    /// Everything kept resident for reuse (dirty slots and kept mappings), oldest first:
+    /// keyed by `(freed at, address)`. The decay walks it from the front and stops at the
+    /// first piece it keeps, so a step costs the pieces it gives back, not all that is kept.
+    kept: BTreeMap<(u64, usize), Piece>,
     /// Mappings of their own (large chunks, large unpooled buffers) given back and kept
-    /// resident for reuse while they decay: `(address, length, freed at)`.
-    kept: Vec<(NonNull<u8>, usize, u64)>,
+    /// resident for reuse while they decay, by `(length, address)`: when each was freed, and
+    /// the mapping.
+    kept_maps: BTreeMap<(usize, usize), (u64, NonNull<u8>)>,
+    /// Bytes of `kept_maps`.
+    kept_map_bytes: usize,
+    /// The bytes of `kept` by when they were freed, for the decay curve (`retention::Ages`).
+    ages: retention::Ages,
+    /// The newest stamp in `kept`: stamps are made strictly increasing (a nanosecond past
+    /// this at least, on a clock of millisecond resolution), so pieces freed in the same tick
+    /// keep the order they were freed in.
+    last_stamp: u64,
+}
+
+impl SpanTable {
+    fn new(decay_ns: u64) -> SpanTable {
+        SpanTable {
+            sizes: Vec::new(),
+            dirty_bytes: 0,
+            in_use: 0,
+            direct_in_use: 0,
+            demand: retention::Demand::default(),
+            kept: BTreeMap::new(),
+            kept_maps: BTreeMap::new(),
+            kept_map_bytes: 0,
+            ages: retention::Ages::new(decay_ns),
+            last_stamp: 0,
+        }
+    }
+
+    /// The stamp of a piece freed at `now`: `now`, or just past the newest stamp.
+    fn stamp(&mut self, now: u64) -> u64 {
+        self.last_stamp = now.max(self.last_stamp + 1);
+        self.last_stamp
+    }
+
+    /// Bytes kept resident for reuse: dirty slots and kept mappings.
+    fn kept_bytes(&self) -> usize {
+        self.dirty_bytes + self.kept_map_bytes
+    }
+
+    /// Marks `slot` of `span` dirty (free, still committed), freed at `now`, and lists it as
+    /// kept.
+    fn keep_slot(&mut self, span: NonNull<Span>, slot: u32, now: u64) {
+        let since = self.stamp(now);
+        // SAFETY: a listed span, under the table's lock.
+        let s = unsafe { &mut *span.as_ptr() };
+        s.dirty[slot as usize / 64] |= 1 << (slot % 64);
+        s.dirty_since[slot as usize] = since;
+        self.dirty_bytes += s.slot_bytes;
+        self.ages.add(s.slot_bytes, since);
+        let at = s.base.as_ptr() as usize + slot as usize * s.slot_bytes;
+        self.kept.insert((since, at), Piece::Slot(span, slot));
+    }
+
+    /// Takes dirty `slot` of `span` off the kept lists (its dirty bit is being cleared:
+    /// reused, given back, or its span unmapped).
+    fn unkeep_slot(&mut self, span: &Span, slot: u32) {
+        let since = span.dirty_since[slot as usize];
+        self.dirty_bytes -= span.slot_bytes;
+        self.ages.remove(span.slot_bytes, since);
+        let at = span.base.as_ptr() as usize + slot as usize * span.slot_bytes;
+        let gone = self.kept.remove(&(since, at));
+        debug_assert!(gone.is_some(), "a dirty slot is listed as kept");
+    }
+
+    /// Takes every dirty slot of `span` (leaving the table) off the kept lists.
+    fn forget_span(&mut self, span: &Span) {
+        for w in 0..span.dirty.len() {
+            let mut bits = span.dirty[w];
+            while bits != 0 {
+                let bit = bits.trailing_zeros();
+                bits &= bits - 1;
+                self.unkeep_slot(span, (w * 64) as u32 + bit);
+            }
+        }
+    }
+
+    /// Lists a mapping of `len` bytes at `ptr`, given back at `now`, as kept.
+    fn keep_map(&mut self, ptr: NonNull<u8>, len: usize, now: u64) {
+        let since = self.stamp(now);
+        let at = ptr.as_ptr() as usize;
+        self.kept_maps.insert((len, at), (since, ptr));
+        self.kept_map_bytes += len;
+        self.ages.add(len, since);
+        self.kept.insert((since, at), Piece::Map(len));
+    }
+
+    /// Takes the kept mapping of `len` bytes at `at` off the kept lists, and answers it.
+    fn unkeep_map(&mut self, at: usize, len: usize) -> NonNull<u8> {
+        let (since, ptr) = self
+            .kept_maps
+            .remove(&(len, at))
+            .expect("a kept mapping is listed by its length");
+        self.kept_map_bytes -= len;
+        self.ages.remove(len, since);
+        self.kept.remove(&(since, at));
+        ptr
+    }
 }
 
 // SAFETY: the kept mappings are address space this `Memory` owns and nothing else refers to
 // (their blocks were given back); the table is only read or written under its lock.
 unsafe impl Send for SpanTable {}
 
-/// One thing kept resident for reuse, as [`Memory::give_back`] sees it.
-#[derive(Clone, Copy)]
+/// One thing kept resident for reuse (`SpanTable::kept`).
+#[derive(Clone, Copy, Debug)]
 enum Piece {
     /// A dirty slot of a span.
     Slot(NonNull<Span>, u32),
-    /// A kept mapping, by its index in `SpanTable::kept`.
-    Kept(usize),
+    /// A kept mapping of this length (its address is the key's).
+    Map(usize),
 }
 
-/// What [`Memory::give_back`]'s chooser answers: every piece, or the first `n` (oldest).
-enum Choice {
+/// How much of what is kept [`Memory::give_back`] gives back.
+#[derive(Clone, Copy)]
+enum Choose {
+    /// Everything (`trim()`, the close, the eager sweep).
     All,
-    First(usize),
-}
-
-impl From<bool> for Choice {
-    fn from(all: bool) -> Choice {
-        if all {
-            Choice::All
-        } else {
-            Choice::First(0)
-        }
-    }
-}
-
-impl From<usize> for Choice {
-    fn from(n: usize) -> Choice {
-        Choice::First(n)
-    }
+    /// What the decay says at `now`, in a step of at most `step` bytes.
+    Decay { now: u64, step: usize },
 }
 
 /// Where one allocator's memory comes from and goes back to.
@@ -246,6 +336,9 @@ pub(crate) struct Memory {
     retained: AtomicUsize,
     /// Bytes of address space mapped now (spans, empty ones included, and direct mappings).
     mapped: AtomicUsize,
+    /// Pieces the last [`Memory::give_back`] looked at (the unit tests check it is bounded).
+    #[cfg(test)]
+    looked: std::sync::atomic::AtomicUsize,
 }
 
 /// Bytes mapped from the OS by every [`Memory`] of the process, now.
@@ -272,9 +365,11 @@ impl Memory {
             dirty_budget,
             decay_ns,
             huge: false,
-            spans: Mutex::new(SpanTable::default()),
+            spans: Mutex::new(SpanTable::new(decay_ns)),
             retained: AtomicUsize::new(0),
             mapped: AtomicUsize::new(0),
+            #[cfg(test)]
+            looked: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -311,8 +406,7 @@ impl Memory {
 
     /// Updates the `retained` mirror from the table (under its lock).
     fn mirror(&self, t: &SpanTable) {
-        let kept: usize = t.kept.iter().map(|k| k.1).sum();
-        self.retained.store(t.dirty_bytes + kept, Relaxed);
+        self.retained.store(t.kept_bytes(), Relaxed);
     }
 
     /// Notes a change of the bytes handed out in the recent demand (with a decay time; under
@@ -332,9 +426,12 @@ impl Memory {
         if !self.decays() {
             return 0;
         }
-        let kept = t.dirty_bytes + t.kept.iter().map(|k| k.1).sum::<usize>();
-        t.demand
-            .beyond(t.in_use + t.direct_in_use, kept, now, self.decay_ns)
+        t.demand.beyond(
+            t.in_use + t.direct_in_use,
+            t.kept_bytes(),
+            now,
+            self.decay_ns,
+        )
     }
 
     /// After fresh memory was mapped or committed while more was kept resident than recent
@@ -444,7 +541,7 @@ impl Memory {
                     let now = now_ns();
                     self.spans.with(|t| {
                         t.direct_in_use -= len;
-                        t.kept.push((block.ptr, len, now));
+                        t.keep_map(block.ptr, len, now);
                         self.note_demand(t, now);
                         self.mirror(t);
                     });
@@ -476,12 +573,8 @@ impl Memory {
                     {
                         return None;
                     }
-                    t.dirty_bytes += bytes;
-                    // SAFETY: the span outlives its allocated slots, and this is one; the
-                    // table's lock is held.
-                    let s = unsafe { &mut *span.as_ptr() };
-                    s.dirty[slot as usize / 64] |= 1 << (slot % 64);
-                    s.dirty_since[slot as usize] = now;
+                    // The span outlives its allocated slots, and this is one.
+                    t.keep_slot(span, slot, now);
                     let released = Self::release_slot(t, span, slot, self.decay_ns != 0);
                     self.mirror(t);
                     Some(released)
@@ -530,7 +623,7 @@ impl Memory {
             .position(|x| std::ptr::eq(&**x, s))
             .expect("a span is listed while it lives");
         let span = list.swap_remove(i);
-        t.dirty_bytes -= span.dirty_bytes();
+        t.forget_span(&span);
         Some(span)
     }
 
@@ -544,7 +637,7 @@ impl Memory {
             // The global allocator's blocks were freed when given back: nothing is kept.
             return 0;
         }
-        self.give_back(0, |_, _| true)
+        self.give_back(Choose::All).0
     }
 
     /// The decay (the idle sweep, and the allocator's decay tick): gives back, oldest first,
@@ -559,82 +652,70 @@ impl Memory {
 
     /// [`Memory::decay`] in a step of at most `step` bytes (at least one piece, if any is
     /// due): answers the bytes given back and the bytes still due after it (the caller takes
-    /// another step later, or hands the rest to a thread of its own). Application threads take steps of [`retention::DECAY_STEP_BYTES`], so
-    /// that the allocation or release that runs the decay does not wait on system calls for
-    /// the whole of a large retained set. Under the eager policy, [`Memory::purge`] (whole).
+    /// another step later, or hands the rest to a thread of its own). Application threads
+    /// take steps of [`retention::DECAY_STEP_BYTES`], so that the allocation or release that
+    /// runs the decay does not wait on system calls for the whole of a large retained set.
+    /// Under the eager policy, [`Memory::purge`] (whole).
     pub(crate) fn decay_step(&self, now: u64, step: usize) -> (usize, usize) {
         if !self.decays() {
             return (self.purge(), 0);
         }
-        let decay = self.decay_ns;
-        let mut left = 0;
-        let given = self.give_back(now, |pieces: &[(usize, u64)], beyond| {
-            let due = retention::oldest_to_give_back(pieces, now, decay, beyond);
-            let n = retention::within_step(pieces, due, step);
-            left = pieces[n..due.min(pieces.len())].iter().map(|p| p.0).sum();
-            n
-        });
-        (given, left)
+        self.give_back(Choose::Decay { now, step })
     }
 
-    /// Gives back the oldest of what is kept: `choose` is shown every piece kept (dirty slot
-    /// or kept mapping) as `(bytes, freed at)`, oldest first, and the bytes kept beyond recent
-    /// demand at `now`, and answers how many of the first to give back (`|_, _| true` style
-    /// callers answer all: any `n` past the end is all).
-    fn give_back<F, R>(&self, now: u64, choose: F) -> usize
-    where
-        F: FnOnce(&[(usize, u64)], usize) -> R,
-        R: Into<Choice>,
-    {
+    /// Gives back the oldest of what is kept, as `how` says: everything, or what the decay
+    /// chooses (`retention::GiveBack`, asked piece by piece from the oldest, with the excess
+    /// over the curve from `retention::Ages` and what is kept beyond recent demand). Answers
+    /// the bytes given back and, for the decay, the bytes still due after the step. Under the
+    /// lock it looks at the pieces it gives back and one more, and at the ages' counters:
+    /// never at everything kept.
+    fn give_back(&self, how: Choose) -> (usize, usize) {
         // Take the chosen dirty slots out (marked in use, so no thread takes one meanwhile)
         // and the chosen mappings off the list; decommit and unmap outside the lock; give the
         // slots back clean.
-        let (slots, maps) = self.spans.with(|t| {
-            let mut pieces: Vec<(u64, Piece)> = Vec::new();
-            for s in t.sizes.iter_mut().flatten() {
-                for w in 0..s.dirty.len() {
-                    let mut bits = s.dirty[w];
-                    while bits != 0 {
-                        let bit = bits.trailing_zeros();
-                        bits &= bits - 1;
-                        let slot = (w * 64) as u32 + bit;
-                        let since = s.dirty_since[slot as usize];
-                        pieces.push((since, Piece::Slot(NonNull::from(&**s), slot)));
-                    }
+        let (slots, maps, left) = self.spans.with(|t| {
+            let mut choice = match how {
+                Choose::All => None,
+                Choose::Decay { now, step } => {
+                    let excess = t.ages.excess(now);
+                    let beyond = self.beyond_demand(t, now);
+                    Some(retention::GiveBack::new(
+                        excess,
+                        beyond,
+                        now,
+                        self.decay_ns,
+                        step,
+                    ))
                 }
-            }
-            for (i, k) in t.kept.iter().enumerate() {
-                pieces.push((k.2, Piece::Kept(i)));
-            }
-            pieces.sort_by_key(|p| p.0);
-            let sizes: Vec<(usize, u64)> = pieces
-                .iter()
-                .map(|(since, p)| {
-                    let bytes = match *p {
-                        // SAFETY: a listed span, under the table's lock.
-                        Piece::Slot(span, _) => unsafe { span.as_ref() }.slot_bytes,
-                        Piece::Kept(i) => t.kept[i].1,
-                    };
-                    (bytes, *since)
-                })
-                .collect();
-            let beyond = self.beyond_demand(t, now);
-            let n = match choose(&sizes, beyond).into() {
-                Choice::All => pieces.len(),
-                Choice::First(n) => n.min(pieces.len()),
             };
             let mut slots = Vec::new();
-            let mut kept_taken = Vec::new();
-            for (_, p) in &pieces[..n] {
-                match *p {
+            let mut maps = Vec::new();
+            #[cfg(test)]
+            self.looked.store(0, Relaxed);
+            while let Some(entry) = t.kept.first_entry() {
+                #[cfg(test)]
+                self.looked.fetch_add(1, Relaxed);
+                let (since, at) = *entry.key();
+                let piece = *entry.get();
+                let bytes = match piece {
+                    // SAFETY: a listed span, under the table's lock.
+                    Piece::Slot(span, _) => unsafe { span.as_ref() }.slot_bytes,
+                    Piece::Map(len) => len,
+                };
+                if let Some(c) = &mut choice {
+                    if !c.takes(bytes, since) {
+                        break;
+                    }
+                }
+                match piece {
                     Piece::Slot(span, slot) => {
                         // SAFETY: a listed span, under the table's lock.
                         let s = unsafe { &mut *span.as_ptr() };
+                        t.unkeep_slot(s, slot);
                         let (w, bit) = (slot as usize / 64, slot % 64);
                         s.dirty[w] &= !(1 << bit);
                         s.free[w] &= !(1 << bit);
                         s.used += 1;
-                        t.dirty_bytes -= s.slot_bytes;
                         // SAFETY: `slot < slots`: inside the span's mapping.
                         let ptr = unsafe {
                             NonNull::new_unchecked(
@@ -643,20 +724,11 @@ impl Memory {
                         };
                         slots.push((span, slot, ptr, s.slot_bytes));
                     }
-                    Piece::Kept(i) => kept_taken.push(i),
+                    Piece::Map(len) => maps.push((t.unkeep_map(at, len), len)),
                 }
             }
-            kept_taken.sort_unstable();
-            let maps: Vec<(NonNull<u8>, usize)> = kept_taken
-                .iter()
-                .rev()
-                .map(|&i| {
-                    let k = t.kept.swap_remove(i);
-                    (k.0, k.1)
-                })
-                .collect();
             self.mirror(t);
-            (slots, maps)
+            (slots, maps, choice.map_or(0, |c| c.left()))
         });
         let mut bytes = 0;
         for &(_, _, ptr, len) in &slots {
@@ -681,7 +753,7 @@ impl Memory {
                 }
             });
         }
-        bytes
+        (bytes, left)
     }
 
     /// Unmaps the spans kept empty, but with decay not those with dirty slots (kept resident
@@ -694,13 +766,14 @@ impl Memory {
                 let mut i = 0;
                 while i < list.len() {
                     if list[i].used == 0 && (self.decay_ns == 0 || list[i].dirty_bytes() == 0) {
-                        let span = list.swap_remove(i);
-                        t.dirty_bytes -= span.dirty_bytes();
-                        out.push(span);
+                        out.push(list.swap_remove(i));
                     } else {
                         i += 1;
                     }
                 }
+            }
+            for span in &out {
+                t.forget_span(span);
             }
             self.mirror(t);
             out
@@ -725,7 +798,11 @@ impl Memory {
             // the lowest free one.
             if t.dirty_bytes > 0 {
                 if let Some(b) = t.sizes[k].iter_mut().find_map(|s| s.take_dirty_slot()) {
-                    t.dirty_bytes -= b.bytes;
+                    let Kind::InSpan { span, slot } = b.kind else {
+                        unreachable!("a slot is in a span")
+                    };
+                    // SAFETY: a listed span, under the table's lock.
+                    t.unkeep_slot(unsafe { span.as_ref() }, slot);
                     t.in_use += b.bytes;
                     self.note_demand(t, now);
                     self.mirror(t);
@@ -783,20 +860,17 @@ impl Memory {
             // its pages are resident, so the buffer or chunk is not faulted in again. The
             // tail past `bytes` is never touched through this block.
             let reused = self.spans.with(|t| {
-                let fit = t
-                    .kept
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, k)| k.1 >= len && k.1 - len <= len / 8)
-                    .min_by_key(|(_, k)| k.1)
-                    .map(|(i, _)| i)?;
-                let k = t.kept.swap_remove(fit);
-                t.direct_in_use += k.1;
+                let (&(kept_len, at), _) = t
+                    .kept_maps
+                    .range((len, 0)..=(len + len / 8, usize::MAX))
+                    .next()?;
+                let ptr = t.unkeep_map(at, kept_len);
+                t.direct_in_use += kept_len;
                 self.note_demand(t, now);
                 self.mirror(t);
-                Some(k)
+                Some((ptr, kept_len))
             });
-            if let Some((ptr, len, _)) = reused {
+            if let Some((ptr, len)) = reused {
                 return Ok(Block {
                     ptr,
                     bytes,

@@ -75,29 +75,187 @@ pub(crate) fn excess(
     kept.saturating_sub(allowed).min(usize::MAX as u128) as usize
 }
 
-/// How many of `pieces` (each `(bytes, freed_at)`, oldest first) to give back at `now`: the
-/// oldest first, every one at least `decay` old ([`expired`]), and then as many as bring what
-/// is kept to its allowance ([`excess`]) and within recent demand (`beyond_demand` bytes too
-/// many: [`Demand::beyond`]), to the nearest piece: a piece goes while the bytes still to
-/// give back are more than half of it. So many small pieces follow the curve closely, and one
-/// large piece (a 4 MiB mapping) stays until half of it is due, instead of going at the first
-/// byte of excess.
+/// The choice of what to give back, made one piece at a time, oldest first, so that the holder
+/// walks only the pieces it gives back (and one more), never everything it keeps: every piece
+/// at least `decay` old ([`expired`]) goes, and then pieces go while the bytes still due (the
+/// excess over the curve's allowance, or what is kept beyond recent demand, whichever is more:
+/// [`Demand::beyond`]) are more than half of the next piece, so many small pieces follow the
+/// curve closely and one large piece (a 4 MiB mapping) stays until half of it is due, instead
+/// of going at the first byte of excess. A step gives back at most `step` bytes (at least one
+/// piece, if any is due: a piece larger than the step goes alone).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GiveBack {
+    /// Bytes still due.
+    due: usize,
+    now: u64,
+    decay: u64,
+    /// The most bytes of one step, and what the step has given so far.
+    step: usize,
+    given: usize,
+    /// Pieces given so far.
+    taken: usize,
+    /// Set when the step was full while the next piece was due: what is still due then.
+    left: usize,
+}
+
+impl GiveBack {
+    /// The choice at `now` over pieces kept with decay time `decay`, `excess` bytes over the
+    /// curve's allowance ([`excess`], [`Ages::excess`]) and `beyond_demand` bytes beyond
+    /// recent demand, in a step of at most `step` bytes.
+    pub(crate) fn new(
+        excess: usize,
+        beyond_demand: usize,
+        now: u64,
+        decay: u64,
+        step: usize,
+    ) -> GiveBack {
+        GiveBack {
+            due: excess.max(beyond_demand),
+            now,
+            decay,
+            step,
+            given: 0,
+            taken: 0,
+            left: 0,
+        }
+    }
+
+    /// Whether the next oldest piece, `bytes` freed at `freed_at`, goes back in this step.
+    /// Once it answers `false` the walk stops.
+    pub(crate) fn takes(&mut self, bytes: usize, freed_at: u64) -> bool {
+        let goes = expired(freed_at, self.now, self.decay) || self.due > bytes / 2;
+        if !goes {
+            return false;
+        }
+        if self.taken > 0 && self.given.saturating_add(bytes) > self.step {
+            // Due, but the step is full: the next step takes it.
+            self.left = self.due.max(bytes);
+            return false;
+        }
+        self.due = self.due.saturating_sub(bytes);
+        self.given = self.given.saturating_add(bytes);
+        self.taken += 1;
+        true
+    }
+
+    /// Bytes still due after the step (0 if the walk stopped at a piece not due): the caller
+    /// takes another step later, or hands the rest to a thread of its own.
+    pub(crate) fn left(&self) -> usize {
+        self.left
+    }
+}
+
+/// How many of `pieces` (each `(bytes, freed_at)`, oldest first) go back at `now` in one
+/// whole step, by the exact [`excess`]: [`GiveBack`] over a list.
+#[cfg(test)]
 pub(crate) fn oldest_to_give_back(
     pieces: &[(usize, u64)],
     now: u64,
     decay: u64,
     beyond_demand: usize,
 ) -> usize {
-    let mut due = excess(pieces.iter().copied(), now, decay).max(beyond_demand);
-    let mut n = 0;
-    for &(bytes, freed_at) in pieces {
-        if !expired(freed_at, now, decay) && due <= bytes / 2 {
-            break;
+    let excess = excess(pieces.iter().copied(), now, decay);
+    let mut g = GiveBack::new(excess, beyond_demand, now, decay, usize::MAX);
+    pieces.iter().take_while(|&&(b, t)| g.takes(b, t)).count()
+}
+
+/// Epochs of the decay time that [`Ages`] tells apart.
+const EPOCHS: usize = 128;
+
+/// The bytes a holder keeps resident for reuse, by the time they were freed, to within an
+/// epoch (a 127th of the decay time): what [`excess`] needs, kept as the pieces come and go,
+/// so that the excess costs a look at [`EPOCHS`] counters, however many pieces are kept
+/// (looking at every piece, with a million pieces of a few KiB kept under load, would hold
+/// the holder's lock for milliseconds at every tick of the decay). Each piece counts as freed
+/// at the end of its epoch, so the excess is never more than [`excess`] over the same pieces
+/// (nothing goes back before the curve says: a piece is at most an epoch late), and a piece
+/// a decay time and an epoch old counts whole. (Pieces past the decay time go back whatever
+/// the excess: the holder checks each piece's own stamp, [`GiveBack`].) A plain value its
+/// holder keeps under its own lock: a piece removed must be removed with the stamp it was
+/// added with.
+#[derive(Clone, Debug)]
+pub(crate) struct Ages {
+    /// Bytes freed in epoch `e`, in `ring[e % EPOCHS]`, for the [`EPOCHS`] epochs up to
+    /// `newest`.
+    ring: [usize; EPOCHS],
+    /// The newest epoch the ring holds.
+    newest: u64,
+    /// Bytes freed before the ring's epochs: at least a decay time old as of `newest`.
+    old: usize,
+    /// The length of an epoch in nanoseconds: the decay time over `EPOCHS - 1`, rounded up,
+    /// so `EPOCHS - 1` epochs are at least a decay time.
+    epoch_ns: u64,
+    decay: u64,
+}
+
+impl Ages {
+    /// Empty, for pieces that decay over `decay` nanoseconds.
+    pub(crate) fn new(decay: u64) -> Ages {
+        Ages {
+            ring: [0; EPOCHS],
+            newest: 0,
+            old: 0,
+            epoch_ns: decay.div_ceil(EPOCHS as u64 - 1).max(1),
+            decay,
         }
-        due = due.saturating_sub(bytes);
-        n += 1;
     }
-    n
+
+    fn epoch(&self, at: u64) -> u64 {
+        at / self.epoch_ns
+    }
+
+    /// Moves the ring on to `epoch`: the epochs that fall out of it are added to `old`.
+    fn advance(&mut self, epoch: u64) {
+        if epoch <= self.newest {
+            return;
+        }
+        let gone = (epoch - self.newest).min(EPOCHS as u64);
+        for e in (self.newest + 1)..=(self.newest + gone) {
+            let slot = &mut self.ring[(e % EPOCHS as u64) as usize];
+            self.old += std::mem::take(slot);
+        }
+        self.newest = epoch;
+    }
+
+    /// Where a piece freed at `at` is counted (the ring moved on to it first).
+    fn slot(&mut self, at: u64) -> &mut usize {
+        let e = self.epoch(at);
+        self.advance(e);
+        if e + (EPOCHS as u64) <= self.newest {
+            &mut self.old
+        } else {
+            &mut self.ring[(e % EPOCHS as u64) as usize]
+        }
+    }
+
+    /// A piece of `bytes` freed at `at` is kept.
+    pub(crate) fn add(&mut self, bytes: usize, at: u64) {
+        *self.slot(at) += bytes;
+    }
+
+    /// A piece of `bytes` freed at `at` (as added) is no longer kept: reused, or given back.
+    pub(crate) fn remove(&mut self, bytes: usize, at: u64) {
+        let s = self.slot(at);
+        debug_assert!(*s >= bytes, "a piece removed that was not added");
+        *s = s.saturating_sub(bytes);
+    }
+
+    /// What is kept beyond the curve's allowance at `now` ([`excess`], each piece as if freed
+    /// at the end of its epoch).
+    pub(crate) fn excess(&mut self, now: u64) -> usize {
+        self.advance(self.epoch(now));
+        // The old bytes were freed at least `EPOCHS - 1` epochs (a decay time) before the
+        // start of the newest epoch, so before `now - decay`: counted as freed at time 0
+        // (there are some only once the ring has moved past its first epochs, so `now` is
+        // over a decay time then).
+        let old = std::iter::once((self.old, 0));
+        let ring = (0..(EPOCHS as u64).min(self.newest + 1)).filter_map(|k| {
+            let e = self.newest - k;
+            let bytes = self.ring[(e % EPOCHS as u64) as usize];
+            (bytes != 0).then_some((bytes, (e + 1) * self.epoch_ns))
+        });
+        excess(old.chain(ring), now, self.decay)
+    }
 }
 
 /// The recent demand of a holder of memory: the peak of the bytes it handed out (chunks and
@@ -181,22 +339,6 @@ pub(crate) const DECAY_HANDOFF_BYTES: usize = 16 << 20;
 /// place, and the roster the magazine it stopped at); the background reclaimer does a whole
 /// sweep at once.
 pub(crate) const SWEEP_STEP_CHUNKS: usize = 24;
-
-/// How many of the first `n` of `pieces` (the oldest, chosen to go back) one step of at most
-/// `step` bytes gives back: as many as fit, but at least one (a piece larger than the step
-/// goes alone).
-pub(crate) fn within_step(pieces: &[(usize, u64)], n: usize, step: usize) -> usize {
-    let mut bytes = 0usize;
-    let mut k = 0;
-    for &(b, _) in &pieces[..n.min(pieces.len())] {
-        bytes = bytes.saturating_add(b);
-        if k > 0 && bytes > step {
-            break;
-        }
-        k += 1;
-    }
-    k
-}
 
 /// Whether a piece freed at `freed_at` must be given back at `now` whatever the curve says:
 /// it is at least `decay` old (the curve is 0 there; also what keeps the idle bound). The
@@ -383,20 +525,25 @@ mod tests {
         assert!(within_idle_budget(1 << 20, 1 << 20));
         assert!(!within_idle_budget((1 << 20) + 1, 1 << 20));
         assert!(within_idle_budget(0, 0));
+        // A step: as many due pieces as fit (all expired here), at least one, and what is
+        // still due after it.
         let pieces = [(MIB, 0), (MIB, 1), (3 * MIB, 2), (MIB, 3)];
-        assert_eq!(
-            within_step(&pieces, 4, 2 * MIB),
-            2,
-            "as many as fit the step"
-        );
-        assert_eq!(within_step(&pieces, 1, 2 * MIB), 1, "no more than chosen");
-        assert_eq!(
-            within_step(&pieces[2..], 2, 2 * MIB),
-            1,
-            "a larger piece goes alone"
-        );
-        assert_eq!(within_step(&pieces, 0, 2 * MIB), 0);
-        assert_eq!(within_step(&pieces, 4, usize::MAX), 4);
+        let step = |from: usize, bound: usize| {
+            let mut g = GiveBack::new(6 * MIB, 0, 100, 10, bound);
+            let n = pieces[from..]
+                .iter()
+                .take_while(|p| g.takes(p.0, p.1))
+                .count();
+            (n, g.left())
+        };
+        assert_eq!(step(0, 2 * MIB), (2, 4 * MIB), "as many as fit the step");
+        assert_eq!(step(2, 2 * MIB), (1, 3 * MIB), "a larger piece goes alone");
+        assert_eq!(step(0, usize::MAX), (4, 0), "all, nothing left");
+        // A walk that stops at a piece not due leaves nothing due.
+        let mut g = GiveBack::new(MIB, 0, 5, 1000, usize::MAX);
+        assert!(g.takes(MIB, 0));
+        assert!(!g.takes(MIB, 1));
+        assert_eq!(g.left(), 0);
         assert_eq!(cache_admits(4096, 4096, 8192), Some(8192));
         assert_eq!(cache_admits(4097, 4096, 8192), None);
         assert_eq!(cache_admits(usize::MAX, 1, usize::MAX), None, "no overflow");
@@ -423,5 +570,73 @@ mod tests {
         let last = 999 * MS;
         let total: usize = pieces.iter().map(|p| p.0).sum();
         assert_eq!(excess(pieces.iter().copied(), last + d, d), total);
+    }
+
+    /// The ages kept by epoch: the excess is never over the exact one over the same pieces,
+    /// at most an epoch's worth of the curve under it, and counts whole what is a decay time
+    /// and an epoch old; removing pieces (reused, given back) with their stamps leaves the
+    /// rest as if they never were.
+    #[test]
+    fn ages_by_epoch_follow_the_exact_excess() {
+        let d = 1000 * MS;
+        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut rand = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut ages = Ages::new(d);
+        let mut pieces: Vec<(usize, u64)> = Vec::new();
+        let mut now = 3 * d;
+        for round in 0..400 {
+            now += rand() % (20 * MS);
+            // Pieces freed now or a little before (stamps taken before a lock).
+            for _ in 0..(rand() % 4) {
+                let at = now - rand() % (5 * MS);
+                let bytes = 4096 << (rand() % 6);
+                ages.add(bytes, at);
+                pieces.push((bytes, at));
+            }
+            // Some reused or given back, any of them.
+            if !pieces.is_empty() && rand() % 3 == 0 {
+                let i = (rand() as usize) % pieces.len();
+                let (bytes, at) = pieces.swap_remove(i);
+                ages.remove(bytes, at);
+            }
+            let exact = excess(pieces.iter().copied(), now, d);
+            let approx = ages.excess(now);
+            assert!(approx <= exact, "round {round}: {approx} over {exact}");
+            // At most every piece an epoch younger: the curve's steepest slope is 1.5 per
+            // decay time, an epoch is d / 127.
+            let kept: usize = pieces.iter().map(|p| p.0).sum();
+            let slack = kept * 3 / 2 / 127 + 4096;
+            assert!(
+                approx + slack >= exact,
+                "round {round}: {approx} + {slack} under {exact}"
+            );
+            let epoch = d.div_ceil(127);
+            let long_expired: usize = pieces
+                .iter()
+                .filter(|p| expired(p.1, now, d + epoch))
+                .map(|p| p.0)
+                .sum();
+            assert!(
+                approx >= long_expired,
+                "a decay time and an epoch old: due whole"
+            );
+        }
+        // Long after, everything is due; and nothing is left once all are removed.
+        let kept: usize = pieces.iter().map(|p| p.0).sum();
+        assert_eq!(ages.excess(now + 10 * d), kept);
+        for (bytes, at) in pieces {
+            ages.remove(bytes, at);
+        }
+        assert_eq!(ages.excess(now + 20 * d), 0);
+        // Freed just now, or within the epoch: nothing due.
+        let mut fresh = Ages::new(d);
+        fresh.add(64 << 20, 7 * d + 1);
+        assert_eq!(fresh.excess(7 * d + 1), 0);
+        assert_eq!(fresh.excess(7 * d + 2 * MS), 0);
     }
 }
