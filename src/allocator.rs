@@ -141,6 +141,10 @@ pub(crate) struct Shared {
     next_sweep: AtomicU64,
     /// When the next decay of retained memory is due (`os::now_ns`; see `maintenance`).
     next_decay: AtomicU64,
+    /// A slow path that found the sweep due ran a decay step instead: the next one runs the
+    /// sweep (`maintenance::maybe_sweep`: one step a slow path, turn about, so that neither
+    /// starves the other).
+    sweep_waits: AtomicBool,
     /// A decay helper thread runs (`maintenance`: a large backlog handed off; none under
     /// loom).
     #[cfg_attr(loom, allow(dead_code))]
@@ -686,6 +690,7 @@ impl AdaptiveAllocator {
             handles: AtomicUsize::new(0),
             next_sweep: AtomicU64::new(first_sweep),
             next_decay: AtomicU64::new(0),
+            sweep_waits: AtomicBool::new(false),
             decay_helper: AtomicBool::new(false),
             maintenance: Mutex::new(()),
             #[cfg(not(loom))]

@@ -434,15 +434,16 @@ impl Memory {
         )
     }
 
-    /// After fresh memory was mapped or committed while more was kept resident than recent
-    /// demand allows (`beyond` bytes): gives the oldest of it back now, at most a decay step
-    /// (in practice no more than the fresh memory itself, since the footprint was within the
-    /// peak before), so keeping freed memory of one chunk size does not add to the footprint
-    /// of another.
-    fn keep_to_demand(&self, beyond: usize, now: u64) {
+    /// After `fresh` bytes were mapped or committed while more was kept resident than recent
+    /// demand allows (`beyond` bytes): gives the oldest of it back now, as much as the fresh
+    /// memory (at least a decay step; in practice no more is beyond, since the footprint was
+    /// within the peak before), so keeping freed memory of one chunk size does not add to
+    /// the footprint of another. The allocation that pays for it is the one that maps or
+    /// touches `fresh` new bytes: the give-back costs it about what its own page faults do.
+    fn keep_to_demand(&self, beyond: usize, fresh: usize, now: u64) {
         if beyond > 0 {
             // What is left is the decay tick's (within a quarter of the decay time).
-            let _ = self.decay_step(now, retention::DECAY_STEP_BYTES);
+            let _ = self.decay_step(now, fresh.max(retention::DECAY_STEP_BYTES));
         }
     }
 
@@ -513,7 +514,7 @@ impl Memory {
                 self.note_demand(t, now)
             });
             if new_len > len {
-                self.keep_to_demand(beyond, now);
+                self.keep_to_demand(beyond, new_len - len, now);
             }
         }
         Some(Block {
@@ -819,7 +820,7 @@ impl Memory {
         });
         if let Some(block) = found {
             // A clean slot: fresh memory, touched from now on.
-            self.keep_to_demand(beyond, now);
+            self.keep_to_demand(beyond, bytes, now);
             return Ok(block);
         }
         // Map a new span outside the lock, then take its first slot and list it.
@@ -846,7 +847,7 @@ impl Memory {
             t.sizes[k].push(span);
             self.note_demand(t, now)
         });
-        self.keep_to_demand(beyond, now);
+        self.keep_to_demand(beyond, bytes, now);
         Ok(block)
     }
 
@@ -885,7 +886,7 @@ impl Memory {
                 t.direct_in_use += len;
                 self.note_demand(t, now)
             });
-            self.keep_to_demand(beyond, now);
+            self.keep_to_demand(beyond, len, now);
         }
         Ok(Block {
             ptr,

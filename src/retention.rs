@@ -313,14 +313,17 @@ impl Demand {
 }
 
 /// The most bytes one step of the decay gives back on an application thread (the allocator's
-/// decay tick and the idle sweep, which run inside an allocation or a release): giving memory
-/// back costs the system call's time, about 25-100 us a MiB of 4 KiB pages on the
-/// development machine (`madvise(MADV_DONTNEED)` and `munmap` free every page), so a step
-/// of 1 MiB keeps the wait of the allocation that runs it near SPEC's 100 us (measured: a
-/// median of 10 us, p99 165-179 us with preemption on two busy vCPUs). What is due
-/// beyond a step is given back by the next slow paths, one step each (the tick is due again
-/// at once); the background reclaimer and `trim()` take it all.
-pub(crate) const DECAY_STEP_BYTES: usize = 1 << 20;
+/// decay tick, which runs inside an allocation or a release), but at least one piece: giving
+/// memory back costs the system call's time, about 25-100 us a MiB of resident 4 KiB pages
+/// on the development machine (`madvise(MADV_DONTNEED)` and `munmap` free every page), so
+/// a step of 256 KiB keeps the wait of the allocation that runs it within SPEC's 100 us
+/// (measured in CPU time under the latency example's load: a median of 21 us, p99 96-100
+/// us; the maximum, 290-580 us, is a piece larger than the step, a 2 MiB mapping or a 1 MiB
+/// slot, which goes alone). With 1 MiB steps it was a median of 68-71 us and p99 331-355
+/// us. What is due beyond a step is given back by the next slow paths, one step each (the
+/// tick is due again at once), or past [`DECAY_HANDOFF_BYTES`] by a helper thread; the
+/// background reclaimer and `trim()` take it all.
+pub(crate) const DECAY_STEP_BYTES: usize = 256 << 10;
 
 /// What may be due at once, beyond a decay step, before an application thread hands the
 /// decay to a thread of its own: a step gives back a megabyte a slow path, so a large
@@ -331,14 +334,16 @@ pub(crate) const DECAY_STEP_BYTES: usize = 1 << 20;
 pub(crate) const DECAY_HANDOFF_BYTES: usize = 16 << 20;
 
 /// The work one step of the idle sweep does on an application thread, in chunks looked at
-/// (a class is looked at whole, so a step may pass this by one class's chunks): draining a chunk's remote frees and taking
-/// it out of its magazine cost 1-2.5 us a chunk on the development machine (cold chunk
-/// headers), so about 50 us a step, with the decay step the sweep also takes (measured: a
-/// median of 42-44 us a sweep step, p90 140 us). A sweep that has more to look at is due again at once
-/// and goes on, at the next slow path, where this step stopped (every magazine keeps its
-/// place, and the roster the magazine it stopped at); the background reclaimer does a whole
-/// sweep at once.
-pub(crate) const SWEEP_STEP_CHUNKS: usize = 24;
+/// (a class is looked at whole, so a step may pass this by one class's chunks): draining a
+/// chunk's remote frees and taking it out of its magazine cost 1-2.5 us a chunk on the
+/// development machine (cold chunk headers), so 12 chunks are about 15-30 us, and the step
+/// takes no decay step besides (one step of maintenance a slow path). Measured in CPU time
+/// under the latency example's load: a median of 7-9 us a sweep step, p99 93-95 us (with 24
+/// chunks and the decay step inside: p99 215-260 us). A sweep that has more to look at is
+/// due again at once and goes on, at the next slow path, where this step stopped (every
+/// magazine keeps its place, and the roster the magazine it stopped at); the background
+/// reclaimer does a whole sweep at once.
+pub(crate) const SWEEP_STEP_CHUNKS: usize = 12;
 
 /// Whether a piece freed at `freed_at` must be given back at `now` whatever the curve says:
 /// it is at least `decay` old (the curve is 0 there; also what keeps the idle bound). The

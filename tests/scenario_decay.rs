@@ -143,8 +143,8 @@ fn a_burst_past_the_cache_is_kept_then_decays() {
         assert!(kept(&s), "{s}; {past_cache} B past the cache");
     }
     // After the decay time, activity gives it all back (`stats()` runs the decay tick), a
-    // step of at most 1 MiB a call on an application thread, the tick due again at once while
-    // more is due.
+    // step of at most 256 KiB a call on an application thread, the tick due again at once
+    // while more is due.
     thread::sleep(decay * 2);
     let mut s = pool.stats();
     let mut calls = 1;
@@ -153,7 +153,7 @@ fn a_burst_past_the_cache_is_kept_then_decays() {
         s = pool.stats();
         calls += 1;
         assert!(
-            before - s.retained_bytes <= 1 << 20,
+            before - s.retained_bytes <= 256 * KIB,
             "one step gave back {} B",
             before - s.retained_bytes
         );
@@ -167,7 +167,7 @@ fn a_burst_past_the_cache_is_kept_then_decays() {
 
 /// What is kept stays within recent demand (issue 23, item 1): with 8 MiB of chunks freed
 /// and kept, 8 MiB of large buffers mapped fresh do not add to the footprint: what was kept
-/// of the chunks goes back as the mappings are made (a step each) and at the next decay
+/// of the chunks goes back as the mappings are made (as much as each) and at the next decay
 /// tick, long before its decay time. Without the cap, the footprint would be 16 MiB for a
 /// peak demand of 8.
 #[test]
@@ -188,7 +188,7 @@ fn what_is_kept_stays_within_recent_demand() {
     if os_backed() && peak >= 8 * MIB {
         assert!(
             s.retained_bytes <= peak / 2,
-            "a step given back as each mapping was made: {s}"
+            "as much given back as each mapping was made: {s}"
         );
         // The next decay tick (a quarter of the decay time) gives back the rest, a step a
         // call; by age alone almost nothing would go yet (3 % at a quarter of the curve).
@@ -208,8 +208,8 @@ fn what_is_kept_stays_within_recent_demand() {
 }
 
 /// A large retained set that falls due goes back at once, on a helper thread, not a step
-/// (1 MiB) a slow path: a process whose only activity is a few `stats()` calls gets 64 MiB
-/// back within a second of the decay time, where steps alone would take 64 calls.
+/// (256 KiB) a slow path: a process whose only activity is a few `stats()` calls gets 64 MiB
+/// back within a second of the decay time, where steps alone would take 256 calls.
 #[test]
 fn a_large_backlog_goes_back_at_once_on_a_helper_thread() {
     if !os_backed() {
@@ -222,7 +222,7 @@ fn a_large_backlog_goes_back_at_once_on_a_helper_thread() {
     let kept = pool.stats().retained_bytes;
     assert!(kept >= 60 * MIB, "{}", pool.stats());
     // Past the decay time, all of it is due. A few calls, far apart: a step each would give
-    // back 1 MiB a call.
+    // back 256 KiB a call.
     thread::sleep(decay + decay / 2);
     let mut calls = 0;
     let mut s = pool.stats();

@@ -1,6 +1,6 @@
 //! The idle sweep in steps (SPEC section 4, "Decay, not purge": maintenance on an application
 //! thread is bounded in time). A sweep run by an allocation, a release or `stats()` looks at
-//! a bounded number of chunks (24, and the rest of the class it is in: under 48 here), and
+//! a bounded number of chunks (12, and the rest of the class it is in: under 24 here), and
 //! when it had more
 //! to look at it is due again at once and the next one goes on where it stopped. So a thread
 //! whose magazine holds hundreds of chunks that other threads emptied does not make the one
@@ -52,7 +52,7 @@ fn a_sweep_step_looks_at_a_bounded_number_of_chunks_and_the_steps_take_everythin
     let bufs = rx.recv().unwrap();
     let before = pool.stats();
     assert!(
-        before.chunks > 2 * 48,
+        before.chunks > 4 * 24,
         "the owner holds more chunks than a step looks at: {before}"
     );
     // Dropped here: every chunk is emptied by another thread than its owner, which does not
@@ -64,7 +64,7 @@ fn a_sweep_step_looks_at_a_bounded_number_of_chunks_and_the_steps_take_everythin
     // emptied chunks that are not current go at once; the current ones are stamped.
     let first = before.chunks - held;
     assert!(
-        first > 0 && first <= 48,
+        first > 0 && first <= 24,
         "one step gave back {first} of {} chunks",
         before.chunks
     );
@@ -74,7 +74,7 @@ fn a_sweep_step_looks_at_a_bounded_number_of_chunks_and_the_steps_take_everythin
         let s = pool.stats();
         steps += 1;
         assert!(
-            last - s.chunks <= 48,
+            last - s.chunks <= 24,
             "a step gave back {}",
             last - s.chunks
         );

@@ -48,12 +48,25 @@ impl Shared {
         })
     }
 
-    /// Runs the idle sweep if it is due. Called on the slow paths of any thread, outside
-    /// every magazine operation.
+    /// Runs the decay tick if it is due, and the idle sweep if it is due and the tick gave
+    /// nothing back: one step of maintenance that gives memory back a slow path, so the
+    /// allocation or release that runs it waits for one bounded step. When both are due they
+    /// take turns (a sweep left waiting by the decay goes first at the next slow path, so a
+    /// decay with steps due for a while, its tick due again at once, does not keep the
+    /// sweep waiting). Called on the slow paths of any thread, outside every magazine
+    /// operation.
     pub(super) fn maybe_sweep(self: &Arc<Self>) {
         let now = os::now_ns();
-        self.maybe_decay(now);
         let due = self.next_sweep.load(Relaxed);
+        if now >= due && self.sweep_waits.load(Relaxed) {
+            // The sweep's turn (a lost race here only changes whose turn it is).
+            self.sweep_waits.store(false, Relaxed);
+        } else if self.maybe_decay(now) {
+            if now >= due {
+                self.sweep_waits.store(true, Relaxed);
+            }
+            return;
+        }
         if now < due
             || self
                 .next_sweep
@@ -73,13 +86,14 @@ impl Shared {
     /// The decay of memory kept resident for reuse (module `retention`), if due: every
     /// quarter of `decay_time`, on the same slow paths as the sweep. Takes only the span
     /// table's lock, never a magazine's gate or the maintenance lock, so it is cheap enough to
-    /// run far more often than the sweep.
-    fn maybe_decay(self: &Arc<Self>, now: u64) {
+    /// run far more often than the sweep. Answers whether it gave anything back (a step with
+    /// nothing due costs a few microseconds: the sweep may follow it).
+    fn maybe_decay(self: &Arc<Self>, now: u64) -> bool {
         let period = self.settings.decay_period_ns();
         // Nothing to decay (the eager policy, or the global allocator's memory, as under
         // Miri and loom): not even the due time is read.
         if period == 0 || !self.memory.decays() {
-            return;
+            return false;
         }
         let due = self.next_decay.load(Relaxed);
         if now < due
@@ -88,16 +102,17 @@ impl Shared {
                 .compare_exchange(due, now.saturating_add(period), Relaxed, Relaxed)
                 .is_err()
         {
-            return;
+            return false;
         }
-        self.decay_step(now);
+        self.decay_step(now) > 0
     }
 
     /// One step of the decay on an application thread (at most
     /// [`retention::DECAY_STEP_BYTES`]); if more was due, the tick is due again at once, so
     /// the next slow path of any thread takes the next step, or, past
     /// [`retention::DECAY_HANDOFF_BYTES`], a helper thread gives back the rest at once.
-    fn decay_step(self: &Arc<Self>, now: u64) {
+    /// Answers the bytes given back.
+    fn decay_step(self: &Arc<Self>, now: u64) -> usize {
         let (given, left) = self.memory.decay_step(now, retention::DECAY_STEP_BYTES);
         if left > 0 && !(left >= retention::DECAY_HANDOFF_BYTES && self.hand_off_decay()) {
             self.next_decay.store(now, Relaxed);
@@ -105,6 +120,7 @@ impl Shared {
         if given > 0 {
             self.memory.release_empty();
         }
+        given
     }
 
     /// Starts a helper thread that runs the whole decay now, unless one is running
@@ -193,13 +209,14 @@ impl Shared {
             Self::free_all(idle);
             self.memory.release_empty();
         });
-        // What the chunks freed leave in the spans (and the mappings given back) decays, a
-        // step at a time on an application thread; after the maintenance lock is released,
-        // since the step may start a helper thread (and a start may run std's spawn hooks).
-        // The background reclaimer, which sweeps with no budget, runs the whole decay itself
-        // after the sweep.
-        if swept.is_some() && budget != usize::MAX {
-            self.decay_step(now);
+        // What the chunks freed leave in the spans (and the mappings given back) decays at the
+        // decay tick, a step at a time, on a slow path of its own: one piece of maintenance
+        // a slow path. Under the eager policy there is no tick: the sweep purges, after the
+        // maintenance lock is released (as any decay step, which may start a helper thread,
+        // and a start may run std's spawn hooks). The background reclaimer, which sweeps with
+        // no budget, runs the whole decay itself after the sweep.
+        if swept.is_some() && budget != usize::MAX && !self.memory.decays() {
+            let _ = self.decay_step(now);
         }
     }
 
