@@ -326,8 +326,8 @@ impl Demand {
 pub(crate) const DECAY_STEP_BYTES: usize = 256 << 10;
 
 /// What may be due at once, beyond a decay step, before an application thread hands the
-/// decay to a thread of its own: a step gives back a megabyte a slow path, so a large
-/// retained set that expires (a gigabyte after a burst) would take a thousand slow paths,
+/// decay to a thread of its own: a step gives back a quarter of a megabyte a slow path, so a
+/// large retained set that expires (a gigabyte after a burst) would take 4,000 slow paths,
 /// minutes under light activity, against SPEC's "on time under any activity"; a helper
 /// thread gives it all back at once (25-100 ms a gigabyte of 4 KiB pages here) without any
 /// allocation waiting on it. Below this, the next slow paths take steps.
