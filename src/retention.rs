@@ -326,12 +326,17 @@ impl Demand {
 pub(crate) const DECAY_STEP_BYTES: usize = 256 << 10;
 
 /// What may be due at once, beyond a decay step, before an application thread hands the
-/// decay to a thread of its own: a step gives back a quarter of a megabyte a slow path, so a
-/// large retained set that expires (a gigabyte after a burst) would take 4,000 slow paths,
-/// minutes under light activity, against SPEC's "on time under any activity"; a helper
-/// thread gives it all back at once (25-100 ms a gigabyte of 4 KiB pages here) without any
-/// allocation waiting on it. Below this, the next slow paths take steps.
-pub(crate) const DECAY_HANDOFF_BYTES: usize = 16 << 20;
+/// decay to a thread of its own: a step gives back a quarter of a megabyte a slow path, and
+/// under light activity slow paths are few (the soak's quiet phase, four threads at a
+/// trickle: about 14 a second, one allocation in 1,024 and the releases of chunks), so steps
+/// alone fall behind the curve (3.5 MiB a second there) and a large retained set that
+/// expires (a gigabyte after a burst) would take 4,000 slow paths, against SPEC's "on time
+/// under any activity". A helper thread gives it all back at once (25-100 ms a gigabyte of
+/// 4 KiB pages here) without any allocation waiting on it; the allocation that starts it pays
+/// the thread's start (tens of microseconds), at most once a tick. Below this, the next slow
+/// paths take steps. At 16 MiB the soak's quiet phase kept 28-46 MiB resident where 1 MiB
+/// steps had kept 15-25.
+pub(crate) const DECAY_HANDOFF_BYTES: usize = 2 << 20;
 
 /// The work one step of the idle sweep does on an application thread, in chunks looked at
 /// (a class is looked at whole, so a step may pass this by one class's chunks): draining a

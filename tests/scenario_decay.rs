@@ -114,8 +114,9 @@ fn a_large_buffer_reuses_the_mapping_of_the_last_one() {
 fn a_burst_past_the_cache_is_kept_then_decays() {
     let decay = Duration::from_millis(if cfg!(miri) { 20 } else { 400 });
     let pool = chunks_past_the_cache(256 * KIB, decay);
-    let n = if cfg!(miri) { 8 } else { 256 };
-    // `n` buffers of 16 KiB, four to a 64 KiB chunk.
+    // `n` buffers of 16 KiB, four to a 64 KiB chunk: 1.75 MiB past the cache, under the
+    // 2 MiB past which the decay goes to a helper thread, so that the steps are seen.
+    let n = if cfg!(miri) { 8 } else { 128 };
     let burst = |fill: u8| filled(&pool, n, 16 * KIB, fill);
     drop(burst(1));
     let s = pool.stats();
