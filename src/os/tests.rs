@@ -159,7 +159,7 @@ fn what_is_kept_stays_within_recent_demand() {
     // of 12: as much as the fresh mapping goes back at once (more than a decay step).
     let big = m.alloc_unpooled(4 * MIB).unwrap();
     touch(&big);
-    assert!(4 * MIB > retention::DECAY_STEP_BYTES);
+    const { assert!(4 * MIB > retention::DECAY_STEP_BYTES) };
     assert_eq!(m.retained(), 8 * MIB, "kept + handed out back at the peak");
     m.decay(now_ns());
     assert_eq!(m.retained(), 8 * MIB, "and no more goes");
