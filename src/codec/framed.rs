@@ -217,6 +217,7 @@ impl<T: AsyncWrite, I, U: Encoder<I>> Sink<I> for Framed<T, U> {
         this.write.poll_ready(this.inner, cx)
     }
 
+    #[inline]
     fn start_send(self: Pin<&mut Self>, item: I) -> Result<(), Self::Error> {
         let this = self.project();
         this.write.start_send(this.codec, item)

@@ -126,8 +126,32 @@ impl ReadFrame {
         }
     }
 
-    /// The `Stream::poll_next` of every framed type.
+    /// The `Stream::poll_next` of every framed type. The common step, a frame decoded from
+    /// the bytes buffered, is inline, so that the frame (48 bytes) is not copied once more
+    /// through the return value of an out-of-line call (docs/BENCHMARKS.md, "Codec rows");
+    /// everything else is [`poll_more`].
+    ///
+    /// [`poll_more`]: Self::poll_more
+    #[inline]
     pub(super) fn poll_frame<T: AsyncRead, D: Decoder>(
+        &mut self,
+        io: Pin<&mut T>,
+        decoder: &mut D,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<D::Item, D::Error>>> {
+        if self.phase == Phase::Framing {
+            match decoder.decode(&mut self.buffer) {
+                Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(None) => self.phase = Phase::Reading,
+                Err(e) => return self.decode_failed(e),
+            }
+        }
+        self.poll_more(io, decoder, cx)
+    }
+
+    /// The state machine of [`poll_frame`](Self::poll_frame) (out of line).
+    #[inline(never)]
+    fn poll_more<T: AsyncRead, D: Decoder>(
         &mut self,
         mut io: Pin<&mut T>,
         decoder: &mut D,
@@ -146,14 +170,7 @@ impl ReadFrame {
                 Phase::Framing => match decoder.decode(&mut self.buffer) {
                     Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
                     Ok(None) => self.phase = Phase::Reading,
-                    Err(e) => {
-                        let then = if self.buffer.is_empty() {
-                            Resume::Reading
-                        } else {
-                            Resume::Framing
-                        };
-                        return self.fail(e, then);
-                    }
+                    Err(e) => return self.decode_failed(e),
                 },
                 Phase::Ending => match decoder.decode_eof(&mut self.buffer) {
                     Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
@@ -182,6 +199,17 @@ impl ReadFrame {
                 }
             }
         }
+    }
+
+    /// A decode error: yielded, then decoding resumes on the bytes buffered, if any.
+    #[cold]
+    fn decode_failed<I, E>(&mut self, e: E) -> Poll<Option<Result<I, E>>> {
+        let then = if self.buffer.is_empty() {
+            Resume::Reading
+        } else {
+            Resume::Framing
+        };
+        self.fail(e, then)
     }
 
     fn fail<I, E>(&mut self, e: E, then: Resume) -> Poll<Option<Result<I, E>>> {
@@ -303,19 +331,27 @@ impl WriteFrame {
         }
     }
 
+    #[inline]
     pub(super) fn start_send<I, C: Encoder<I>>(
         &mut self,
         encoder: &mut C,
         item: I,
     ) -> Result<(), C::Error> {
         if self.buffer.capacity() == 0 {
-            self.buffer = self
-                .pool
-                .try_allocate(self.sizes.next_size())
-                .map_err(|e| OutOfMemory::io_error(e, &self.pool))?;
-            pad(&mut self.buffer);
+            self.take_buffer()?;
         }
         encoder.encode(item, &mut self.buffer)
+    }
+
+    /// The first item of a burst: a buffer from the pool, sized by past flushes.
+    #[inline(never)]
+    fn take_buffer(&mut self) -> io::Result<()> {
+        self.buffer = self
+            .pool
+            .try_allocate(self.sizes.next_size())
+            .map_err(|e| OutOfMemory::io_error(e, &self.pool))?;
+        pad(&mut self.buffer);
+        Ok(())
     }
 
     /// Writes everything buffered, then flushes the writer; the emptied buffer goes back to

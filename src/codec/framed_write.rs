@@ -146,6 +146,7 @@ impl<T: AsyncWrite, I, E: Encoder<I>> Sink<I> for FramedWrite<T, E> {
         this.write.poll_ready(this.inner, cx)
     }
 
+    #[inline]
     fn start_send(self: Pin<&mut Self>, item: I) -> Result<(), Self::Error> {
         let this = self.project();
         this.write.start_send(this.encoder, item)

@@ -229,6 +229,7 @@ impl Encoder<Bytes> for LengthDelimitedCodec {
 impl Encoder<PooledBuf> for LengthDelimitedCodec {
     type Error = io::Error;
 
+    #[inline]
     fn encode(&mut self, data: PooledBuf, dst: &mut PooledBuf) -> io::Result<()> {
         Encoder::<&[u8]>::encode(self, &data, dst)
     }
