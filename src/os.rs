@@ -651,6 +651,18 @@ impl Memory {
         self.decay_step(now, usize::MAX).0
     }
 
+    /// What the decay would give back at `now`, about (the curve's excess over its allowance,
+    /// or what is kept beyond recent demand, whichever is more), giving nothing back: a look
+    /// at the ages' counters under the lock, for a caller choosing between a step and a
+    /// thread of its own.
+    pub(crate) fn due(&self, now: u64) -> usize {
+        if !self.decays() {
+            return 0;
+        }
+        self.spans
+            .with(|t| t.ages.excess(now).max(self.beyond_demand(t, now)))
+    }
+
     /// [`Memory::decay`] in a step of at most `step` bytes (at least one piece, if any is
     /// due): answers the bytes given back and the bytes still due after it (the caller takes
     /// another step later, or hands the rest to a thread of its own). Application threads

@@ -86,8 +86,8 @@ impl Shared {
     /// The decay of memory kept resident for reuse (module `retention`), if due: every
     /// quarter of `decay_time`, on the same slow paths as the sweep. Takes only the span
     /// table's lock, never a magazine's gate or the maintenance lock, so it is cheap enough to
-    /// run far more often than the sweep. Answers whether it gave anything back (a step with
-    /// nothing due costs a few microseconds: the sweep may follow it).
+    /// run far more often than the sweep. Answers whether it gave anything back or started a
+    /// helper (a step with nothing due costs a few microseconds: the sweep may follow it).
     fn maybe_decay(self: &Arc<Self>, now: u64) -> bool {
         let period = self.settings.decay_period_ns();
         // Nothing to decay (the eager policy, or the global allocator's memory, as under
@@ -104,23 +104,29 @@ impl Shared {
         {
             return false;
         }
-        self.decay_step(now) > 0
+        self.decay_step(now)
     }
 
     /// One step of the decay on an application thread (at most
     /// [`retention::DECAY_STEP_BYTES`]); if more was due, the tick is due again at once, so
-    /// the next slow path of any thread takes the next step, or, past
-    /// [`retention::DECAY_HANDOFF_BYTES`], a helper thread gives back the rest at once.
-    /// Answers the bytes given back.
-    fn decay_step(self: &Arc<Self>, now: u64) -> usize {
+    /// the next slow path of any thread takes the next step. When
+    /// [`retention::DECAY_HANDOFF_BYTES`] or more is due (before the step, or left after it),
+    /// a helper thread gives back the rest at once, and the thread that finds it due before
+    /// stepping takes no step itself (it pays the helper's start instead). Answers whether it
+    /// did any of that work (gave back, or started a helper).
+    fn decay_step(self: &Arc<Self>, now: u64) -> bool {
+        if self.memory.due(now) >= retention::DECAY_HANDOFF_BYTES && self.hand_off_decay() {
+            return true;
+        }
         let (given, left) = self.memory.decay_step(now, retention::DECAY_STEP_BYTES);
-        if left > 0 && !(left >= retention::DECAY_HANDOFF_BYTES && self.hand_off_decay()) {
+        let handed_off = left >= retention::DECAY_HANDOFF_BYTES && self.hand_off_decay();
+        if left > 0 && !handed_off {
             self.next_decay.store(now, Relaxed);
         }
         if given > 0 {
             self.memory.release_empty();
         }
-        given
+        given > 0 || handed_off
     }
 
     /// Starts a helper thread that runs the whole decay now, unless one is running
@@ -216,7 +222,7 @@ impl Shared {
         // and a start may run std's spawn hooks). The background reclaimer, which sweeps with
         // no budget, runs the whole decay itself after the sweep.
         if swept.is_some() && budget != usize::MAX && !self.memory.decays() {
-            let _ = self.decay_step(now);
+            self.decay_step(now);
         }
     }
 
