@@ -1,5 +1,5 @@
 //! Allocation latency under a mixed multi-thread workload with maintenance running (SPEC
-//! section 4, "Decay, not purge": maintenance that runs on an application thread is bounded
+//! section 3, "Decay, not purge": maintenance that runs on an application thread is bounded
 //! in time; no allocation waits more than about 100 us for it; the p99.99 of allocation
 //! latency at most `BytesMut`'s on mimalloc).
 //!

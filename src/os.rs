@@ -193,6 +193,10 @@ struct SpanTable {
     /// Everything kept resident for reuse (dirty slots and kept mappings), oldest first:
     /// keyed by `(freed at, address)`. The decay walks it from the front and stops at the
     /// first piece it keeps, so a step costs the pieces it gives back, not all that is kept.
+    /// Invariant (under the lock): it lists exactly the dirty slots of the spans in `sizes`
+    /// and the mappings of `kept_maps`, each once, with the stamp it was kept with
+    /// (`check_kept` asserts it in debug builds); so a `Piece::Slot` always points at a
+    /// span in `sizes`.
     kept: BTreeMap<(u64, usize), Piece>,
     /// Mappings of their own (large chunks, large unpooled buffers) given back and kept
     /// resident for reuse while they decay, by `(length, address)`: when each was freed, and
@@ -200,7 +204,9 @@ struct SpanTable {
     kept_maps: BTreeMap<(usize, usize), (u64, NonNull<u8>)>,
     /// Bytes of `kept_maps`.
     kept_map_bytes: usize,
-    /// The bytes of `kept` by when they were freed, for the decay curve (`retention::Ages`).
+    /// The bytes freed for reuse over the last decay time by when they were freed, less what
+    /// was reused since (not less what the decay gave back), for the decay curve's
+    /// allowance (`retention::Ages`).
     ages: retention::Ages,
     /// The newest stamp in `kept`: stamps are made strictly increasing (a nanosecond past
     /// this at least, on a clock of millisecond resolution), so pieces freed in the same tick
@@ -237,9 +243,14 @@ impl SpanTable {
 
     /// Marks `slot` of `span` dirty (free, still committed), freed at `now`, and lists it as
     /// kept.
-    fn keep_slot(&mut self, span: NonNull<Span>, slot: u32, now: u64) {
+    ///
+    /// # Safety
+    /// `span` is a span of this table (listed in `sizes`), and `slot` one of its slots that
+    /// is being freed (in use until now, so neither dirty nor listed).
+    unsafe fn keep_slot(&mut self, span: NonNull<Span>, slot: u32, now: u64) {
         let since = self.stamp(now);
-        // SAFETY: a listed span, under the table's lock.
+        // SAFETY: a span of this table, by the caller's guarantee; `self` is the table, so
+        // its lock is held.
         let s = unsafe { &mut *span.as_ptr() };
         s.dirty[slot as usize / 64] |= 1 << (slot % 64);
         s.dirty_since[slot as usize] = since;
@@ -250,24 +261,28 @@ impl SpanTable {
     }
 
     /// Takes dirty `slot` of `span` off the kept lists (its dirty bit is being cleared:
-    /// reused, given back, or its span unmapped).
-    fn unkeep_slot(&mut self, span: &Span, slot: u32) {
+    /// `reused` for a new chunk, or given back, or its span unmapped).
+    fn unkeep_slot(&mut self, span: &Span, slot: u32, reused: bool) {
         let since = span.dirty_since[slot as usize];
         self.dirty_bytes -= span.slot_bytes;
-        self.ages.remove(span.slot_bytes, since);
+        if reused {
+            self.ages.reuse(span.slot_bytes, since);
+        }
         let at = span.base.as_ptr() as usize + slot as usize * span.slot_bytes;
         let gone = self.kept.remove(&(since, at));
         debug_assert!(gone.is_some(), "a dirty slot is listed as kept");
     }
 
-    /// Takes every dirty slot of `span` (leaving the table) off the kept lists.
+    /// Takes every dirty slot of `span` (leaving the table) off the kept lists. Every span
+    /// taken out of `sizes` goes through here before it is unmapped, which is what keeps
+    /// every `Piece::Slot` in `kept` pointing at a live span.
     fn forget_span(&mut self, span: &Span) {
         for w in 0..span.dirty.len() {
             let mut bits = span.dirty[w];
             while bits != 0 {
                 let bit = bits.trailing_zeros();
                 bits &= bits - 1;
-                self.unkeep_slot(span, (w * 64) as u32 + bit);
+                self.unkeep_slot(span, (w * 64) as u32 + bit, false);
             }
         }
     }
@@ -282,21 +297,50 @@ impl SpanTable {
         self.kept.insert((since, at), Piece::Map(len));
     }
 
-    /// Takes the kept mapping of `len` bytes at `at` off the kept lists, and answers it.
-    fn unkeep_map(&mut self, at: usize, len: usize) -> NonNull<u8> {
+    /// Takes the kept mapping of `len` bytes at `at` off the kept lists (`reused` for a new
+    /// block, or given back), and answers it.
+    fn unkeep_map(&mut self, at: usize, len: usize, reused: bool) -> NonNull<u8> {
         let (since, ptr) = self
             .kept_maps
             .remove(&(len, at))
             .expect("a kept mapping is listed by its length");
         self.kept_map_bytes -= len;
-        self.ages.remove(len, since);
-        self.kept.remove(&(since, at));
+        if reused {
+            self.ages.reuse(len, since);
+        }
+        let gone = self.kept.remove(&(since, at));
+        debug_assert!(gone.is_some(), "a kept mapping is listed as kept");
         ptr
+    }
+
+    /// Debug builds: `kept` lists exactly the dirty slots and the kept mappings.
+    fn check_kept(&self) {
+        #[cfg(debug_assertions)]
+        {
+            let dirty: usize = self
+                .sizes
+                .iter()
+                .flatten()
+                .map(|s| {
+                    s.dirty
+                        .iter()
+                        .map(|w| w.count_ones() as usize)
+                        .sum::<usize>()
+                })
+                .sum();
+            assert_eq!(
+                self.kept.len(),
+                dirty + self.kept_maps.len(),
+                "every dirty slot and kept mapping is listed once in `kept`"
+            );
+        }
     }
 }
 
 // SAFETY: the kept mappings are address space this `Memory` owns and nothing else refers to
-// (their blocks were given back); the table is only read or written under its lock.
+// (their blocks were given back); the `Piece::Slot`s of `kept` point at the table's own boxed
+// spans (a span leaves `sizes` only through `forget_span`, which takes its pieces off
+// `kept`); the table is only read or written under its lock.
 unsafe impl Send for SpanTable {}
 
 /// One thing kept resident for reuse (`SpanTable::kept`).
@@ -311,10 +355,34 @@ enum Piece {
 /// How much of what is kept [`Memory::give_back`] gives back.
 #[derive(Clone, Copy)]
 enum Choose {
-    /// Everything (`trim()`, the close, the eager sweep).
+    /// Everything (`trim()`, the close, the eager sweep), up to [`PURGE_BATCH`] pieces a
+    /// hold of the lock.
     All,
-    /// What the decay says at `now`, in a step of at most `step` bytes.
-    Decay { now: u64, step: usize },
+    /// What the decay says at `now` (with `curve`, the curve's excess and what is beyond
+    /// recent demand; without, only what is beyond demand, and what is past the decay time),
+    /// in a step of at most `step` bytes, a first piece larger than that going alone if
+    /// `alone` (`retention::GiveBack`).
+    Decay {
+        now: u64,
+        step: usize,
+        alone: bool,
+        curve: bool,
+    },
+}
+
+/// Pieces [`Memory::purge`] takes out per hold of the span table's lock.
+const PURGE_BATCH: usize = 1024;
+
+/// What one step of the decay did ([`Memory::decay_step`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stepped {
+    /// Bytes given back.
+    pub(crate) given: usize,
+    /// Bytes still due after the step (0: the walk stopped at a piece not due).
+    pub(crate) left: usize,
+    /// The step stopped at its first piece, due but larger than the step, which was not
+    /// allowed to go alone: a thread of its own should take it.
+    pub(crate) too_big: bool,
 }
 
 /// Where one allocator's memory comes from and goes back to.
@@ -336,6 +404,9 @@ pub(crate) struct Memory {
     retained: AtomicUsize,
     /// Bytes of address space mapped now (spans, empty ones included, and direct mappings).
     mapped: AtomicUsize,
+    /// Set when a give-back on an allocation path (the cap of recent demand) left something
+    /// due: the allocator's decay tick is then due at once ([`Memory::decay_wanted`]).
+    wanted: std::sync::atomic::AtomicBool,
     /// Pieces the last [`Memory::give_back`] looked at (the unit tests check it is bounded).
     #[cfg(test)]
     looked: std::sync::atomic::AtomicUsize,
@@ -368,6 +439,7 @@ impl Memory {
             spans: Mutex::new(SpanTable::new(decay_ns)),
             retained: AtomicUsize::new(0),
             mapped: AtomicUsize::new(0),
+            wanted: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             looked: std::sync::atomic::AtomicUsize::new(0),
         }
@@ -434,16 +506,36 @@ impl Memory {
         )
     }
 
-    /// After `fresh` bytes were mapped or committed while more was kept resident than recent
-    /// demand allows (`beyond` bytes): gives the oldest of it back now, as much as the fresh
-    /// memory (at least a decay step; in practice no more is beyond, since the footprint was
-    /// within the peak before), so keeping freed memory of one chunk size does not add to
-    /// the footprint of another. The allocation that pays for it is the one that maps or
-    /// touches `fresh` new bytes: the give-back costs it about what its own page faults do.
-    fn keep_to_demand(&self, beyond: usize, fresh: usize, now: u64) {
+    /// After fresh memory was mapped or committed while more was kept resident than recent
+    /// demand allows (`beyond` bytes): gives the oldest of it back now, a decay step at most
+    /// (an allocation path: no piece larger than the step), so keeping freed memory of one
+    /// chunk size does not add to the footprint of another for long. What it leaves makes
+    /// the allocator's decay tick due at once ([`Memory::decay_wanted`]): the next slow path
+    /// of any thread takes a step, or starts a helper for a large rest.
+    fn keep_to_demand(&self, beyond: usize, now: u64) {
         if beyond > 0 {
-            // What is left is the decay tick's (within a quarter of the decay time).
-            let _ = self.decay_step(now, fresh.max(retention::DECAY_STEP_BYTES));
+            let st = self.give_back(Choose::Decay {
+                now,
+                step: retention::DECAY_STEP_BYTES,
+                alone: false,
+                curve: false,
+            });
+            if st.left > 0 {
+                self.wanted.store(true, Relaxed);
+            }
+        }
+    }
+
+    /// Whether a give-back on an allocation path left something due (see
+    /// [`Memory::keep_to_demand`]); cleared by [`Memory::take_decay_wanted`].
+    pub(crate) fn decay_wanted(&self) -> bool {
+        self.wanted.load(Relaxed)
+    }
+
+    /// Clears [`Memory::decay_wanted`] (the decay tick is running).
+    pub(crate) fn take_decay_wanted(&self) {
+        if self.wanted.load(Relaxed) {
+            self.wanted.store(false, Relaxed);
         }
     }
 
@@ -514,7 +606,7 @@ impl Memory {
                 self.note_demand(t, now)
             });
             if new_len > len {
-                self.keep_to_demand(beyond, new_len - len, now);
+                self.keep_to_demand(beyond, now);
             }
         }
         Some(Block {
@@ -574,8 +666,9 @@ impl Memory {
                     {
                         return None;
                     }
-                    // The span outlives its allocated slots, and this is one.
-                    t.keep_slot(span, slot, now);
+                    // SAFETY: the span outlives its allocated slots, and this is one, being
+                    // freed; `t` is its table.
+                    unsafe { t.keep_slot(span, slot, now) };
                     let released = Self::release_slot(t, span, slot, self.decay_ns != 0);
                     self.mirror(t);
                     Some(released)
@@ -638,17 +731,32 @@ impl Memory {
             // The global allocator's blocks were freed when given back: nothing is kept.
             return 0;
         }
-        self.give_back(Choose::All).0
+        let mut bytes = 0;
+        loop {
+            let st = self.give_back(Choose::All);
+            bytes += st.given;
+            if st.left == 0 {
+                return bytes;
+            }
+        }
     }
 
-    /// The decay (the idle sweep, and the allocator's decay tick): gives back, oldest first,
-    /// what is kept beyond the allowance of the retention policy at `now` (module
-    /// `retention`) or beyond recent demand, and everything at least the decay time old. Under the eager policy,
-    /// [`Memory::purge`]. Answers the bytes given back. (Its one caller outside the tests is
-    /// the background reclaimer, which is not built under loom.)
+    /// The whole decay, on a thread of its own (the decay helper, the background reclaimer):
+    /// gives back, oldest first, what is kept beyond the allowance of the retention policy at
+    /// `now` (module `retention`) or beyond recent demand, and everything at least the decay
+    /// time old, in steps of [`retention::DECAY_BATCH_BYTES`] (the span table's lock is
+    /// released between them). Under the eager policy, [`Memory::purge`]. Answers the bytes
+    /// given back. (Not used under loom, where nothing decays.)
     #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn decay(&self, now: u64) -> usize {
-        self.decay_step(now, usize::MAX).0
+        let mut bytes = 0;
+        loop {
+            let st = self.decay_step(now, retention::DECAY_BATCH_BYTES, true);
+            bytes += st.given;
+            if st.left == 0 || st.given == 0 {
+                return bytes;
+            }
+        }
     }
 
     /// What the decay would give back at `now`, about (the curve's excess over its allowance,
@@ -659,38 +767,55 @@ impl Memory {
         if !self.decays() {
             return 0;
         }
-        self.spans
-            .with(|t| t.ages.excess(now).max(self.beyond_demand(t, now)))
+        self.spans.with(|t| {
+            let kept = t.kept_bytes();
+            t.ages.excess(kept, now).max(self.beyond_demand(t, now))
+        })
     }
 
-    /// [`Memory::decay`] in a step of at most `step` bytes (at least one piece, if any is
-    /// due): answers the bytes given back and the bytes still due after it (the caller takes
-    /// another step later, or hands the rest to a thread of its own). Application threads
-    /// take steps of [`retention::DECAY_STEP_BYTES`], so that the allocation or release that
-    /// runs the decay does not wait on system calls for the whole of a large retained set.
-    /// Under the eager policy, [`Memory::purge`] (whole).
-    pub(crate) fn decay_step(&self, now: u64, step: usize) -> (usize, usize) {
+    /// One step of [`Memory::decay`], of at most `step` bytes: at least one piece, if any is
+    /// due, where a piece larger than the step goes alone only if `alone` (else the step
+    /// stops and says so: [`Stepped::too_big`]). Answers what it gave back and what is still
+    /// due after it (the caller takes another step later, or hands the rest to a thread of
+    /// its own). Application threads take steps of [`retention::DECAY_STEP_BYTES`] without
+    /// `alone`, so that the allocation or release that runs the decay does not wait on system
+    /// calls for more than a step. Under the eager policy, [`Memory::purge`] (whole).
+    pub(crate) fn decay_step(&self, now: u64, step: usize, alone: bool) -> Stepped {
         if !self.decays() {
-            return (self.purge(), 0);
+            return Stepped {
+                given: self.purge(),
+                ..Stepped::default()
+            };
         }
-        self.give_back(Choose::Decay { now, step })
+        self.give_back(Choose::Decay {
+            now,
+            step,
+            alone,
+            curve: true,
+        })
     }
 
-    /// Gives back the oldest of what is kept, as `how` says: everything, or what the decay
-    /// chooses (`retention::GiveBack`, asked piece by piece from the oldest, with the excess
-    /// over the curve from `retention::Ages` and what is kept beyond recent demand). Answers
-    /// the bytes given back and, for the decay, the bytes still due after the step. Under the
-    /// lock it looks at the pieces it gives back and one more, and at the ages' counters:
-    /// never at everything kept.
-    fn give_back(&self, how: Choose) -> (usize, usize) {
+    /// Gives back the oldest of what is kept, as `how` says: everything (a batch of it), or
+    /// what the decay chooses (`retention::GiveBack`, asked piece by piece from the oldest,
+    /// with the excess over the curve from `retention::Ages` and what is kept beyond recent
+    /// demand). Answers what it gave back and what is still due after it (for `All`, non-zero
+    /// while pieces are left). Under the lock it looks at the pieces it gives back and one
+    /// more, and at the ages' counters: never at everything kept.
+    fn give_back(&self, how: Choose) -> Stepped {
         // Take the chosen dirty slots out (marked in use, so no thread takes one meanwhile)
         // and the chosen mappings off the list; decommit and unmap outside the lock; give the
         // slots back clean.
-        let (slots, maps, left) = self.spans.with(|t| {
+        let (slots, maps, left, too_big) = self.spans.with(|t| {
             let mut choice = match how {
                 Choose::All => None,
-                Choose::Decay { now, step } => {
-                    let excess = t.ages.excess(now);
+                Choose::Decay {
+                    now,
+                    step,
+                    alone,
+                    curve,
+                } => {
+                    let kept = t.kept_bytes();
+                    let excess = if curve { t.ages.excess(kept, now) } else { 0 };
                     let beyond = self.beyond_demand(t, now);
                     Some(retention::GiveBack::new(
                         excess,
@@ -698,9 +823,11 @@ impl Memory {
                         now,
                         self.decay_ns,
                         step,
+                        alone,
                     ))
                 }
             };
+            let mut more = false;
             let mut slots = Vec::new();
             let mut maps = Vec::new();
             #[cfg(test)]
@@ -719,12 +846,15 @@ impl Memory {
                     if !c.takes(bytes, since) {
                         break;
                     }
+                } else if slots.len() + maps.len() == PURGE_BATCH {
+                    more = true;
+                    break;
                 }
                 match piece {
                     Piece::Slot(span, slot) => {
                         // SAFETY: a listed span, under the table's lock.
                         let s = unsafe { &mut *span.as_ptr() };
-                        t.unkeep_slot(s, slot);
+                        t.unkeep_slot(s, slot, false);
                         let (w, bit) = (slot as usize / 64, slot % 64);
                         s.dirty[w] &= !(1 << bit);
                         s.free[w] &= !(1 << bit);
@@ -737,11 +867,21 @@ impl Memory {
                         };
                         slots.push((span, slot, ptr, s.slot_bytes));
                     }
-                    Piece::Map(len) => maps.push((t.unkeep_map(at, len), len)),
+                    Piece::Map(len) => maps.push((t.unkeep_map(at, len, false), len)),
                 }
             }
+            if t.kept.is_empty() && choice.is_none() {
+                // Everything given back (`trim()`, the close): the history of what was
+                // freed goes too.
+                t.ages.clear();
+            }
+            t.check_kept();
             self.mirror(t);
-            (slots, maps, choice.map_or(0, |c| c.left()))
+            let (left, too_big) = match choice {
+                Some(c) => (c.left(), c.too_big()),
+                None => (usize::from(more), false),
+            };
+            (slots, maps, left, too_big)
         });
         let mut bytes = 0;
         for &(_, _, ptr, len) in &slots {
@@ -766,7 +906,11 @@ impl Memory {
                 }
             });
         }
-        (bytes, left)
+        Stepped {
+            given: bytes,
+            left,
+            too_big,
+        }
     }
 
     /// Unmaps the spans kept empty, but with decay not those with dirty slots (kept resident
@@ -788,6 +932,7 @@ impl Memory {
             for span in &out {
                 t.forget_span(span);
             }
+            t.check_kept();
             self.mirror(t);
             out
         });
@@ -815,7 +960,7 @@ impl Memory {
                         unreachable!("a slot is in a span")
                     };
                     // SAFETY: a listed span, under the table's lock.
-                    t.unkeep_slot(unsafe { span.as_ref() }, slot);
+                    t.unkeep_slot(unsafe { span.as_ref() }, slot, true);
                     t.in_use += b.bytes;
                     self.note_demand(t, now);
                     self.mirror(t);
@@ -832,7 +977,7 @@ impl Memory {
         });
         if let Some(block) = found {
             // A clean slot: fresh memory, touched from now on.
-            self.keep_to_demand(beyond, bytes, now);
+            self.keep_to_demand(beyond, now);
             return Ok(block);
         }
         // Map a new span outside the lock, then take its first slot and list it.
@@ -859,7 +1004,7 @@ impl Memory {
             t.sizes[k].push(span);
             self.note_demand(t, now)
         });
-        self.keep_to_demand(beyond, bytes, now);
+        self.keep_to_demand(beyond, now);
         Ok(block)
     }
 
@@ -877,7 +1022,7 @@ impl Memory {
                     .kept_maps
                     .range((len, 0)..=(len + len / 8, usize::MAX))
                     .next()?;
-                let ptr = t.unkeep_map(at, kept_len);
+                let ptr = t.unkeep_map(at, kept_len, true);
                 t.direct_in_use += kept_len;
                 self.note_demand(t, now);
                 self.mirror(t);
@@ -898,7 +1043,7 @@ impl Memory {
                 t.direct_in_use += len;
                 self.note_demand(t, now)
             });
-            self.keep_to_demand(beyond, len, now);
+            self.keep_to_demand(beyond, now);
         }
         Ok(Block {
             ptr,

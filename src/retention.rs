@@ -22,10 +22,11 @@
 //! allowed to stay resident at `now` is `h((now - t) / decay_time)`, where `h` falls from 1 to 0
 //! along a smoothstep (slow at first, so a burst that recurs within a fraction of the decay
 //! time finds almost all of its memory; slow at the end, so the tail goes out gently), and is
-//! 0 from `decay_time` on. The holder sums the allowance over what it keeps and gives back
-//! the oldest pieces until it keeps no more than that sum ([`excess`]). So after a burst the
-//! memory comes back over `decay_time`, never all at one sweep, and all of it is gone
-//! `decay_time` after the last free (plus the time until the next look: see the holders).
+//! 0 from `decay_time` on. The allowance is summed over what was freed over the last decay
+//! time (less what was reused since), by the epoch it was freed in ([`Ages`]), and the holder
+//! gives back its oldest pieces until it keeps no more than that sum ([`GiveBack`]). So after
+//! a burst the memory comes back over `decay_time`, never all at one sweep, and all of it is
+//! gone `decay_time` after the last free (plus the time until the next look: see the holders).
 //!
 //! `decay_time == 0` is the eager policy: nothing is kept past the moment it is freed.
 //!
@@ -58,8 +59,10 @@ pub(crate) const ONE: u64 = 1 << 16;
 
 /// How many bytes to give back now, of pieces kept resident for reuse: `pieces` yields each
 /// piece's `(bytes, freed_at)`; the answer is what the holder keeps beyond the sum of the
-/// pieces' allowances at `now` (see the module doc). The holder gives back its oldest pieces
-/// first until it has given back at least that much.
+/// pieces' allowances at `now` (see the module doc). The exact reference the tests hold
+/// [`Ages::excess`] to (which sums by epoch, and over what was freed rather than what is
+/// still kept).
+#[cfg(test)]
 pub(crate) fn excess(
     pieces: impl IntoIterator<Item = (usize, u64)>,
     now: u64,
@@ -81,8 +84,10 @@ pub(crate) fn excess(
 /// excess over the curve's allowance, or what is kept beyond recent demand, whichever is more:
 /// [`Demand::beyond`]) are more than half of the next piece, so many small pieces follow the
 /// curve closely and one large piece (a 4 MiB mapping) stays until half of it is due, instead
-/// of going at the first byte of excess. A step gives back at most `step` bytes (at least one
-/// piece, if any is due: a piece larger than the step goes alone).
+/// of going at the first byte of excess. A step gives back at most `step` bytes: at least one
+/// piece, if any is due, where a piece larger than the step may go alone (`alone`); where it
+/// may not (an application thread, whose wait is bounded), the step stops there and says so
+/// ([`GiveBack::too_big`]), for a thread of its own to take it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct GiveBack {
     /// Bytes still due.
@@ -96,18 +101,24 @@ pub(crate) struct GiveBack {
     taken: usize,
     /// Set when the step was full while the next piece was due: what is still due then.
     left: usize,
+    /// Whether a first piece larger than the step may go alone.
+    alone: bool,
+    /// Set when the first piece due was larger than the step and could not go alone.
+    too_big: bool,
 }
 
 impl GiveBack {
     /// The choice at `now` over pieces kept with decay time `decay`, `excess` bytes over the
     /// curve's allowance ([`excess`], [`Ages::excess`]) and `beyond_demand` bytes beyond
-    /// recent demand, in a step of at most `step` bytes.
+    /// recent demand, in a step of at most `step` bytes, a first piece larger than that going
+    /// alone if `alone`.
     pub(crate) fn new(
         excess: usize,
         beyond_demand: usize,
         now: u64,
         decay: u64,
         step: usize,
+        alone: bool,
     ) -> GiveBack {
         GiveBack {
             due: excess.max(beyond_demand),
@@ -117,6 +128,8 @@ impl GiveBack {
             given: 0,
             taken: 0,
             left: 0,
+            alone,
+            too_big: false,
         }
     }
 
@@ -127,8 +140,10 @@ impl GiveBack {
         if !goes {
             return false;
         }
-        if self.taken > 0 && self.given.saturating_add(bytes) > self.step {
-            // Due, but the step is full: the next step takes it.
+        if self.given.saturating_add(bytes) > self.step && (self.taken > 0 || !self.alone) {
+            // Due, but the step is full (or the piece alone is more than a step, and may not
+            // go alone): the next step, or a thread of its own, takes it.
+            self.too_big = self.taken == 0;
             self.left = self.due.max(bytes);
             return false;
         }
@@ -143,6 +158,12 @@ impl GiveBack {
     pub(crate) fn left(&self) -> usize {
         self.left
     }
+
+    /// Whether the step stopped at its first piece, due but larger than the step, which may
+    /// not go alone: a thread of its own must take it (or a step that lets it go alone).
+    pub(crate) fn too_big(&self) -> bool {
+        self.too_big
+    }
 }
 
 /// How many of `pieces` (each `(bytes, freed_at)`, oldest first) go back at `now` in one
@@ -155,33 +176,40 @@ pub(crate) fn oldest_to_give_back(
     beyond_demand: usize,
 ) -> usize {
     let excess = excess(pieces.iter().copied(), now, decay);
-    let mut g = GiveBack::new(excess, beyond_demand, now, decay, usize::MAX);
+    let mut g = GiveBack::new(excess, beyond_demand, now, decay, usize::MAX, true);
     pieces.iter().take_while(|&&(b, t)| g.takes(b, t)).count()
 }
 
 /// Epochs of the decay time that [`Ages`] tells apart.
 const EPOCHS: usize = 128;
 
-/// The bytes a holder keeps resident for reuse, by the time they were freed, to within an
-/// epoch (a 127th of the decay time): what [`excess`] needs, kept as the pieces come and go,
-/// so that the excess costs a look at [`EPOCHS`] counters, however many pieces are kept
-/// (looking at every piece, with a million pieces of a few KiB kept under load, would hold
-/// the holder's lock for milliseconds at every tick of the decay). Each piece counts as freed
-/// at the end of its epoch, so the excess is never more than [`excess`] over the same pieces
-/// (nothing goes back before the curve says: a piece is at most an epoch late), and a piece
-/// a decay time and an epoch old counts whole. (Pieces past the decay time go back whatever
-/// the excess: the holder checks each piece's own stamp, [`GiveBack`].) A plain value its
-/// holder keeps under its own lock: a piece removed must be removed with the stamp it was
+/// The bytes a holder freed for reuse over the last decay time, by when (to within an epoch,
+/// a 127th of the decay time), less what was reused since: what the curve's allowance is
+/// summed over ([`Ages::excess`]), kept as the pieces come and go, so that it costs a look at
+/// [`EPOCHS`] counters however many pieces are kept (looking at every piece, with many
+/// thousands kept under load, held the holder's lock for 0.1-1 ms at every tick).
+///
+/// The allowance is over what was *freed*, not over what is still kept: a piece the decay
+/// gives back stays counted here, so giving back lowers what is kept and not the allowance,
+/// and the excess after a step is what the step left of it (as jemalloc's decay counts the
+/// pages dirtied in each epoch, whatever was purged since). Summed over what is still kept,
+/// every piece given back would lower the allowance with it, and steps taken one after the
+/// other at the same moment would give back everything. A piece reused (taken again for a
+/// chunk or a buffer) is no longer freed memory: the holder removes it, with the stamp it was
 /// added with.
+///
+/// Each piece counts as freed at the end of its epoch, so the allowance is never less than
+/// the exact one ([`excess`] over the same pieces: nothing goes back before the curve says, a
+/// piece at most an epoch late), and nothing freed a decay time and an epoch ago is allowed.
+/// (Pieces past the decay time go back whatever the excess: the holder checks each piece's
+/// own stamp, [`GiveBack`].) A plain value its holder keeps under its own lock.
 #[derive(Clone, Debug)]
 pub(crate) struct Ages {
     /// Bytes freed in epoch `e`, in `ring[e % EPOCHS]`, for the [`EPOCHS`] epochs up to
-    /// `newest`.
+    /// `newest`; older ones are past the decay time and allowed nothing.
     ring: [usize; EPOCHS],
     /// The newest epoch the ring holds.
     newest: u64,
-    /// Bytes freed before the ring's epochs: at least a decay time old as of `newest`.
-    old: usize,
     /// The length of an epoch in nanoseconds: the decay time over `EPOCHS - 1`, rounded up,
     /// so `EPOCHS - 1` epochs are at least a decay time.
     epoch_ns: u64,
@@ -194,7 +222,6 @@ impl Ages {
         Ages {
             ring: [0; EPOCHS],
             newest: 0,
-            old: 0,
             epoch_ns: decay.div_ceil(EPOCHS as u64 - 1).max(1),
             decay,
         }
@@ -204,57 +231,68 @@ impl Ages {
         at / self.epoch_ns
     }
 
-    /// Moves the ring on to `epoch`: the epochs that fall out of it are added to `old`.
+    /// Moves the ring on to `epoch`: the epochs that fall out of it are forgotten.
     fn advance(&mut self, epoch: u64) {
         if epoch <= self.newest {
             return;
         }
         let gone = (epoch - self.newest).min(EPOCHS as u64);
         for e in (self.newest + 1)..=(self.newest + gone) {
-            let slot = &mut self.ring[(e % EPOCHS as u64) as usize];
-            self.old += std::mem::take(slot);
+            self.ring[(e % EPOCHS as u64) as usize] = 0;
         }
         self.newest = epoch;
     }
 
-    /// Where a piece freed at `at` is counted (the ring moved on to it first).
-    fn slot(&mut self, at: u64) -> &mut usize {
+    /// Where a piece freed at `at` is counted (the ring moved on to it first), if it is
+    /// recent enough to be.
+    fn slot(&mut self, at: u64) -> Option<&mut usize> {
         let e = self.epoch(at);
         self.advance(e);
         if e + (EPOCHS as u64) <= self.newest {
-            &mut self.old
+            None
         } else {
-            &mut self.ring[(e % EPOCHS as u64) as usize]
+            Some(&mut self.ring[(e % EPOCHS as u64) as usize])
         }
     }
 
     /// A piece of `bytes` freed at `at` is kept.
     pub(crate) fn add(&mut self, bytes: usize, at: u64) {
-        *self.slot(at) += bytes;
+        if let Some(s) = self.slot(at) {
+            *s += bytes;
+        }
     }
 
-    /// A piece of `bytes` freed at `at` (as added) is no longer kept: reused, or given back.
-    pub(crate) fn remove(&mut self, bytes: usize, at: u64) {
-        let s = self.slot(at);
-        debug_assert!(*s >= bytes, "a piece removed that was not added");
-        *s = s.saturating_sub(bytes);
+    /// A piece of `bytes` freed at `at` (as added) is reused: no longer freed memory.
+    pub(crate) fn reuse(&mut self, bytes: usize, at: u64) {
+        if let Some(s) = self.slot(at) {
+            debug_assert!(*s >= bytes, "a piece reused that was not added");
+            *s = s.saturating_sub(bytes);
+        }
     }
 
-    /// What is kept beyond the curve's allowance at `now` ([`excess`], each piece as if freed
-    /// at the end of its epoch).
-    pub(crate) fn excess(&mut self, now: u64) -> usize {
+    /// Everything was given back (`trim()`, the close): the history goes too, so what is
+    /// freed next is not allowed more for what was freed before.
+    pub(crate) fn clear(&mut self) {
+        self.ring = [0; EPOCHS];
+    }
+
+    /// What of `kept` bytes is beyond the curve's allowance at `now` (the allowance summed
+    /// over what was freed, each piece as if freed at the end of its epoch).
+    pub(crate) fn excess(&mut self, kept: usize, now: u64) -> usize {
         self.advance(self.epoch(now));
-        // The old bytes were freed at least `EPOCHS - 1` epochs (a decay time) before the
-        // start of the newest epoch, so before `now - decay`: counted as freed at time 0
-        // (there are some only once the ring has moved past its first epochs, so `now` is
-        // over a decay time then).
-        let old = std::iter::once((self.old, 0));
-        let ring = (0..(EPOCHS as u64).min(self.newest + 1)).filter_map(|k| {
+        let freed = (0..(EPOCHS as u64).min(self.newest + 1)).filter_map(|k| {
             let e = self.newest - k;
             let bytes = self.ring[(e % EPOCHS as u64) as usize];
             (bytes != 0).then_some((bytes, (e + 1) * self.epoch_ns))
         });
-        excess(old.chain(ring), now, self.decay)
+        let mut allowed: u128 = 0;
+        for (bytes, freed_at) in freed {
+            let age = now.saturating_sub(freed_at);
+            allowed += bytes as u128 * allowance(age, self.decay) as u128 / ONE as u128;
+        }
+        (kept as u128)
+            .saturating_sub(allowed)
+            .min(usize::MAX as u128) as usize
     }
 }
 
@@ -313,15 +351,16 @@ impl Demand {
 }
 
 /// The most bytes one step of the decay gives back on an application thread (the allocator's
-/// decay tick, which runs inside an allocation or a release), but at least one piece: giving
-/// memory back costs the system call's time, about 25-100 us a MiB of resident 4 KiB pages
-/// on the development machine (`madvise(MADV_DONTNEED)` and `munmap` free every page), so
-/// a step of 256 KiB keeps the wait of the allocation that runs it within SPEC's 100 us
-/// (measured in CPU time under the latency example's load: a median of 21 us, p99 96-100
-/// us; the maximum, 290-580 us, is a piece larger than the step, a 2 MiB mapping or a 1 MiB
-/// slot, which goes alone). With 1 MiB steps it was a median of 68-71 us and p99 331-355
-/// us. What is due beyond a step is given back by the next slow paths, one step each (the
-/// tick is due again at once), or past [`DECAY_HANDOFF_BYTES`] by a helper thread; the
+/// decay tick, and the cap of recent demand when fresh memory is mapped, which run inside an
+/// allocation or a release): giving memory back costs the system call's time, about 25-100 us
+/// a MiB of resident 4 KiB pages on the development machine (`madvise(MADV_DONTNEED)` and
+/// `munmap` free every page), so a step of 256 KiB keeps the wait of the allocation that
+/// runs it within SPEC's 100 us (measured in CPU time under the latency example's load: a
+/// median of 21 us, p99 96-100 us; with 1 MiB steps a median of 68-71 us and p99 331-355
+/// us). A piece larger than the step (a 2 MiB mapping, a 1 MiB slot) does not go on an
+/// application thread: the helper takes it (on such a thread only where no helper can be
+/// started). What is due beyond a step is given back by the next slow paths, one step each
+/// (the tick is due again at once), or past [`DECAY_HANDOFF_BYTES`] by a helper thread; the
 /// background reclaimer and `trim()` take it all.
 pub(crate) const DECAY_STEP_BYTES: usize = 256 << 10;
 
@@ -337,6 +376,14 @@ pub(crate) const DECAY_STEP_BYTES: usize = 256 << 10;
 /// paths take steps. At 16 MiB the soak's quiet phase kept 28-46 MiB resident where 1 MiB
 /// steps had kept 15-25.
 pub(crate) const DECAY_HANDOFF_BYTES: usize = 2 << 20;
+
+/// What a thread of its own (the decay helper, the background reclaimer) gives back per hold
+/// of the span table's lock, when it gives back a large retained set whole: the walk under
+/// the lock costs about 100 ns a piece (16,384 pieces, 1 GiB of 64 KiB slots, held it 1.6
+/// ms in one hold), and every chunk creation or release on every other thread waits for the
+/// lock meanwhile; in batches of 4 MiB it is released every few microseconds (the system
+/// calls run outside it anyway).
+pub(crate) const DECAY_BATCH_BYTES: usize = 4 << 20;
 
 /// The work one step of the idle sweep does on an application thread, in chunks looked at
 /// (a class is looked at whole, so a step may pass this by one class's chunks): draining a
@@ -535,25 +582,43 @@ mod tests {
         assert!(within_idle_budget(1 << 20, 1 << 20));
         assert!(!within_idle_budget((1 << 20) + 1, 1 << 20));
         assert!(within_idle_budget(0, 0));
-        // A step: as many due pieces as fit (all expired here), at least one, and what is
-        // still due after it.
+        // A step: as many due pieces as fit (all expired here, and all of them the excess),
+        // at least one, and what is still due after it.
         let pieces = [(MIB, 0), (MIB, 1), (3 * MIB, 2), (MIB, 3)];
-        let step = |from: usize, bound: usize| {
-            let mut g = GiveBack::new(6 * MIB, 0, 100, 10, bound);
+        let step = |from: usize, bound: usize, alone: bool| {
+            let excess = pieces[from..].iter().map(|p| p.0).sum();
+            let mut g = GiveBack::new(excess, 0, 100, 10, bound, alone);
             let n = pieces[from..]
                 .iter()
                 .take_while(|p| g.takes(p.0, p.1))
                 .count();
-            (n, g.left())
+            (n, g.left(), g.too_big())
         };
-        assert_eq!(step(0, 2 * MIB), (2, 4 * MIB), "as many as fit the step");
-        assert_eq!(step(2, 2 * MIB), (1, 3 * MIB), "a larger piece goes alone");
-        assert_eq!(step(0, usize::MAX), (4, 0), "all, nothing left");
+        assert_eq!(
+            step(0, 2 * MIB, false),
+            (2, 4 * MIB, false),
+            "as many as fit the step"
+        );
+        assert_eq!(
+            step(2, 2 * MIB, true),
+            (1, MIB, false),
+            "a larger piece goes alone where it may"
+        );
+        assert_eq!(
+            step(2, 2 * MIB, false),
+            (0, 4 * MIB, true),
+            "and stops the step where it may not"
+        );
+        assert_eq!(
+            step(0, usize::MAX, false),
+            (4, 0, false),
+            "all, nothing left"
+        );
         // A walk that stops at a piece not due leaves nothing due.
-        let mut g = GiveBack::new(MIB, 0, 5, 1000, usize::MAX);
+        let mut g = GiveBack::new(MIB, 0, 5, 1000, usize::MAX, false);
         assert!(g.takes(MIB, 0));
         assert!(!g.takes(MIB, 1));
-        assert_eq!(g.left(), 0);
+        assert_eq!((g.left(), g.too_big()), (0, false));
         assert_eq!(cache_admits(4096, 4096, 8192), Some(8192));
         assert_eq!(cache_admits(4097, 4096, 8192), None);
         assert_eq!(cache_admits(usize::MAX, 1, usize::MAX), None, "no overflow");
@@ -582,10 +647,11 @@ mod tests {
         assert_eq!(excess(pieces.iter().copied(), last + d, d), total);
     }
 
-    /// The ages kept by epoch: the excess is never over the exact one over the same pieces,
-    /// at most an epoch's worth of the curve under it, and counts whole what is a decay time
-    /// and an epoch old; removing pieces (reused, given back) with their stamps leaves the
-    /// rest as if they never were.
+    /// The ages kept by epoch, against the exact sum over every piece freed (kept, or given
+    /// back by the decay since; less the pieces reused): the excess is never over the exact
+    /// one, at most an epoch's worth of the curve under it; giving back lowers what is kept,
+    /// not the allowance, so the excess falls by what was given back; everything kept is due
+    /// once nothing freed is recent.
     #[test]
     fn ages_by_epoch_follow_the_exact_excess() {
         let d = 1000 * MS;
@@ -597,7 +663,8 @@ mod tests {
             x
         };
         let mut ages = Ages::new(d);
-        let mut pieces: Vec<(usize, u64)> = Vec::new();
+        // (bytes, freed at, still kept): freed and not reused.
+        let mut pieces: Vec<(usize, u64, bool)> = Vec::new();
         let mut now = 3 * d;
         // Fewer rounds under Miri: plain arithmetic, a minute and more interpreted.
         let rounds = if cfg!(miri) { 40 } else { 400 };
@@ -608,47 +675,63 @@ mod tests {
                 let at = now - rand() % (5 * MS);
                 let bytes = 4096 << (rand() % 6);
                 ages.add(bytes, at);
-                pieces.push((bytes, at));
+                pieces.push((bytes, at, true));
             }
-            // Some reused or given back, any of them.
-            if !pieces.is_empty() && rand() % 3 == 0 {
-                let i = (rand() as usize) % pieces.len();
-                let (bytes, at) = pieces.swap_remove(i);
-                ages.remove(bytes, at);
+            // Some reused (any kept piece), some given back (the oldest kept).
+            if rand() % 3 == 0 {
+                let kept: Vec<usize> = (0..pieces.len()).filter(|&i| pieces[i].2).collect();
+                if !kept.is_empty() {
+                    let (bytes, at, _) = pieces.swap_remove(kept[rand() as usize % kept.len()]);
+                    ages.reuse(bytes, at);
+                }
             }
-            let exact = excess(pieces.iter().copied(), now, d);
-            let approx = ages.excess(now);
+            if rand() % 4 == 0 {
+                if let Some(p) = pieces.iter_mut().filter(|p| p.2).min_by_key(|p| p.1) {
+                    p.2 = false;
+                }
+            }
+            let kept: usize = pieces.iter().filter(|p| p.2).map(|p| p.0).sum();
+            let allowed: usize = pieces
+                .iter()
+                .map(|p| {
+                    (p.0 as u128 * allowance(now.saturating_sub(p.1), d) as u128 / ONE as u128)
+                        as usize
+                })
+                .sum();
+            let exact = kept.saturating_sub(allowed);
+            let approx = ages.excess(kept, now);
             assert!(approx <= exact, "round {round}: {approx} over {exact}");
             // At most every piece an epoch younger: the curve's steepest slope is 1.5 per
             // decay time, an epoch is d / 127.
-            let kept: usize = pieces.iter().map(|p| p.0).sum();
-            let slack = kept * 3 / 2 / 127 + 4096;
+            let freed: usize = pieces.iter().map(|p| p.0).sum();
+            let slack = freed * 3 / 2 / 127 + 4096;
             assert!(
                 approx + slack >= exact,
                 "round {round}: {approx} + {slack} under {exact}"
             );
-            let epoch = d.div_ceil(127);
-            let long_expired: usize = pieces
-                .iter()
-                .filter(|p| expired(p.1, now, d + epoch))
-                .map(|p| p.0)
-                .sum();
-            assert!(
-                approx >= long_expired,
-                "a decay time and an epoch old: due whole"
-            );
         }
-        // Long after, everything is due; and nothing is left once all are removed.
-        let kept: usize = pieces.iter().map(|p| p.0).sum();
-        assert_eq!(ages.excess(now + 10 * d), kept);
-        for (bytes, at) in pieces {
-            ages.remove(bytes, at);
+        // Long after, everything kept is due; and nothing is left once all are reused.
+        let kept: usize = pieces.iter().filter(|p| p.2).map(|p| p.0).sum();
+        assert_eq!(ages.excess(kept, now + 10 * d), kept);
+        for (bytes, at, _) in pieces {
+            ages.reuse(bytes, at);
         }
-        assert_eq!(ages.excess(now + 20 * d), 0);
+        assert_eq!(ages.excess(0, now + 20 * d), 0);
         // Freed just now, or within the epoch: nothing due.
         let mut fresh = Ages::new(d);
         fresh.add(64 << 20, 7 * d + 1);
-        assert_eq!(fresh.excess(7 * d + 1), 0);
-        assert_eq!(fresh.excess(7 * d + 2 * MS), 0);
+        assert_eq!(fresh.excess(64 << 20, 7 * d + 1), 0);
+        assert_eq!(fresh.excess(64 << 20, 7 * d + 2 * MS), 0);
+        // Steps at one moment: what the first gives back comes off the excess, no more (the
+        // allowance stays), so steps one after the other give back what one whole would.
+        let mid = 7 * d + d / 2;
+        let due = fresh.excess(64 << 20, mid);
+        assert!(
+            due.abs_diff(32 << 20) < 1 << 20,
+            "about half at half: {due}"
+        );
+        assert_eq!(fresh.excess((64 << 20) - (8 << 20), mid), due - (8 << 20));
+        fresh.clear();
+        assert_eq!(fresh.excess(1 << 20, mid), 1 << 20, "no history: all of it");
     }
 }

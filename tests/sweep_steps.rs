@@ -1,4 +1,4 @@
-//! The idle sweep in steps (SPEC section 4, "Decay, not purge": maintenance on an application
+//! The idle sweep in steps (SPEC section 3, "Decay, not purge": maintenance on an application
 //! thread is bounded in time). A sweep run by an allocation, a release or `stats()` looks at
 //! a bounded number of chunks (12, and the rest of the class it is in: under 24 here), and
 //! when it had more

@@ -96,7 +96,9 @@ impl Shared {
             return false;
         }
         let due = self.next_decay.load(Relaxed);
-        if now < due
+        // A give-back on an allocation path that left something due (the cap of recent
+        // demand) makes the tick due at once.
+        if (now < due && !self.memory.decay_wanted())
             || self
                 .next_decay
                 .compare_exchange(due, now.saturating_add(period), Relaxed, Relaxed)
@@ -108,25 +110,38 @@ impl Shared {
     }
 
     /// One step of the decay on an application thread (at most
-    /// [`retention::DECAY_STEP_BYTES`]); if more was due, the tick is due again at once, so
-    /// the next slow path of any thread takes the next step. When
+    /// [`retention::DECAY_STEP_BYTES`], no piece larger than that); if more was due, the tick
+    /// is due again at once, so the next slow path of any thread takes the next step. When
     /// [`retention::DECAY_HANDOFF_BYTES`] or more is due (before the step, or left after it),
-    /// a helper thread gives back the rest at once, and the thread that finds it due before
-    /// stepping takes no step itself (it pays the helper's start instead). Answers whether it
-    /// did any of that work (gave back, or started a helper).
+    /// or the oldest piece due is larger than a step, a helper thread gives back the rest at
+    /// once, and the thread that finds it due before stepping takes no step itself (it pays
+    /// the helper's start instead). Answers whether it did any of that work (gave back, or
+    /// started a helper).
     fn decay_step(self: &Arc<Self>, now: u64) -> bool {
+        self.memory.take_decay_wanted();
         if self.memory.due(now) >= retention::DECAY_HANDOFF_BYTES && self.hand_off_decay() {
             return true;
         }
-        let (given, left) = self.memory.decay_step(now, retention::DECAY_STEP_BYTES);
-        let handed_off = left >= retention::DECAY_HANDOFF_BYTES && self.hand_off_decay();
-        if left > 0 && !handed_off {
+        let mut st = self
+            .memory
+            .decay_step(now, retention::DECAY_STEP_BYTES, false);
+        let mut handed_off = false;
+        if (st.left >= retention::DECAY_HANDOFF_BYTES || st.too_big) && self.hand_off_decay() {
+            handed_off = true;
+        } else if st.too_big {
+            // No helper to be had (thread exit, no thread to start, loom): the piece goes
+            // here, alone.
+            st = self
+                .memory
+                .decay_step(now, retention::DECAY_STEP_BYTES, true);
+        }
+        if st.left > 0 && !handed_off {
             self.next_decay.store(now, Relaxed);
         }
-        if given > 0 {
+        if st.given > 0 {
             self.memory.release_empty();
         }
-        given > 0 || handed_off
+        st.given > 0 || handed_off
     }
 
     /// Starts a helper thread that runs the whole decay now, unless one is running

@@ -156,13 +156,16 @@ fn what_is_kept_stays_within_recent_demand() {
         "the new burst's memory is kept for the next"
     );
     // A large mapping counts in the demand like chunks. Fresh 4 MiB with 12 kept and a peak
-    // of 12: as much as the fresh mapping goes back at once (more than a decay step).
+    // of 12: a decay step goes back at once (an allocation path), and the decay tick is
+    // wanted at once for the rest.
+    assert!(!m.decay_wanted());
     let big = m.alloc_unpooled(4 * MIB).unwrap();
     touch(&big);
-    const { assert!(4 * MIB > retention::DECAY_STEP_BYTES) };
-    assert_eq!(m.retained(), 8 * MIB, "kept + handed out back at the peak");
+    assert_eq!(m.retained(), 12 * MIB - retention::DECAY_STEP_BYTES);
+    assert!(m.decay_wanted(), "the tick is wanted for what is left");
+    m.take_decay_wanted();
     m.decay(now_ns());
-    assert_eq!(m.retained(), 8 * MIB, "and no more goes");
+    assert_eq!(m.retained(), 8 * MIB, "kept + handed out back at the peak");
     // SAFETY: from `m`, unused.
     unsafe { m.free(big) };
     assert_eq!(m.retained(), 12 * MIB, "the mapping is kept too");
@@ -423,7 +426,7 @@ fn the_decay_goes_in_steps_of_bounded_bytes() {
     let later = t0 + decay + decay / 100;
     let mut steps = 0;
     loop {
-        let (given, left) = m.decay_step(later, 2 << 20);
+        let Stepped { given, left, .. } = m.decay_step(later, 2 << 20, false);
         assert!(given <= 2 << 20, "a step gave back {given}");
         steps += 1;
         assert_eq!(left, m.retained(), "what is still due: all of what is kept");
@@ -434,7 +437,11 @@ fn the_decay_goes_in_steps_of_bounded_bytes() {
     }
     assert_eq!(steps, 4);
     assert_eq!(m.retained(), 0);
-    assert_eq!(m.decay_step(later, 2 << 20), (0, 0), "nothing left");
+    assert_eq!(
+        m.decay_step(later, 2 << 20, false),
+        Stepped::default(),
+        "nothing left"
+    );
     m.release_empty();
 }
 
@@ -448,7 +455,7 @@ fn the_decay_goes_in_steps_of_bounded_bytes() {
 fn a_decay_step_looks_only_at_what_it_gives_back() {
     use std::sync::atomic::Ordering::Relaxed;
     // Long, so the time the frees take (a debug build is slow) puts nothing due at `t0`.
-    let decay = 100_000_000_000;
+    let decay = 10_000_000_000_000;
     let m = Memory::new(MemorySource::Os, 0, decay);
     let n = 16_384;
     let blocks: Vec<Block> = (0..n).map(|_| m.alloc_chunk(64 << 10).unwrap()).collect();
@@ -460,11 +467,15 @@ fn a_decay_step_looks_only_at_what_it_gives_back() {
     assert_eq!(m.retained(), n * (64 << 10));
     let t0 = now_ns();
     let started = std::time::Instant::now();
-    assert_eq!(m.decay_step(t0, 1 << 20), (0, 0), "nothing due yet");
+    assert_eq!(
+        m.decay_step(t0, 1 << 20, false),
+        Stepped::default(),
+        "nothing due yet"
+    );
     let idle_step = started.elapsed();
     assert_eq!(m.looked.load(Relaxed), 1, "the oldest piece, kept");
     let started = std::time::Instant::now();
-    let (given, left) = m.decay_step(t0 + decay / 4, 1 << 20);
+    let Stepped { given, left, .. } = m.decay_step(t0 + decay / 4, 1 << 20, false);
     let due_step = started.elapsed();
     assert_eq!(given, 1 << 20, "a full step");
     assert!(left > 0, "more is due a quarter of the decay time on");
@@ -485,6 +496,59 @@ fn a_decay_step_looks_only_at_what_it_gives_back() {
     unsafe { m.free(again) };
     assert_eq!(m.decay(t0 + 2 * decay), n * (64 << 10) - (1 << 20));
     assert_eq!(m.retained(), 0);
+    m.release_empty();
+    assert_eq!(m.mapped(), 0);
+}
+
+/// On an application thread a piece larger than the step does not go alone: the step stops
+/// at it and says so, for a thread of its own; where that is allowed, it goes alone.
+#[test]
+fn a_piece_larger_than_the_step_goes_alone_only_where_allowed() {
+    const MIB: usize = 1 << 20;
+    let decay = 1_000_000_000;
+    let m = Memory::new(MemorySource::Os, 0, decay);
+    let big = m.alloc_unpooled(4 * MIB).unwrap();
+    // SAFETY: from `m`, unused.
+    unsafe { m.free(big) };
+    let later = now_ns() + 2 * decay;
+    let st = m.decay_step(later, MIB, false);
+    assert_eq!((st.given, st.too_big), (0, true), "{st:?}");
+    assert!(st.left >= 4 * MIB, "{st:?}");
+    assert_eq!(m.retained(), 4 * MIB);
+    let st = m.decay_step(later, MIB, true);
+    assert_eq!(
+        st,
+        Stepped {
+            given: 4 * MIB,
+            left: 0,
+            too_big: false
+        }
+    );
+    assert_eq!((m.retained(), m.mapped()), (0, 0));
+}
+
+/// `purge` and the whole decay go in batches (the span table's lock released between them)
+/// and still give back everything: 3,000 pieces, three purge batches.
+#[test]
+fn purge_and_decay_go_in_batches_and_take_everything() {
+    let decay = 1_000_000_000;
+    let m = Memory::new(MemorySource::Os, 0, decay);
+    let n = 3 * PURGE_BATCH - 72;
+    for give_back in [0, 1] {
+        let blocks: Vec<Block> = (0..n).map(|_| m.alloc_chunk(16 << 10).unwrap()).collect();
+        for b in blocks {
+            // SAFETY: from `m`, unused.
+            unsafe { m.free(b) };
+        }
+        assert_eq!(m.retained(), n * (16 << 10));
+        let given = if give_back == 0 {
+            m.purge()
+        } else {
+            m.decay(now_ns() + 2 * decay)
+        };
+        assert_eq!(given, n * (16 << 10));
+        assert_eq!(m.retained(), 0);
+    }
     m.release_empty();
     assert_eq!(m.mapped(), 0);
 }
