@@ -406,7 +406,7 @@ pub(crate) struct Memory {
     mapped: AtomicUsize,
     /// Set when a give-back on an allocation path (the cap of recent demand) left something
     /// due: the allocator's decay tick is then due at once ([`Memory::decay_wanted`]).
-    wanted: std::sync::atomic::AtomicBool,
+    wanted: sync::AtomicBool,
     /// Pieces the last [`Memory::give_back`] looked at (the unit tests check it is bounded).
     #[cfg(test)]
     looked: std::sync::atomic::AtomicUsize,
@@ -439,7 +439,7 @@ impl Memory {
             spans: Mutex::new(SpanTable::new(decay_ns)),
             retained: AtomicUsize::new(0),
             mapped: AtomicUsize::new(0),
-            wanted: std::sync::atomic::AtomicBool::new(false),
+            wanted: sync::AtomicBool::new(false),
             #[cfg(test)]
             looked: std::sync::atomic::AtomicUsize::new(0),
         }
