@@ -327,3 +327,51 @@ fn one_sweep_after_idle_release_takes_an_emptied_chunk() {
     done_tx.send(()).unwrap();
     worker.join().unwrap();
 }
+
+/// The decay tick and the idle sweep take turns when both are due (one step that gives
+/// memory back a slow path): a decay with steps due for a while (1.75 MiB past the cache, in
+/// steps of 256 KiB: seven slow paths) does not keep the sweep waiting. After the decay time
+/// and `idle_release`, the first call takes a decay step and the second runs the sweep, which
+/// takes the expired cached chunks, while the decay still has steps to go. Without the turns
+/// the cache would wait for all seven steps.
+#[test]
+fn the_decay_and_the_sweep_take_turns() {
+    if !os_backed() {
+        return;
+    }
+    let idle = Duration::from_millis(300);
+    let pool = AdaptiveAllocator::builder()
+        .min_chunk_size(64 * KIB)
+        .max_chunk_size(64 * KIB)
+        .max_cached_bytes(256 * KIB)
+        .max_thread_idle_bytes(0)
+        .decay_time(idle)
+        .idle_release(idle)
+        .build()
+        .unwrap();
+    // 2 MiB of 16 KiB buffers, four to a 64 KiB chunk: 256 KiB of chunks cached, 1.75 MiB
+    // of slots kept (under the 2 MiB past which a helper thread takes the decay).
+    drop(filled(&pool, 128, 16 * KIB, 1));
+    let s = pool.stats();
+    assert_eq!(s.cached_bytes, 256 * KIB, "{s}");
+    let kept = s.retained_bytes;
+    assert!(kept >= 1536 * KIB, "{s}");
+    // Both due: every piece kept is past the decay time, every cached chunk past
+    // `idle_release`.
+    thread::sleep(idle * 2);
+    let first = pool.stats();
+    assert!(
+        first.retained_bytes < kept && first.retained_bytes + 256 * KIB >= kept,
+        "the first call took one decay step: {first}"
+    );
+    let second = pool.stats();
+    assert_eq!(
+        second.cached_bytes, 0,
+        "the second call ran the sweep, with decay steps still due: {second}"
+    );
+    assert!(
+        second.retained_bytes > 0,
+        "the decay had steps left (else the test shows nothing): {second}"
+    );
+    assert_trim_gives_all_back(&pool);
+}
