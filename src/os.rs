@@ -256,7 +256,7 @@ impl SpanTable {
         s.dirty_since[slot as usize] = since;
         self.dirty_bytes += s.slot_bytes;
         self.ages.add(s.slot_bytes, since);
-        let at = s.base.as_ptr() as usize + slot as usize * s.slot_bytes;
+        let at = s.slot_ptr(slot).as_ptr() as usize;
         self.kept.insert((since, at), Piece::Slot(span, slot));
     }
 
@@ -268,7 +268,7 @@ impl SpanTable {
         if reused {
             self.ages.reuse(span.slot_bytes, since);
         }
-        let at = span.base.as_ptr() as usize + slot as usize * span.slot_bytes;
+        let at = span.slot_ptr(slot).as_ptr() as usize;
         let gone = self.kept.remove(&(since, at));
         debug_assert!(gone.is_some(), "a dirty slot is listed as kept");
     }
@@ -859,13 +859,7 @@ impl Memory {
                         s.dirty[w] &= !(1 << bit);
                         s.free[w] &= !(1 << bit);
                         s.used += 1;
-                        // SAFETY: `slot < slots`: inside the span's mapping.
-                        let ptr = unsafe {
-                            NonNull::new_unchecked(
-                                s.base.as_ptr().add(slot as usize * s.slot_bytes),
-                            )
-                        };
-                        slots.push((span, slot, ptr, s.slot_bytes));
+                        slots.push((span, slot, s.slot_ptr(slot), s.slot_bytes));
                     }
                     Piece::Map(len) => maps.push((t.unkeep_map(at, len, false), len)),
                 }
@@ -1110,18 +1104,22 @@ impl Span {
         Some(self.take((w * 64) as u32 + bit))
     }
 
+    /// The address of `slot` (one of this span's: `slot < slots`, checked).
+    fn slot_ptr(&self, slot: u32) -> NonNull<u8> {
+        assert!(slot < self.slots, "a slot of the span");
+        // SAFETY: `slot < slots`, so the offset lies inside the span's mapping of
+        // `SPAN_BYTES` (`slots * slot_bytes <= SPAN_BYTES`), whose base is not null.
+        unsafe { NonNull::new_unchecked(self.base.as_ptr().add(slot as usize * self.slot_bytes)) }
+    }
+
     /// Marks `slot` (free) as in use and hands it out.
     fn take(&mut self, slot: u32) -> Block {
         let (w, bit) = (slot as usize / 64, slot % 64);
         debug_assert!(self.free[w] & (1 << bit) != 0);
         self.free[w] &= !(1 << bit);
         self.used += 1;
-        // SAFETY: `slot < slots`, so the slot lies inside the span's mapping.
-        let ptr = unsafe {
-            NonNull::new_unchecked(self.base.as_ptr().add(slot as usize * self.slot_bytes))
-        };
         Block {
-            ptr,
+            ptr: self.slot_ptr(slot),
             bytes: self.slot_bytes,
             kind: Kind::InSpan {
                 span: NonNull::from(&*self),
